@@ -1,0 +1,568 @@
+//! The `certex` command line (SPEC §10): argument definitions and one
+//! function per command. Data goes to stdout as JSON; errors to stderr.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::access::TrafficScope;
+use crate::client::{Client, ClientError, ClientFiles};
+use crate::config::BrokerConfig;
+use crate::draft::{BodyJson, ReceiptJson};
+use crate::proto::{self as pb, get_request::Selector, inclusion_proof_request::Leaf};
+use crate::server::{Broker, StartError};
+use crate::verify;
+
+/// A failed command: one clear line for stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl From<String> for CliError {
+    fn from(s: String) -> Self {
+        CliError(s)
+    }
+}
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError(e.to_string())
+    }
+}
+impl From<StartError> for CliError {
+    fn from(e: StartError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "certex",
+    version,
+    about = "Cross-border CERT cooperation broker"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Development PKI.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Sign a draft (JSON file or - for stdin) and publish it; prints the receipt.
+    Submit {
+        /// Draft file, or - for standard input.
+        file: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print one record (by seq or id) as JSON, signature verified.
+    Get {
+        /// A seq (number) or a message id (UUID).
+        what: String,
+        /// With an id: whose message.
+        #[arg(long)]
+        sender: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The transparency log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// The whole story in one process, narrated.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PkiCommand {
+    /// Create a development PKI and directory in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Comma-separated team ids, e.g. CN-CNCERT,BR-CERTBR.
+        #[arg(long, value_delimiter = ',', required = true)]
+        teams: Vec<String>,
+        /// A sharing group, NAME=TEAM,TEAM (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Development PKI directory (broker identity, directory.toml).
+    #[arg(long, env = "CERTEX_PKI", required_unless_present = "config")]
+    pub pki: Option<PathBuf>,
+    /// Database directory.
+    #[arg(long, required_unless_present = "config")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// A TOML configuration file instead of --pki/--data/--listen.
+    #[arg(long, conflicts_with_all = ["pki", "data"])]
+    pub config: Option<PathBuf>,
+}
+
+/// How to reach the broker and as whom.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Broker URL.
+    #[arg(long, env = "CERTEX_BROKER", default_value = "https://localhost:7443")]
+    pub broker: String,
+    /// Development PKI directory.
+    #[arg(long, env = "CERTEX_PKI")]
+    pub pki: Option<PathBuf>,
+    /// The team to act as.
+    #[arg(long = "as", env = "CERTEX_TEAM")]
+    pub team: String,
+    /// CA certificate of the broker (overrides the PKI layout).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Team TLS certificate.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Team TLS key.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Team Ed25519 signing key.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
+    /// Directory file used to verify signatures.
+    #[arg(long)]
+    pub directory: Option<PathBuf>,
+    /// Broker tree-head public key (hex file).
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
+}
+
+/// Which traffic to read.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ScopeArgs {
+    /// Read the traffic of this exercise (drill) instead of real traffic.
+    #[arg(long)]
+    pub exercise: Option<String>,
+    /// Read the traffic of every exercise.
+    #[arg(long, conflicts_with = "exercise")]
+    pub all_exercises: bool,
+}
+
+impl ScopeArgs {
+    pub fn scope(&self) -> TrafficScope {
+        match (&self.exercise, self.all_exercises) {
+            (_, true) => TrafficScope::AllExercises,
+            (Some(e), _) if !e.is_empty() => TrafficScope::Exercise(e.clone()),
+            _ => TrafficScope::Real,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// The current signed tree head, verified.
+    Head {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Fetch and verify an inclusion proof for a record (seq or id).
+    Prove {
+        what: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Check the current head extends the one kept in FILE, then keep it.
+    Verify {
+        #[arg(long)]
+        state: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+impl Conn {
+    fn files(&self) -> Result<ClientFiles, CliError> {
+        let mut files = match &self.pki {
+            Some(p) => ClientFiles::from_pki(p, &self.team),
+            None => ClientFiles {
+                ca: PathBuf::new(),
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+                signing_key: PathBuf::new(),
+                directory: PathBuf::new(),
+            },
+        };
+        let set = |slot: &mut PathBuf, v: &Option<PathBuf>| {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        };
+        set(&mut files.ca, &self.ca);
+        set(&mut files.cert, &self.cert);
+        set(&mut files.key, &self.key);
+        set(&mut files.signing_key, &self.signing_key);
+        set(&mut files.directory, &self.directory);
+        if files.ca.as_os_str().is_empty()
+            || files.cert.as_os_str().is_empty()
+            || files.key.as_os_str().is_empty()
+        {
+            return Err(CliError(
+                "no credentials: give --pki DIR (or CERTEX_PKI), or --ca, --cert and --key".into(),
+            ));
+        }
+        Ok(files)
+    }
+
+    pub async fn connect(&self) -> Result<Client, CliError> {
+        Ok(Client::connect(&self.broker, &self.files()?, &self.team).await?)
+    }
+
+    fn log_key(&self) -> Result<VerifyingKey, CliError> {
+        let path = match (&self.log_key, &self.pki) {
+            (Some(p), _) => p.clone(),
+            (None, Some(pki)) => pki.join("broker/signing.pub"),
+            (None, None) => {
+                return Err(CliError(
+                    "give --log-key FILE (the broker's tree-head public key)".into(),
+                ));
+            }
+        };
+        read_public_key(&path)
+    }
+}
+
+/// Reads a hex Ed25519 public key file.
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| {
+            CliError(format!(
+                "{} is not a hex Ed25519 public key",
+                path.display()
+            ))
+        })
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
+    let line = serde_json::to_string(v).map_err(|e| CliError(e.to_string()))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Pki(PkiCommand::Init { dir, teams, groups }) => {
+            let groups = groups
+                .iter()
+                .map(|g| crate::pki::parse_group(g))
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::pki::init(&dir, &teams, &groups)?;
+            eprintln!(
+                "development PKI for {} teams written to {}",
+                teams.len(),
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Serve(args) => serve(args).await,
+        Command::Submit { file, conn } => {
+            let text = if file == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| CliError(format!("cannot read the draft from stdin: {e}")))?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| CliError(format!("cannot read draft {file}: {e}")))?
+            };
+            let draft: BodyJson = serde_json::from_str(&text)
+                .map_err(|e| CliError(format!("draft {file} is not valid: {e}")))?;
+            let client = conn.connect().await?;
+            let receipt = client.submit(draft).await?;
+            print_json(&ReceiptJson::from(&receipt))
+        }
+        Command::Get {
+            what,
+            sender,
+            scope,
+            conn,
+        } => {
+            let client = conn.connect().await?;
+            let rec = client.get(get_request(&what, sender, &scope)).await?;
+            print_json(&client.render(&rec))
+        }
+        Command::Log(cmd) => log_command(cmd).await,
+        Command::Demo => crate::demo::run().await.map_err(CliError),
+    }
+}
+
+fn get_request(what: &str, sender: Option<String>, scope: &ScopeArgs) -> pb::GetRequest {
+    pb::GetRequest {
+        selector: Some(match what.parse::<u64>() {
+            Ok(seq) => Selector::Seq(seq),
+            Err(_) => Selector::Id(what.to_owned()),
+        }),
+        sender: sender.unwrap_or_default(),
+        exercise: Some(scope.scope().to_selector()),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let config = match (&args.config, &args.pki, &args.data) {
+        (Some(c), _, _) => BrokerConfig::from_file(c)?,
+        (None, Some(pki), Some(data)) => BrokerConfig::from_pki(pki, data, args.listen),
+        _ => return Err(CliError("give --pki and --data, or --config".into())),
+    };
+    let listen = config.listen;
+    let broker = Broker::open(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    tracing::info!(addr = %local, size = broker.log().head().tree_size, "broker listening");
+    eprintln!("certex broker listening on {local}");
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| CliError(e.to_string()))?;
+    let reloader = broker.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if let Err(e) = reloader.reload_directory() {
+                tracing::error!(error = %e, "directory reload refused; the previous directory stays in force");
+            }
+        }
+    });
+    let shutdown = async {
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    broker.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+/// A verified tree head as printed and kept by `log verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadJson {
+    pub tree_size: u64,
+    pub root_hash: String,
+    pub timestamp_ms: u64,
+    pub signature: String,
+    pub verified: bool,
+}
+
+/// Fetches the current head and checks its signature.
+pub async fn fetch_head(
+    client: &Client,
+    key: &VerifyingKey,
+) -> Result<(pb::SignedTreeHead, verify::Hash), CliError> {
+    let head = client
+        .transparency()
+        .get_head(pb::GetHeadRequest {})
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let root = verify::hash_from_slice(&head.root_hash).map_err(|e| CliError(e.to_string()))?;
+    verify::verify_tree_head(
+        key,
+        head.tree_size,
+        &root,
+        head.timestamp_ms,
+        &head.signature,
+    )
+    .map_err(|e| {
+        CliError(format!(
+            "tree head of size {} does not verify: {e}",
+            head.tree_size
+        ))
+    })?;
+    Ok((head, root))
+}
+
+fn head_json(h: &pb::SignedTreeHead) -> HeadJson {
+    HeadJson {
+        tree_size: h.tree_size,
+        root_hash: hex::encode(&h.root_hash),
+        timestamp_ms: h.timestamp_ms,
+        signature: hex::encode(&h.signature),
+        verified: true,
+    }
+}
+
+async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
+    match cmd {
+        LogCommand::Head { conn } => {
+            let client = conn.connect().await?;
+            let (head, _) = fetch_head(&client, &conn.log_key()?).await?;
+            print_json(&head_json(&head))
+        }
+        LogCommand::Prove { what, scope, conn } => {
+            let client = conn.connect().await?;
+            let key = conn.log_key()?;
+            let out = prove(&client, &key, &what, &scope).await?;
+            print_json(&out)
+        }
+        LogCommand::Verify { state, conn } => {
+            let client = conn.connect().await?;
+            let key = conn.log_key()?;
+            let out = verify_state(&client, &key, &state).await?;
+            print_json(&out)
+        }
+    }
+}
+
+/// What `log prove` prints.
+#[derive(Debug, Serialize)]
+pub struct ProofJson {
+    pub seq: u64,
+    pub leaf_hash: String,
+    pub tree_size: u64,
+    pub root_hash: String,
+    pub path_len: usize,
+    pub verified: bool,
+}
+
+/// Proves that a record (seq or id) is in the log under the current signed head.
+pub async fn prove(
+    client: &Client,
+    key: &VerifyingKey,
+    what: &str,
+    scope: &ScopeArgs,
+) -> Result<ProofJson, CliError> {
+    let rec = client.get(get_request(what, None, scope)).await?;
+    // The leaf hash is recomputed from the envelope, not taken from the broker.
+    let leaf = match &rec.envelope {
+        Some(env) => verify::leaf_hash(&crate::envelope::log_bytes(env)),
+        None => verify::hash_from_slice(&rec.leaf_hash).map_err(|e| CliError(e.to_string()))?,
+    };
+    let (head, root) = fetch_head(client, key).await?;
+    let proof = client
+        .transparency()
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            leaf: Some(Leaf::Seq(rec.seq)),
+            tree_size: head.tree_size,
+        })
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let path = proof
+        .path
+        .iter()
+        .map(|h| verify::hash_from_slice(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError(e.to_string()))?;
+    verify::verify_inclusion(&leaf, rec.seq - 1, head.tree_size, &path, &root)
+        .map_err(|e| CliError(format!("record {} is NOT proven in the log: {e}", rec.seq)))?;
+    Ok(ProofJson {
+        seq: rec.seq,
+        leaf_hash: hex::encode(leaf),
+        tree_size: head.tree_size,
+        root_hash: hex::encode(root),
+        path_len: path.len(),
+        verified: true,
+    })
+}
+
+/// What `log verify` prints.
+#[derive(Debug, Serialize)]
+pub struct AuditJson {
+    pub previous_size: Option<u64>,
+    pub tree_size: u64,
+    pub root_hash: String,
+    pub consistent: bool,
+}
+
+/// Checks the current head against the one kept in `state`, then keeps it.
+pub async fn verify_state(
+    client: &Client,
+    key: &VerifyingKey,
+    state: &Path,
+) -> Result<AuditJson, CliError> {
+    let (head, root) = fetch_head(client, key).await?;
+    let kept: Option<HeadJson> =
+        match std::fs::read_to_string(state) {
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                CliError(format!("state file {} is not valid: {e}", state.display()))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(CliError(format!(
+                    "cannot read state {}: {e}",
+                    state.display()
+                )));
+            }
+        };
+    if let Some(k) = &kept {
+        let kept_root = hex::decode(&k.root_hash)
+            .ok()
+            .and_then(|b| verify::hash_from_slice(&b).ok())
+            .ok_or_else(|| CliError(format!("state file {}: bad root_hash", state.display())))?;
+        if head.tree_size < k.tree_size {
+            return Err(CliError(format!(
+                "LOG ROLLBACK: the broker's head has {} records but {} were seen before",
+                head.tree_size, k.tree_size
+            )));
+        }
+        if head.timestamp_ms < k.timestamp_ms {
+            return Err(CliError(
+                "LOG INCONSISTENT: the new head's timestamp is older than the kept one".into(),
+            ));
+        }
+        let proof = client
+            .transparency()
+            .get_consistency_proof(pb::ConsistencyProofRequest {
+                first: k.tree_size,
+                second: head.tree_size,
+            })
+            .await
+            .map_err(ClientError::from)?
+            .into_inner();
+        let path = proof
+            .path
+            .iter()
+            .map(|h| verify::hash_from_slice(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CliError(e.to_string()))?;
+        verify::check_extends((k.tree_size, &kept_root), (head.tree_size, &root), &path).map_err(
+            |e| {
+                CliError(format!(
+                    "LOG INCONSISTENT: head {} does not extend the kept head {}: {e}",
+                    head.tree_size, k.tree_size
+                ))
+            },
+        )?;
+    }
+    let tmp = state.with_extension("tmp");
+    let text =
+        serde_json::to_string_pretty(&head_json(&head)).map_err(|e| CliError(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, state))
+        .map_err(|e| CliError(format!("cannot keep the head in {}: {e}", state.display())))?;
+    Ok(AuditJson {
+        previous_size: kept.map(|k| k.tree_size),
+        tree_size: head.tree_size,
+        root_hash: hex::encode(root),
+        consistent: true,
+    })
+}

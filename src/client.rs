@@ -1,0 +1,282 @@
+//! A certex client: mTLS connection to a broker, signing and publishing,
+//! reading records and verifying their signatures against a local copy of
+//! the directory (never trusting the broker for keys). Used by the CLI, the
+//! demo, the benchmarks and the tests.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use time::OffsetDateTime;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::directory::Directory;
+use crate::draft::{BodyJson, RecordJson, TombstoneJson, timestamp_text};
+use crate::envelope;
+use crate::proto::directory_client::DirectoryClient;
+use crate::proto::exchange_client::ExchangeClient;
+use crate::proto::transparency_client::TransparencyClient;
+use crate::proto::{self as pb};
+use crate::validate::Kind;
+use crate::vocab::Word;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Local files (keys, certificates, directory, draft) are unusable.
+    #[error("{0}")]
+    Local(String),
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The broker refused the call.
+    #[error("broker refused: {} ({:?})", .0.message(), .0.code())]
+    Status(#[from] tonic::Status),
+}
+
+/// Where a team's client files are.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    /// CA certificate that issued the broker's certificate.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Ed25519 signing key; needed only to publish.
+    pub signing_key: PathBuf,
+    /// Directory file used to verify signatures.
+    pub directory: PathBuf,
+}
+
+impl ClientFiles {
+    /// The development PKI layout of SPEC §10.
+    pub fn from_pki(pki: &Path, team: &str) -> Self {
+        let t = pki.join("teams").join(team);
+        ClientFiles {
+            ca: pki.join("broker/ca.pem"),
+            cert: t.join("cert.pem"),
+            key: t.join("key.pem"),
+            signing_key: t.join("signing.key"),
+            directory: pki.join("directory.toml"),
+        }
+    }
+}
+
+fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(p)
+        .map_err(|e| ClientError::Local(format!("cannot read {what} {}: {e}", p.display())))
+}
+
+/// A connection to a broker as one team.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    team: String,
+    signer: Option<SigningKey>,
+    directory: Option<Directory>,
+}
+
+/// Opens an mTLS channel to `url` (`https://host:port`) with the given PEM
+/// files, without any team-specific state.
+pub async fn connect_channel(
+    url: &str,
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> Result<Channel, ClientError> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split([':', '/']).next())
+        .unwrap_or("localhost")
+        .to_owned();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(host);
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| ClientError::Connect {
+            url: url.into(),
+            message: e.to_string(),
+        })?
+        .tls_config(tls)
+        .map_err(|e| ClientError::Connect {
+            url: url.into(),
+            message: e.to_string(),
+        })?;
+    endpoint.connect().await.map_err(|e| ClientError::Connect {
+        url: url.into(),
+        message: format!(
+            "{e} ({})",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
+    })
+}
+
+impl Client {
+    /// Connects as `team`. The signing key and directory are loaded when
+    /// their files exist (publishing and verification need them).
+    pub async fn connect(url: &str, files: &ClientFiles, team: &str) -> Result<Self, ClientError> {
+        let channel = connect_channel(
+            url,
+            &read(&files.ca, "broker CA certificate")?,
+            &read(&files.cert, "team certificate")?,
+            &read(&files.key, "team TLS key")?,
+        )
+        .await?;
+        let signer = if files.signing_key.exists() {
+            Some(envelope::read_signing_key(&files.signing_key).map_err(ClientError::Local)?)
+        } else {
+            None
+        };
+        let directory = if files.directory.exists() {
+            Some(Directory::load(&files.directory).map_err(|e| ClientError::Local(e.to_string()))?)
+        } else {
+            None
+        };
+        Ok(Client {
+            channel,
+            team: team.to_owned(),
+            signer,
+            directory,
+        })
+    }
+
+    pub fn team(&self) -> &str {
+        &self.team
+    }
+
+    pub fn exchange(&self) -> ExchangeClient<Channel> {
+        ExchangeClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn transparency(&self) -> TransparencyClient<Channel> {
+        TransparencyClient::new(self.channel.clone())
+    }
+
+    pub fn directory_api(&self) -> DirectoryClient<Channel> {
+        DirectoryClient::new(self.channel.clone())
+    }
+
+    /// The local directory used for verification.
+    pub fn local_directory(&self) -> Option<&Directory> {
+        self.directory.as_ref()
+    }
+
+    fn signer(&self) -> Result<&SigningKey, ClientError> {
+        self.signer
+            .as_ref()
+            .ok_or_else(|| ClientError::Local(format!("no signing key for {}", self.team)))
+    }
+
+    /// Signs an encoded body.
+    pub fn seal(&self, body: &pb::Body) -> Result<pb::Envelope, ClientError> {
+        Ok(envelope::seal_body(body, self.signer()?))
+    }
+
+    /// Publishes a signed envelope.
+    pub async fn publish(&self, envelope: pb::Envelope) -> Result<pb::Receipt, ClientError> {
+        Ok(self
+            .exchange()
+            .publish(pb::PublishRequest {
+                envelope: Some(envelope),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Fills, signs and publishes a draft (SPEC §11).
+    pub async fn submit(&self, mut draft: BodyJson) -> Result<pb::Receipt, ClientError> {
+        draft
+            .fill(&self.team, OffsetDateTime::now_utc())
+            .map_err(ClientError::Local)?;
+        let body = draft.to_body().map_err(ClientError::Local)?;
+        self.publish(self.seal(&body)?).await
+    }
+
+    /// Fetches one record.
+    pub async fn get(&self, req: pb::GetRequest) -> Result<pb::Record, ClientError> {
+        Ok(self.exchange().get(req).await?.into_inner())
+    }
+
+    /// Renders a record as JSON, verifying its signature and leaf hash
+    /// against the local directory.
+    pub fn render(&self, rec: &pb::Record) -> RecordJson {
+        render_record(rec, self.directory.as_ref())
+    }
+}
+
+/// Checks a record end to end: leaf hash over the envelope bytes, body
+/// decodes, signature by a key the local directory lists for the sender,
+/// valid when the message was created. Returns the body if all hold.
+pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<pb::Body, String> {
+    let env = rec.envelope.as_ref().ok_or("record carries no envelope")?;
+    if crate::verify::leaf_hash(&envelope::log_bytes(env)).as_slice() != rec.leaf_hash.as_slice() {
+        return Err("leaf hash does not match the envelope".into());
+    }
+    let body = envelope::decode_body(env).map_err(|e| format!("body does not decode: {e}"))?;
+    let created = body
+        .created_at
+        .as_ref()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+        .ok_or("body has no created_at")?;
+    let key = dir
+        .active_key(&body.sender, &env.key_id, created)
+        .map_err(|e| e.to_string())?;
+    envelope::verify(env, &key.public).map_err(|e| e.to_string())?;
+    Ok(body)
+}
+
+/// The §11 JSON form of a record.
+pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
+    let received_at = rec
+        .received_at
+        .as_ref()
+        .map(timestamp_text)
+        .unwrap_or_default();
+    if let Some(t) = &rec.retracted {
+        return RecordJson {
+            seq: rec.seq,
+            id: t.id.clone(),
+            sender: t.sender.clone(),
+            kind: None,
+            tlp: None,
+            exercise: String::new(),
+            marking: None,
+            received_at,
+            leaf_hash: hex::encode(&rec.leaf_hash),
+            verified: false,
+            body: None,
+            retracted: Some(TombstoneJson {
+                id: t.id.clone(),
+                seq: t.seq,
+                retracted_by: t.retracted_by.clone(),
+                reason: t.reason.clone(),
+            }),
+        };
+    }
+    let verified = dir.map(|d| verify_record(rec, d));
+    let body = rec
+        .envelope
+        .as_ref()
+        .and_then(|e| envelope::decode_body(e).ok())
+        .unwrap_or_default();
+    if let Some(Err(why)) = &verified {
+        tracing::warn!(seq = rec.seq, reason = %why, "record failed verification");
+    }
+    RecordJson {
+        seq: rec.seq,
+        id: body.id.clone(),
+        sender: body.sender.clone(),
+        kind: Kind::of(&body).map(|k| k.word().to_owned()),
+        tlp: pb::Tlp::try_from(body.tlp)
+            .ok()
+            .map(|t| t.word().to_owned()),
+        exercise: body.exercise.clone(),
+        marking: (!body.exercise.is_empty()).then(|| "EXERCISE".to_owned()),
+        received_at,
+        leaf_hash: hex::encode(&rec.leaf_hash),
+        verified: matches!(verified, Some(Ok(_))),
+        body: Some(BodyJson::from_body(&body)),
+        retracted: None,
+    }
+}

@@ -1,0 +1,396 @@
+//! The directory the broker enforces: teams, country anchors, signing keys and
+//! sharing groups, loaded from `directory.toml` and validated as a whole.
+//!
+//! A directory that fails validation is refused with an error naming the entry
+//! to fix; the caller keeps the directory it had (SIGHUP reload).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::envelope::key_id;
+
+/// Why a directory file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// The file could not be read.
+    #[error("cannot read directory {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("directory {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// The file parses but an entry breaks a rule.
+    #[error("directory {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// `directory.toml` as written on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryFile {
+    /// One or more CA certificates per country.
+    #[serde(default, rename = "anchor")]
+    pub anchors: Vec<AnchorEntry>,
+    #[serde(default, rename = "team")]
+    pub teams: Vec<TeamEntry>,
+    /// Sharing group name → member team ids.
+    #[serde(default, rename = "groups")]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorEntry {
+    /// ISO 3166-1 alpha-2 code, e.g. "CN".
+    pub country: String,
+    /// PEM file, relative to the directory file.
+    pub certificate: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamEntry {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub contact: String,
+    #[serde(default, rename = "key")]
+    pub keys: Vec<KeyEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Lowercase hex of the 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// Optional; checked against the public key when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// RFC 3339; the key is not valid before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// RFC 3339; the key is not valid after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+}
+
+/// A validated directory.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    teams: BTreeMap<String, Team>,
+    anchors: BTreeMap<String, Vec<CertificateDer<'static>>>,
+    groups: BTreeMap<String, BTreeSet<String>>,
+    keys: HashMap<String, (String, usize)>,
+}
+
+/// A member team.
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub id: String,
+    pub country: String,
+    pub name: String,
+    pub contact: String,
+    pub keys: Vec<SigningKey>,
+}
+
+/// One of a team's Ed25519 signing keys.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub key_id: String,
+    pub public: VerifyingKey,
+    pub not_before: Option<OffsetDateTime>,
+    pub not_after: Option<OffsetDateTime>,
+    pub revoked: bool,
+}
+
+/// Why a key cannot be used to sign at a given time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("key {key_id} is not a signing key of {team}")]
+    Unknown { team: String, key_id: String },
+    #[error("key {key_id} of {team} is revoked")]
+    Revoked { team: String, key_id: String },
+    #[error("key {key_id} of {team} is not valid yet")]
+    NotYetValid { team: String, key_id: String },
+    #[error("key {key_id} of {team} has expired")]
+    Expired { team: String, key_id: String },
+}
+
+/// Checks the form of a team id: country code, `-`, short name;
+/// `[A-Z0-9-]`, 4–32 characters.
+pub fn check_team_id(id: &str) -> Result<(), String> {
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+    let b = id.as_bytes();
+    if !(4..=32).contains(&id.len())
+        || !ok_chars
+        || !b[0].is_ascii_uppercase()
+        || !b[1].is_ascii_uppercase()
+        || b[2] != b'-'
+    {
+        return Err(format!(
+            "team id {id:?} is not of the form CC-NAME (country code, '-', name; A-Z, 0-9 and '-'; 4 to 32 characters)"
+        ));
+    }
+    Ok(())
+}
+
+/// The country code of a (well-formed) team id.
+pub fn country_of(team_id: &str) -> &str {
+    team_id.get(..2).unwrap_or("")
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
+impl Directory {
+    /// Reads and validates a directory file; certificate paths are relative to it.
+    pub fn load(path: &Path) -> Result<Self, DirectoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: DirectoryFile = toml::from_str(&text).map_err(|e| DirectoryError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_file(file, base).map_err(|message| DirectoryError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Validates a parsed directory; `base` resolves certificate paths.
+    pub fn from_file(file: DirectoryFile, base: &Path) -> Result<Self, String> {
+        let mut anchors: BTreeMap<String, Vec<CertificateDer<'static>>> = BTreeMap::new();
+        for a in &file.anchors {
+            if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!(
+                    "anchor country {:?} is not a two-letter upper-case country code",
+                    a.country
+                ));
+            }
+            let p = base.join(&a.certificate);
+            let certs: Vec<_> = CertificateDer::pem_file_iter(&p)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    format!(
+                        "anchor {}: cannot read certificate {}: {e}",
+                        a.country,
+                        p.display()
+                    )
+                })?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "anchor {}: {} holds no PEM certificate",
+                    a.country,
+                    p.display()
+                ));
+            }
+            anchors.entry(a.country.clone()).or_default().extend(certs);
+        }
+
+        let mut teams = BTreeMap::new();
+        let mut keys = HashMap::new();
+        for t in &file.teams {
+            check_team_id(&t.id)?;
+            let country = country_of(&t.id).to_owned();
+            if !anchors.contains_key(&country) {
+                return Err(format!(
+                    "team {}: no anchor for country {country} (add an [[anchor]] with country = \"{country}\")",
+                    t.id
+                ));
+            }
+            if t.name.trim().is_empty() {
+                return Err(format!("team {}: name is empty", t.id));
+            }
+            let mut team_keys = Vec::new();
+            for (n, k) in t.keys.iter().enumerate() {
+                let at = |msg: String| format!("team {} key {}: {msg}", t.id, n + 1);
+                let raw = hex::decode(&k.public_key)
+                    .ok()
+                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                    .ok_or_else(|| at("public_key is not 64 hex characters".into()))?;
+                let public = VerifyingKey::from_bytes(&raw)
+                    .map_err(|_| at("public_key is not a valid Ed25519 point".into()))?;
+                let id = key_id(&public);
+                if let Some(stated) = &k.key_id
+                    && *stated != id
+                {
+                    return Err(at(format!(
+                        "key_id {stated} does not match the public key (its id is {id})"
+                    )));
+                }
+                let not_before = k
+                    .not_before
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(at)?;
+                let not_after = k
+                    .not_after
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(at)?;
+                if let Some((owner, _)) = keys.get(&id) {
+                    return Err(at(format!("key {id} is already a key of {owner}")));
+                }
+                keys.insert(id.clone(), (t.id.clone(), team_keys.len()));
+                team_keys.push(SigningKey {
+                    key_id: id,
+                    public,
+                    not_before,
+                    not_after,
+                    revoked: k.revoked,
+                });
+            }
+            let team = Team {
+                id: t.id.clone(),
+                country,
+                name: t.name.clone(),
+                contact: t.contact.clone(),
+                keys: team_keys,
+            };
+            if teams.insert(t.id.clone(), team).is_some() {
+                return Err(format!("team {} is listed twice", t.id));
+            }
+        }
+
+        let mut groups = BTreeMap::new();
+        for (name, members) in &file.groups {
+            check_group_name(name)?;
+            let mut set = BTreeSet::new();
+            for m in members {
+                if !teams.contains_key(m) {
+                    return Err(format!(
+                        "group {name}: member {m} is not a team of the directory"
+                    ));
+                }
+                set.insert(m.clone());
+            }
+            groups.insert(name.clone(), set);
+        }
+        Ok(Directory {
+            teams,
+            anchors,
+            groups,
+            keys,
+        })
+    }
+
+    pub fn team(&self, id: &str) -> Option<&Team> {
+        self.teams.get(id)
+    }
+
+    pub fn teams(&self) -> impl Iterator<Item = &Team> {
+        self.teams.values()
+    }
+
+    pub fn group(&self, name: &str) -> Option<&BTreeSet<String>> {
+        self.groups.get(name)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
+        self.groups.iter()
+    }
+
+    /// Country code → CA certificates.
+    pub fn anchors(&self) -> &BTreeMap<String, Vec<CertificateDer<'static>>> {
+        &self.anchors
+    }
+
+    /// The key `key_id` of `team` if it may sign at `at`.
+    pub fn active_key(
+        &self,
+        team: &str,
+        key_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<&SigningKey, KeyProblem> {
+        let problem = |k: fn(String, String) -> KeyProblem| k(team.to_owned(), key_id.to_owned());
+        let key = match self.keys.get(key_id) {
+            Some((owner, idx)) if owner == team => &self.teams[owner].keys[*idx],
+            _ => return Err(problem(|team, key_id| KeyProblem::Unknown { team, key_id })),
+        };
+        if key.revoked {
+            return Err(problem(|team, key_id| KeyProblem::Revoked { team, key_id }));
+        }
+        if key.not_before.is_some_and(|nb| at < nb) {
+            return Err(problem(|team, key_id| KeyProblem::NotYetValid {
+                team,
+                key_id,
+            }));
+        }
+        if key.not_after.is_some_and(|na| at > na) {
+            return Err(problem(|team, key_id| KeyProblem::Expired { team, key_id }));
+        }
+        Ok(key)
+    }
+}
+
+/// Sharing group names: `[A-Z0-9-]`, 2–32 characters (e.g. `SCO`, `ASEAN-ARF`).
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    if (2..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "group name {name:?} must be 2 to 32 characters of A-Z, 0-9 and '-'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn team_ids() {
+        assert!(check_team_id("CN-CNCERT").is_ok());
+        assert!(check_team_id("BR-CERTBR").is_ok());
+        assert!(check_team_id("C-X").is_err());
+        assert!(check_team_id("cn-cncert").is_err());
+        assert!(check_team_id("CNCERT").is_err());
+        assert!(check_team_id("CN-THIS-NAME-IS-FAR-TOO-LONG-FOR-US").is_err());
+        assert!(check_team_id("CN_CERT").is_err());
+    }
+
+    #[test]
+    fn rejects_member_that_is_not_a_team() {
+        let file: DirectoryFile = toml::from_str(
+            r#"
+            [groups]
+            SCO = ["CN-NOPE"]
+            "#,
+        )
+        .unwrap();
+        let err = Directory::from_file(file, Path::new(".")).unwrap_err();
+        assert!(err.contains("member CN-NOPE is not a team"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_in_file() {
+        let err = toml::from_str::<DirectoryFile>("[[team]]\nid='CN-X1'\nname='x'\ncolour='red'\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+}

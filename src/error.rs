@@ -1,0 +1,111 @@
+//! The one error type at the gRPC boundary, and its mapping to `tonic::Status`
+//! (SPEC §4). Internal errors are logged here, once, and reach the client only
+//! as a generic message.
+
+use tonic::{Code, Status};
+
+use crate::directory::KeyProblem;
+use crate::envelope::SignatureError;
+
+/// Everything a broker call can be refused for.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection's certificate names no team of the current directory.
+    #[error("team {0} is not in the broker's directory")]
+    UnknownCaller(String),
+    /// `body.sender` is not the team of the TLS client certificate.
+    #[error(
+        "body.sender is {claimed} but this connection is authenticated as {team}: a team may only publish as itself"
+    )]
+    NotSender { claimed: String, team: String },
+    #[error("{0}")]
+    Key(#[from] KeyProblem),
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
+    /// `created_at` is outside the skew window.
+    #[error(
+        "field created_at: {created_at} is {skew_secs} s away from the broker clock {now}; the allowed skew is ±{window_secs} s (check the sender's clock)"
+    )]
+    Skew {
+        created_at: String,
+        now: String,
+        skew_secs: i64,
+        window_secs: u64,
+    },
+    /// Same `(sender, id)` already published with other bytes.
+    #[error(
+        "message {id} of {sender} already exists as record {seq} with different content; use a new id for a new message"
+    )]
+    AlreadyExists {
+        sender: String,
+        id: String,
+        seq: u64,
+    },
+    #[error("envelope is {size} bytes, over the broker's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    /// A field is missing, malformed or over its limit.
+    #[error("field {field}: {problem}")]
+    Invalid { field: String, problem: String },
+    /// The message asks for something the current state forbids.
+    #[error("{0}")]
+    Precondition(String),
+    #[error(
+        "rate limit exceeded for team {team}: at most {per_second} messages per second (burst {burst}); retry later"
+    )]
+    RateLimited {
+        team: String,
+        per_second: u32,
+        burst: u32,
+    },
+    /// Not there, or not for this caller: the two are not distinguished.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A request argument (not a message field) is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the broker is shutting down")]
+    Unavailable,
+    /// A broker-side failure; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The gRPC status code of SPEC §4 for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::UnknownCaller(_) | Error::Key(_) | Error::Signature(_) => Code::Unauthenticated,
+            Error::NotSender { .. } => Code::PermissionDenied,
+            Error::Skew { .. } | Error::Invalid { .. } | Error::BadRequest(_) => {
+                Code::InvalidArgument
+            }
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::TooLarge { .. } | Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::Precondition(_) => Code::FailedPrecondition,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Unavailable => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        if let Error::Internal(detail) = &e {
+            tracing::error!(error = %detail, "internal error");
+            return Status::internal(
+                "internal broker error; the operator can find it in the broker log",
+            );
+        }
+        Status::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,510 @@
+//! The durable, append-only log: one writer thread that checks the rules that
+//! depend on what is already logged (duplicates, retraction targets, case
+//! transitions), assigns gap-free seqs, extends the Merkle tree, signs the new
+//! tree head, and commits each group of publishes with one device sync.
+//!
+//! Every check that reads the log happens on the writer, in seq order, against
+//! the log plus the records of the group being built: two racing updates to one
+//! case cannot both win, and two identical publishes get one record.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{Signer, SigningKey};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cases::{self, Role};
+use crate::envelope;
+use crate::error::Error;
+use crate::merkle::{self, Frontier};
+use crate::proto::body::Content;
+use crate::proto::{Body, CaseState, Envelope, Receipt, SignedTreeHead};
+use crate::storage::{Storage, StorageError, StoredHead, StoredRecord, WriteBatch};
+use crate::verify::tree_head_message;
+
+/// Most publishes committed together.
+const MAX_GROUP: usize = 1024;
+/// Most envelope bytes committed together.
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// A publish that passed the stateless checks.
+pub struct Submission {
+    pub envelope: Envelope,
+    pub body: Body,
+}
+
+struct Job {
+    sub: Submission,
+    reply: oneshot::Sender<Result<Receipt, Error>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Converts milliseconds since the epoch to a protobuf timestamp.
+pub fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// Decodes a stored record's envelope and body.
+pub fn open_record(rec: &StoredRecord) -> Result<(Envelope, Body), Error> {
+    let env = Envelope::decode(rec.envelope.as_slice())
+        .map_err(|e| Error::Internal(format!("stored envelope does not decode: {e}")))?;
+    let body = envelope::decode_body(&env)
+        .map_err(|e| Error::Internal(format!("stored body does not decode: {e}")))?;
+    Ok((env, body))
+}
+
+/// Handle to the log, shared by all RPCs.
+#[derive(Clone)]
+pub struct Log {
+    tx: mpsc::Sender<Job>,
+    storage: Arc<Storage>,
+    head: Arc<RwLock<SignedTreeHead>>,
+    committed: watch::Receiver<u64>,
+}
+
+impl Log {
+    /// Starts the writer over `storage`, signing tree heads with `key`.
+    pub fn start(storage: Arc<Storage>, key: SigningKey) -> Result<Self, Error> {
+        let size = storage.last_seq()?;
+        let frontier = Frontier::load(size, storage.as_ref())
+            .map_err(|e| Error::Internal(format!("cannot rebuild the Merkle frontier: {e}")))?;
+        let key_id = envelope::key_id(&key.verifying_key());
+        let mut writer = Writer {
+            storage: storage.clone(),
+            frontier,
+            key,
+            key_id,
+            last_ts: 0,
+            last_received: 0,
+            head: Arc::new(RwLock::new(SignedTreeHead::default())),
+            committed: watch::channel(size).0,
+        };
+        match storage.latest_head()? {
+            Some(h) if h.tree_size == size => {
+                writer.last_ts = h.timestamp_ms;
+                *writer.head.write().unwrap_or_else(|p| p.into_inner()) = writer.to_proto(&h);
+            }
+            previous => {
+                // First start, or a crash between an append and its head:
+                // sign a head for what is on disk.
+                writer.last_ts = previous.map_or(0, |h| h.timestamp_ms);
+                let mut batch = WriteBatch::default();
+                let head = writer.sign_head(&mut batch);
+                storage.commit(batch)?;
+                *writer.head.write().unwrap_or_else(|p| p.into_inner()) = head;
+            }
+        }
+        if let Some(rec) = storage.record(size)? {
+            writer.last_received = rec.received_at_ms;
+        }
+        let head = writer.head.clone();
+        let committed = writer.committed.subscribe();
+        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        std::thread::Builder::new()
+            .name("certex-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::Internal(format!("cannot start the log writer: {e}")))?;
+        Ok(Log {
+            tx,
+            storage,
+            head,
+            committed,
+        })
+    }
+
+    /// Appends a checked submission; the receipt means it is on the device.
+    pub async fn append(&self, sub: Submission) -> Result<Receipt, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { sub, reply })
+            .await
+            .map_err(|_| Error::Unavailable)?;
+        rx.await.map_err(|_| Error::Unavailable)?
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The latest signed tree head.
+    pub fn head(&self) -> SignedTreeHead {
+        self.head.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The committed log size, updated after every durable commit.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+}
+
+/// A record accepted into the group being built.
+struct Pending {
+    receipt: Receipt,
+    body: Body,
+    also_readers: Vec<String>,
+}
+
+/// What a job turned into.
+enum Outcome {
+    /// Answer now (an error, or the receipt of an earlier commit).
+    Done(Result<Receipt, Error>),
+    /// Answer after the commit with the receipt of this seq.
+    After(u64, bool),
+}
+
+struct Writer {
+    storage: Arc<Storage>,
+    frontier: Frontier,
+    key: SigningKey,
+    key_id: String,
+    last_ts: u64,
+    last_received: u64,
+    head: Arc<RwLock<SignedTreeHead>>,
+    committed: watch::Sender<u64>,
+}
+
+/// The state of the group being built, layered over the log.
+#[derive(Default)]
+struct Group {
+    batch: WriteBatch,
+    by_id: HashMap<(String, String), u64>,
+    records: HashMap<u64, Pending>,
+    retracted: HashSet<u64>,
+    case_states: HashMap<u64, CaseState>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut bytes = jobs[0].sub.envelope.body.len();
+            while jobs.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.sub.envelope.body.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(jobs);
+        }
+        tracing::debug!("log writer stopped");
+    }
+
+    fn commit_group(&mut self, jobs: Vec<Job>) {
+        let received = now_ms().max(self.last_received);
+        let mut group = Group::default();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let outcome = match self.accept(job.sub, received, &mut group) {
+                Ok(o) => o,
+                Err(e) => Outcome::Done(Err(e)),
+            };
+            outcomes.push(outcome);
+            replies.push(job.reply);
+        }
+        let size = self.frontier.size();
+        let result = if group.records.is_empty() {
+            Ok(self.head.read().unwrap_or_else(|p| p.into_inner()).clone())
+        } else {
+            let head = self.sign_head(&mut group.batch);
+            self.storage
+                .commit(std::mem::take(&mut group.batch))
+                .map(|()| head)
+        };
+        match result {
+            Ok(head) => {
+                if !group.records.is_empty() {
+                    self.last_received = received;
+                    *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
+                    self.committed.send_replace(size);
+                }
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    let answer = match outcome {
+                        Outcome::Done(r) => r,
+                        Outcome::After(seq, duplicate) => {
+                            let mut receipt = group.records[&seq].receipt.clone();
+                            receipt.duplicate = duplicate;
+                            receipt.tree_size = size;
+                            Ok(receipt)
+                        }
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; nothing of this group was acknowledged");
+                self.reload();
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    let answer = match outcome {
+                        Outcome::Done(r) => r,
+                        Outcome::After(..) => Err(Error::Internal(format!("commit failed: {e}"))),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// After a failed commit: forget the in-memory tree and start again from
+    /// what the database holds.
+    fn reload(&mut self) {
+        let loaded = self
+            .storage
+            .last_seq()
+            .map_err(|e| e.to_string())
+            .and_then(|size| {
+                Frontier::load(size, self.storage.as_ref()).map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(f) => self.frontier = f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the log after a failed commit; stopping");
+                std::process::exit(70);
+            }
+        }
+    }
+
+    fn sign_head(&mut self, batch: &mut WriteBatch) -> SignedTreeHead {
+        let ts = now_ms().max(self.last_ts);
+        self.last_ts = ts;
+        let size = self.frontier.size();
+        let root = self.frontier.root();
+        let signature = self.key.sign(&tree_head_message(size, &root, ts));
+        let head = StoredHead {
+            tree_size: size,
+            root_hash: root.to_vec(),
+            timestamp_ms: ts,
+            signature: signature.to_bytes().to_vec(),
+        };
+        batch.put_head(&head);
+        self.to_proto(&head)
+    }
+
+    fn to_proto(&self, h: &StoredHead) -> SignedTreeHead {
+        SignedTreeHead {
+            tree_size: h.tree_size,
+            root_hash: h.root_hash.clone(),
+            timestamp_ms: h.timestamp_ms,
+            signature: h.signature.clone(),
+            key_id: self.key_id.clone(),
+        }
+    }
+
+    /// Looks a `(id, sender)` up in the group, then in the log.
+    fn find(&self, group: &Group, id: &str, sender: &str) -> Result<Option<u64>, Error> {
+        if let Some(seq) = group.by_id.get(&(id.to_owned(), sender.to_owned())) {
+            return Ok(Some(*seq));
+        }
+        Ok(self.storage.seq_of(id, sender)?)
+    }
+
+    /// Body and extra readers of record `seq`, from the group or the log.
+    fn load(&self, group: &Group, seq: u64) -> Result<(Body, Vec<String>), Error> {
+        if let Some(p) = group.records.get(&seq) {
+            return Ok((p.body.clone(), p.also_readers.clone()));
+        }
+        let rec = self
+            .storage
+            .record(seq)?
+            .ok_or_else(|| Error::Internal(format!("indexed record {seq} is missing")))?;
+        let (_, body) = open_record(&rec)?;
+        Ok((body, rec.also_readers))
+    }
+
+    fn accept(
+        &mut self,
+        sub: Submission,
+        received: u64,
+        group: &mut Group,
+    ) -> Result<Outcome, Error> {
+        let body = sub.body;
+        let bytes = envelope::log_bytes(&sub.envelope);
+        let leaf = merkle::leaf_hash(&bytes);
+
+        // Same (sender, id): the original receipt for identical bytes.
+        if let Some(seq) = self.find(group, &body.id, &body.sender)? {
+            if let Some(p) = group.records.get(&seq) {
+                return if p.receipt.leaf_hash == leaf {
+                    Ok(Outcome::After(seq, true))
+                } else {
+                    Err(already(&body, seq))
+                };
+            }
+            let rec = self
+                .storage
+                .record(seq)?
+                .ok_or_else(|| Error::Internal(format!("indexed record {seq} is missing")))?;
+            if rec.leaf_hash != leaf {
+                return Err(already(&body, seq));
+            }
+            return Ok(Outcome::Done(Ok(Receipt {
+                seq,
+                id: body.id,
+                received_at: Some(timestamp(rec.received_at_ms)),
+                leaf_hash: rec.leaf_hash,
+                tree_size: *self.committed.borrow(),
+                duplicate: true,
+            })));
+        }
+
+        let seq = self.frontier.size() + 1;
+        let mut also_readers = Vec::new();
+        match &body.content {
+            Some(Content::Retraction(r)) => {
+                let target = self.find(group, &r.target, &body.sender)?.ok_or_else(|| {
+                    Error::Precondition(format!(
+                        "you have no message {} to retract: only its sender can retract a message",
+                        r.target
+                    ))
+                })?;
+                let (tbody, treaders) = self.load(group, target)?;
+                if matches!(tbody.content, Some(Content::Retraction(_))) {
+                    return Err(Error::Precondition(format!(
+                        "message {} is itself a retraction and cannot be retracted",
+                        r.target
+                    )));
+                }
+                if group.retracted.contains(&target)
+                    || self.storage.retraction_of(target)?.is_some()
+                {
+                    return Err(Error::Precondition(format!(
+                        "message {} is already retracted",
+                        r.target
+                    )));
+                }
+                same_distribution(&body, &tbody, "retraction", "the message it retracts")?;
+                also_readers = treaders;
+                group.retracted.insert(target);
+                group.batch.put_retraction(target, seq);
+            }
+            Some(Content::CaseUpdate(u)) => {
+                let (request_seq, request) = self.find_case(group, &u.case_id, &body.sender)?;
+                let role = if body.sender == request.sender {
+                    Role::Requester
+                } else {
+                    Role::Addressee
+                };
+                same_distribution(&body, &request, "case update", "its assistance request")?;
+                let current = match group.case_states.get(&request_seq) {
+                    Some(s) => *s,
+                    None => self
+                        .storage
+                        .case_state(request_seq)?
+                        .and_then(|s| CaseState::try_from(s).ok())
+                        .unwrap_or(CaseState::Open),
+                };
+                let to = CaseState::try_from(u.transition).unwrap_or(CaseState::Unspecified);
+                let next = cases::transition(current, to, role)
+                    .map_err(|why| Error::Precondition(format!("case {}: {why}", u.case_id)))?;
+                group.case_states.insert(request_seq, next);
+                group.batch.put_case_state(request_seq, next as i32);
+                group.batch.put_case_update(request_seq, seq);
+                also_readers = vec![request.sender.clone()];
+            }
+            _ => {}
+        }
+
+        for (level, index, hash) in self.frontier.push(leaf) {
+            group.batch.put_node(level, index, &hash);
+        }
+        let stored = StoredRecord {
+            received_at_ms: received,
+            leaf_hash: leaf.to_vec(),
+            envelope: bytes,
+            also_readers: also_readers.clone(),
+        };
+        group.batch.put_record(seq, &body.id, &body.sender, &stored);
+        group
+            .by_id
+            .insert((body.id.clone(), body.sender.clone()), seq);
+        let receipt = Receipt {
+            seq,
+            id: body.id.clone(),
+            received_at: Some(timestamp(received)),
+            leaf_hash: leaf.to_vec(),
+            tree_size: 0,
+            duplicate: false,
+        };
+        group.records.insert(
+            seq,
+            Pending {
+                receipt,
+                body,
+                also_readers,
+            },
+        );
+        Ok(Outcome::After(seq, false))
+    }
+
+    /// The assistance request `case_id` that `team` is a party to.
+    fn find_case(&self, group: &Group, case_id: &str, team: &str) -> Result<(u64, Body), Error> {
+        let mut candidates: Vec<(String, u64)> = self.storage.seqs_of_id(case_id)?;
+        candidates.extend(
+            group
+                .by_id
+                .iter()
+                .filter(|((id, _), _)| id == case_id)
+                .map(|((_, sender), seq)| (sender.clone(), *seq)),
+        );
+        for (_, seq) in candidates {
+            let (body, _) = self.load(group, seq)?;
+            if let Some(Content::Request(req)) = &body.content
+                && (body.sender == team || req.to == team)
+            {
+                return Ok((seq, body));
+            }
+        }
+        Err(Error::Precondition(format!(
+            "no assistance request {case_id} of which you are the requester or the addressee"
+        )))
+    }
+}
+
+fn already(body: &Body, seq: u64) -> Error {
+    Error::AlreadyExists {
+        sender: body.sender.clone(),
+        id: body.id.clone(),
+        seq,
+    }
+}
+
+/// Case updates and retractions take TLP, audience and exercise from the
+/// record they refer to (SPEC §5).
+fn same_distribution(body: &Body, target: &Body, what: &str, of: &str) -> Result<(), Error> {
+    let field = if body.tlp != target.tlp {
+        "tlp"
+    } else if body.audience != target.audience {
+        "audience"
+    } else if body.exercise != target.exercise {
+        "exercise"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        field,
+        format!(
+            "a {what} must carry the same tlp, audience and exercise as {of} (the CLI fills them in)"
+        ),
+    ))
+}

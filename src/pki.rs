@@ -1,0 +1,270 @@
+//! The development PKI of SPEC §10 (`certex pki init`): one CA per country,
+//! the broker's TLS identity and tree-head key, per-team client certificates
+//! and signing keys, and the directory file. Never for production keys.
+//!
+//! ```text
+//! DIR/directory.toml
+//! DIR/ca/<CC>.pem  DIR/ca/<CC>.key
+//! DIR/broker/cert.pem key.pem ca.pem signing.key signing.pub
+//! DIR/teams/<TEAM>/cert.pem key.pem signing.key
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::directory::{
+    AnchorEntry, DirectoryFile, KeyEntry, TeamEntry, check_group_name, check_team_id, country_of,
+};
+use crate::draft::format_time;
+use crate::envelope::key_id;
+use crate::transport::TEAM_URI_PREFIX;
+
+fn mkdir(p: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .map_err(|e| format!("cannot create {}: {e}", p.display()))
+}
+
+/// Writes a file; `secret` files are created owner-only (0600).
+fn write(p: &Path, contents: &[u8], secret: bool) -> Result<(), String> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(p)
+        .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    f.write_all(contents)
+        .map_err(|e| format!("cannot write {}: {e}", p.display()))
+}
+
+fn rc(e: rcgen::Error) -> String {
+    format!("certificate generation failed: {e}")
+}
+
+fn ca_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "certex development PKI");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(3650);
+    p
+}
+
+fn leaf_params(cn: &str, now: OffsetDateTime) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(825);
+    p
+}
+
+/// A client certificate for `team`, issued by the CA in `ca_cert`/`ca_key`
+/// (PEM). Returns (certificate PEM, private key PEM). Tests use it to forge
+/// certificates from the wrong country's CA.
+pub fn issue_team_certificate(
+    ca_cert: &str,
+    ca_key: &str,
+    team: &str,
+) -> Result<(String, String), String> {
+    let key = KeyPair::from_pem(ca_key).map_err(rc)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, key).map_err(rc)?;
+    let now = OffsetDateTime::now_utc();
+    let mut p = leaf_params(team, now);
+    p.subject_alt_names = vec![SanType::URI(
+        format!("{TEAM_URI_PREFIX}{team}").try_into().map_err(rc)?,
+    )];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_key = KeyPair::generate().map_err(rc)?;
+    let cert = p.signed_by(&leaf_key, &issuer).map_err(rc)?;
+    Ok((cert.pem(), leaf_key.serialize_pem()))
+}
+
+/// A fresh Ed25519 key: (PKCS#8 PEM, public key hex, key id).
+fn signing_key() -> Result<(String, String, String), String> {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let pem = key
+        .to_pkcs8_pem(Default::default())
+        .map_err(|e| format!("cannot encode signing key: {e}"))?;
+    let public = key.verifying_key();
+    Ok((
+        pem.to_string(),
+        hex::encode(public.as_bytes()),
+        key_id(&public),
+    ))
+}
+
+/// Parses `NAME=TEAM,TEAM`.
+pub fn parse_group(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, members) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--group {s:?}: expected NAME=TEAM,TEAM"))?;
+    Ok((
+        name.to_owned(),
+        members
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    ))
+}
+
+/// Creates the development PKI in `dir` (refuses to overwrite one).
+pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> Result<(), String> {
+    if dir.join("directory.toml").exists() {
+        return Err(format!(
+            "{} already holds a PKI (directory.toml exists); choose another --dir",
+            dir.display()
+        ));
+    }
+    if teams.is_empty() {
+        return Err("--teams names no team".into());
+    }
+    let mut seen = BTreeSet::new();
+    for t in teams {
+        check_team_id(t)?;
+        if !seen.insert(t.as_str()) {
+            return Err(format!("team {t} is listed twice"));
+        }
+    }
+    let mut group_map = BTreeMap::new();
+    for (name, members) in groups {
+        check_group_name(name)?;
+        for m in members {
+            if !seen.contains(m.as_str()) {
+                return Err(format!("group {name}: {m} is not one of --teams"));
+            }
+        }
+        group_map.insert(name.clone(), members.clone());
+    }
+
+    let now = OffsetDateTime::now_utc();
+    mkdir(dir)?;
+    mkdir(&dir.join("ca"))?;
+    mkdir(&dir.join("broker"))?;
+    mkdir(&dir.join("teams"))?;
+
+    // One CA per country.
+    let countries: BTreeSet<&str> = teams.iter().map(|t| country_of(t)).collect();
+    let mut issuers = BTreeMap::new();
+    let mut anchors = Vec::new();
+    for cc in &countries {
+        let key = KeyPair::generate().map_err(rc)?;
+        let params = ca_params(&format!("certex dev CA {cc}"), now);
+        let cert = params.self_signed(&key).map_err(rc)?;
+        write(
+            &dir.join(format!("ca/{cc}.pem")),
+            cert.pem().as_bytes(),
+            false,
+        )?;
+        write(
+            &dir.join(format!("ca/{cc}.key")),
+            key.serialize_pem().as_bytes(),
+            true,
+        )?;
+        anchors.push(AnchorEntry {
+            country: (*cc).to_owned(),
+            certificate: format!("ca/{cc}.pem"),
+        });
+        issuers.insert(*cc, Issuer::new(params, key));
+    }
+
+    // The broker: its own CA (what clients trust), TLS identity, tree-head key.
+    let broker_ca_key = KeyPair::generate().map_err(rc)?;
+    let broker_ca_params = ca_params("certex dev broker CA", now);
+    let broker_ca = broker_ca_params.self_signed(&broker_ca_key).map_err(rc)?;
+    let broker_issuer = Issuer::new(broker_ca_params, broker_ca_key);
+    let mut p = leaf_params("certex broker", now);
+    p.subject_alt_names = vec![
+        SanType::DnsName("localhost".try_into().map_err(rc)?),
+        SanType::IpAddress([127, 0, 0, 1].into()),
+        SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let broker_key = KeyPair::generate().map_err(rc)?;
+    let broker_cert = p.signed_by(&broker_key, &broker_issuer).map_err(rc)?;
+    write(
+        &dir.join("broker/ca.pem"),
+        broker_ca.pem().as_bytes(),
+        false,
+    )?;
+    write(
+        &dir.join("broker/cert.pem"),
+        broker_cert.pem().as_bytes(),
+        false,
+    )?;
+    write(
+        &dir.join("broker/key.pem"),
+        broker_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    let (head_key, head_public, _) = signing_key()?;
+    write(&dir.join("broker/signing.key"), head_key.as_bytes(), true)?;
+    write(
+        &dir.join("broker/signing.pub"),
+        format!("{head_public}\n").as_bytes(),
+        false,
+    )?;
+
+    // Teams.
+    let mut entries = Vec::new();
+    for t in teams {
+        let tdir = dir.join("teams").join(t);
+        mkdir(&tdir)?;
+        let issuer = &issuers[country_of(t)];
+        let mut p = leaf_params(t, now);
+        p.subject_alt_names = vec![SanType::URI(
+            format!("{TEAM_URI_PREFIX}{t}").try_into().map_err(rc)?,
+        )];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().map_err(rc)?;
+        let cert = p.signed_by(&key, issuer).map_err(rc)?;
+        write(&tdir.join("cert.pem"), cert.pem().as_bytes(), false)?;
+        write(&tdir.join("key.pem"), key.serialize_pem().as_bytes(), true)?;
+        let (pem, public, id) = signing_key()?;
+        write(&tdir.join("signing.key"), pem.as_bytes(), true)?;
+        entries.push(TeamEntry {
+            id: t.clone(),
+            name: t.clone(),
+            contact: format!("incident-desk@{}.example", t.to_ascii_lowercase()),
+            keys: vec![KeyEntry {
+                public_key: public,
+                key_id: Some(id),
+                not_before: Some(format_time(now - Duration::days(1))),
+                not_after: None,
+                revoked: false,
+            }],
+        });
+    }
+    let file = DirectoryFile {
+        anchors,
+        teams: entries,
+        groups: group_map,
+    };
+    let text = toml::to_string_pretty(&file).map_err(|e| format!("cannot write directory: {e}"))?;
+    let header = "# certex directory: teams, country anchors, signing keys, sharing groups.\n\
+                  # Edit and send SIGHUP to the broker to reload; a bad file is refused.\n\n";
+    write(
+        &dir.join("directory.toml"),
+        format!("{header}{text}").as_bytes(),
+        false,
+    )?;
+    Ok(())
+}
