@@ -1,0 +1,223 @@
+//! The one test harness: a real broker on 127.0.0.1:0 with a freshly
+//! generated development PKI, real mTLS and a temporary sled database, and
+//! real gRPC clients per team.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use certex::client::{Client, ClientFiles};
+use certex::config::{BrokerConfig, Limits};
+use certex::draft::{BodyJson, to_timestamp};
+use certex::proto::{self as pb, body::Content};
+use certex::server::Broker;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+pub const TEAMS: &[&str] = &[
+    "CN-CNCERT",
+    "RU-GOVCERT",
+    "BR-CERTBR",
+    "IN-CERTIN",
+    "ZA-CSIRT",
+    "US-CISA",
+    "DE-CERTBUND",
+];
+
+/// Creates a development PKI with [`TEAMS`] and groups BRICS and SCO.
+pub fn make_pki(dir: &Path) {
+    let teams: Vec<String> = TEAMS.iter().map(|s| s.to_string()).collect();
+    let groups = vec![
+        certex::pki::parse_group("BRICS=CN-CNCERT,RU-GOVCERT,BR-CERTBR,IN-CERTIN,ZA-CSIRT").unwrap(),
+        certex::pki::parse_group("SCO=CN-CNCERT,RU-GOVCERT,IN-CERTIN").unwrap(),
+    ];
+    certex::pki::init(dir, &teams, &groups).unwrap();
+}
+
+pub struct TestBroker {
+    pub tmp: TempDir,
+    pub addr: std::net::SocketAddr,
+    pub broker: Broker,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        make_pki(&tmp.path().join("pki"));
+        Self::start_in(tmp, limits).await
+    }
+
+    /// Starts a broker over an existing `tmp/pki` and `tmp/data`.
+    pub async fn start_in(tmp: TempDir, limits: Limits) -> Self {
+        let mut config = BrokerConfig::from_pki(
+            &tmp.path().join("pki"),
+            &tmp.path().join("data"),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        config.limits = limits;
+        // After a restart in the same process, the previous log writer may
+        // still be releasing the database lock for a moment.
+        let mut attempts = 0;
+        let broker = loop {
+            match Broker::open(config.clone()) {
+                Ok(b) => break b,
+                Err(e) if attempts < 100 => {
+                    attempts += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("broker did not start: {e}"),
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let serving = broker.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestBroker {
+            tmp,
+            addr,
+            broker,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.tmp.path().join("pki")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    pub async fn client(&self, team: &str) -> Client {
+        Client::connect(&self.url(), &ClientFiles::from_pki(&self.pki(), team), team)
+            .await
+            .unwrap()
+    }
+
+    /// Stops the broker gracefully and returns its directory for a restart.
+    pub async fn stop(mut self) -> TempDir {
+        let tmp = std::mem::replace(&mut self.tmp, tempfile::tempdir().unwrap());
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+        tmp
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A body with the given content, sent by `sender`, created now.
+pub fn body(sender: &str, tlp: pb::Tlp, audience: pb::Audience, content: Content) -> pb::Body {
+    pb::Body {
+        id: uuid::Uuid::new_v4().to_string(),
+        sender: sender.to_owned(),
+        created_at: Some(to_timestamp(OffsetDateTime::now_utc())),
+        tlp: tlp as i32,
+        audience: Some(audience),
+        exercise: String::new(),
+        references: vec![],
+        content: Some(content),
+    }
+}
+
+pub fn teams(list: &[&str]) -> pb::Audience {
+    pb::Audience {
+        kind: Some(pb::audience::Kind::Teams(pb::TeamList {
+            teams: list.iter().map(|s| s.to_string()).collect(),
+        })),
+    }
+}
+
+pub fn community() -> pb::Audience {
+    pb::Audience {
+        kind: Some(pb::audience::Kind::Community(true)),
+    }
+}
+
+pub fn group(name: &str) -> pb::Audience {
+    pb::Audience {
+        kind: Some(pb::audience::Kind::Group(name.to_owned())),
+    }
+}
+
+pub fn incident(title: &str) -> Content {
+    Content::Incident(pb::IncidentReport {
+        title: title.to_owned(),
+        description: "Spear-phishing led to domain controller compromise".into(),
+        category: pb::Category::Intrusions as i32,
+        severity: pb::Severity::High as i32,
+        sectors: vec!["energy".into()],
+        detected_at: None,
+        observables: vec![pb::Observable {
+            r#type: pb::ObservableType::Ipv4 as i32,
+            value: "203.0.113.7".into(),
+        }],
+    })
+}
+
+pub fn warning(title: &str, severity: pb::Severity) -> Content {
+    Content::Warning(pb::Warning {
+        title: title.to_owned(),
+        summary: "Active exploitation observed".into(),
+        severity: severity as i32,
+        expires_at: None,
+        cves: vec!["CVE-2024-3094".into()],
+        observables: vec![],
+        recommended_actions: vec!["patch".into()],
+    })
+}
+
+/// Parses a §11 draft.
+pub fn draft(json: &str) -> BodyJson {
+    serde_json::from_str(json).unwrap()
+}
+
+pub fn get_seq(seq: u64) -> pb::GetRequest {
+    pb::GetRequest {
+        selector: Some(pb::get_request::Selector::Seq(seq)),
+        sender: String::new(),
+        exercise: None,
+    }
+}
+
+pub fn get_id(id: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        selector: Some(pb::get_request::Selector::Id(id.to_owned())),
+        sender: String::new(),
+        exercise: None,
+    }
+}
+
+/// The gRPC status code of a failed client call.
+pub fn code<T: std::fmt::Debug>(r: Result<T, certex::client::ClientError>) -> (tonic::Code, String) {
+    match r {
+        Err(certex::client::ClientError::Status(s)) => (s.code(), s.message().to_owned()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}

@@ -1,0 +1,377 @@
+//! Publishing over real mTLS: the round trip and every rule of SPEC §4, each
+//! with its gRPC status.
+
+mod common;
+
+use certex::config::Limits;
+use certex::envelope;
+use certex::proto::{self as pb, body::Content};
+use common::*;
+use prost::Message;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_between_countries() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let br = b.client("BR-CERTBR").await;
+    let body = body("CN-CNCERT", pb::Tlp::Amber, teams(&["BR-CERTBR"]), incident("Grid intrusion"));
+    let env = cn.seal(&body).unwrap();
+    let receipt = cn.publish(env.clone()).await.unwrap();
+    assert_eq!(receipt.seq, 1);
+    assert_eq!(receipt.id, body.id);
+    assert!(!receipt.duplicate);
+    assert_eq!(receipt.tree_size, 1);
+    assert_eq!(receipt.leaf_hash.len(), 32);
+
+    let rec = br.get(get_seq(1)).await.unwrap();
+    assert_eq!(rec.envelope.as_ref().unwrap(), &env, "stored and forwarded byte for byte");
+    let json = br.render(&rec);
+    assert!(json.verified);
+    assert_eq!(json.sender, "CN-CNCERT");
+    assert_eq!(json.kind.as_deref(), Some("incident"));
+
+    let by_id = br.get(get_id(&body.id)).await.unwrap();
+    assert_eq!(by_id.seq, 1);
+
+    // A team outside the audience: not found, exactly like a missing record.
+    let us = b.client("US-CISA").await;
+    let (c, msg) = code(us.get(get_seq(1)).await);
+    assert_eq!(c, Code::NotFound);
+    let (c2, msg2) = code(us.get(get_seq(99)).await);
+    assert_eq!(c2, Code::NotFound);
+    assert_eq!(msg.replace('1', "N"), msg2.replace("99", "N"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_must_be_the_tls_team() {
+    let b = TestBroker::start().await;
+    let us = b.client("US-CISA").await;
+    // US-CISA signs with its own key but claims to be CN-CNCERT.
+    let body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("forged"));
+    let (c, msg) = code(us.publish(us.seal(&body).unwrap()).await);
+    assert_eq!(c, Code::PermissionDenied);
+    assert!(msg.contains("authenticated as US-CISA"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_and_bad_signature_are_unauthenticated() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"));
+
+    // A key that is not in the directory.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let (c, msg) = code(cn.publish(envelope::seal_body(&body, &stranger)).await);
+    assert_eq!(c, Code::Unauthenticated);
+    assert!(msg.contains("is not a signing key of CN-CNCERT"), "{msg}");
+
+    // Another team's key id.
+    let ru_key = envelope::read_signing_key(&b.pki().join("teams/RU-GOVCERT/signing.key")).unwrap();
+    let (c, _) = code(cn.publish(envelope::seal_body(&body, &ru_key)).await);
+    assert_eq!(c, Code::Unauthenticated);
+
+    // The right key id, a signature over other bytes.
+    let mut env = cn.seal(&body).unwrap();
+    env.signature[0] ^= 1;
+    let (c, msg) = code(cn.publish(env).await);
+    assert_eq!(c, Code::Unauthenticated);
+    assert!(msg.contains("signature does not match"), "{msg}");
+
+    // Nothing was stored.
+    assert_eq!(b.broker.log().head().tree_size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_key_is_unauthenticated_after_reload() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let path = b.pki().join("directory.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let key_id = cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"))).unwrap().key_id;
+    let revoked = text.replace(
+        &format!("key_id = \"{key_id}\""),
+        &format!("key_id = \"{key_id}\"\nrevoked = true"),
+    );
+    assert_ne!(text, revoked);
+    std::fs::write(&path, revoked).unwrap();
+    b.broker.reload_directory().unwrap();
+    let (c, msg) = code(cn.publish(cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"))).unwrap()).await);
+    assert_eq!(c, Code::Unauthenticated);
+    assert!(msg.contains("revoked"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_is_invalid_argument_naming_the_skew() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    for offset in [-3600i64, 3600] {
+        let mut body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("late"));
+        body.created_at.as_mut().unwrap().seconds += offset;
+        let (c, msg) = code(cn.publish(cn.seal(&body).unwrap()).await);
+        assert_eq!(c, Code::InvalidArgument);
+        assert!(msg.contains("created_at") && msg.contains("±600 s"), "{msg}");
+    }
+    // Inside the window is fine.
+    let mut body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("a bit early"));
+    body.created_at.as_mut().unwrap().seconds += 300;
+    cn.publish(cn.seal(&body).unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_retry_returns_the_original_receipt() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let env = cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("once"))).unwrap();
+    let first = cn.publish(env.clone()).await.unwrap();
+    cn.publish(cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("other"))).unwrap())
+        .await
+        .unwrap();
+    let again = cn.publish(env.clone()).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.seq, &again.id, &again.leaf_hash, &again.received_at), (first.seq, &first.id, &first.leaf_hash, &first.received_at));
+    assert_eq!(b.broker.log().head().tree_size, 2, "the retry added nothing");
+
+    // Concurrent identical publishes: one record, the same seq for all.
+    let env = cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("racing"))).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (cn, env) = (cn.clone(), env.clone());
+        tasks.push(tokio::spawn(async move { cn.publish(env).await.unwrap() }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    assert!(seqs.iter().all(|r| r.seq == seqs[0].seq));
+    assert_eq!(seqs.iter().filter(|r| !r.duplicate).count(), 1);
+    assert_eq!(b.broker.log().head().tree_size, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_id_other_bytes_already_exists() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let first = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("v1"));
+    cn.publish(cn.seal(&first).unwrap()).await.unwrap();
+    let mut second = first.clone();
+    second.content = Some(incident("v2"));
+    let (c, msg) = code(cn.publish(cn.seal(&second).unwrap()).await);
+    assert_eq!(c, Code::AlreadyExists);
+    assert!(msg.contains(&first.id) && msg.contains("record 1"), "{msg}");
+    // Another team may use the same id: ids are unique per sender.
+    let ru = b.client("RU-GOVCERT").await;
+    let mut theirs = first.clone();
+    theirs.sender = "RU-GOVCERT".into();
+    assert_eq!(ru.publish(ru.seal(&theirs).unwrap()).await.unwrap().seq, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limits() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    // Over the envelope limit (1 MiB).
+    let mut big = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("big"));
+    if let Some(Content::Incident(r)) = &mut big.content {
+        r.description = "x".repeat(1024 * 1024 + 10);
+    }
+    let (c, msg) = code(cn.publish(cn.seal(&big).unwrap()).await);
+    assert_eq!(c, Code::ResourceExhausted);
+    assert!(msg.contains("over the broker's limit of 1048576 bytes"), "{msg}");
+    // Under the envelope limit but over a field limit.
+    let mut long = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("long"));
+    if let Some(Content::Incident(r)) = &mut long.content {
+        r.title = "t".repeat(201);
+    }
+    let (c, msg) = code(cn.publish(cn.seal(&long).unwrap()).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(msg.contains("field incident.title") && msg.contains("limit of 200"), "{msg}");
+    assert_eq!(b.broker.log().head().tree_size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_fields_are_invalid_argument_naming_the_field() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let base = || body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"));
+    let cases: Vec<(Box<dyn Fn(&mut pb::Body)>, &str)> = vec![
+        (Box::new(|b| b.id = "not-a-uuid".into()), "field id"),
+        (Box::new(|b| b.tlp = 0), "field tlp: tlp is missing"),
+        (Box::new(|b| b.tlp = 42), "field tlp: tlp has unknown value 42"),
+        (Box::new(|b| b.audience = None), "field audience: is required"),
+        (Box::new(|b| b.content = None), "field content: is required"),
+        (Box::new(|b| b.audience = Some(teams(&["XX-NOBODY"]))), "field audience.teams[0]: team \"XX-NOBODY\""),
+        (Box::new(|b| b.audience = Some(group("NATO"))), "field audience.group: sharing group \"NATO\""),
+        (
+            Box::new(|b| {
+                if let Some(Content::Incident(r)) = &mut b.content {
+                    r.observables[0].value = "203.0.113.300".into();
+                }
+            }),
+            "field incident.observables[0].value",
+        ),
+        (
+            Box::new(|b| {
+                if let Some(Content::Incident(r)) = &mut b.content {
+                    r.observables[0].r#type = 77;
+                }
+            }),
+            "field incident.observables[0].type",
+        ),
+        (
+            Box::new(|b| {
+                if let Some(Content::Incident(r)) = &mut b.content {
+                    r.category = 0;
+                }
+            }),
+            "field incident.category: category is missing",
+        ),
+        (Box::new(|b| b.content = Some(warning("", pb::Severity::High))), "field warning.title: is required"),
+        (
+            Box::new(|b| {
+                b.content = Some(Content::Request(pb::AssistanceRequest {
+                    to: "BR-CERTBR".into(),
+                    action: pb::Action::Takedown as i32,
+                    legal_basis: String::new(),
+                    description: "take down".into(),
+                    respond_by: b.created_at,
+                    priority: pb::Severity::High as i32,
+                }));
+                b.audience = Some(teams(&["BR-CERTBR"]));
+            }),
+            "field request.legal_basis: is required",
+        ),
+    ];
+    for (mutate, expected) in cases {
+        let mut body = base();
+        mutate(&mut body);
+        let (c, msg) = code(cn.publish(cn.seal(&body).unwrap()).await);
+        assert_eq!(c, Code::InvalidArgument, "{expected}: {msg}");
+        assert!(msg.contains(expected), "expected {expected:?} in {msg:?}");
+    }
+    // Bytes that are not a Body at all.
+    let env = envelope::seal(vec![0xff, 0xff, 0xff], &envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap());
+    let (c, msg) = code(cn.publish(env).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(msg.contains("field body"), "{msg}");
+    assert_eq!(b.broker.log().head().tree_size, 0, "nothing malformed is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tlp_red_and_amber_strict_need_explicit_teams() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    for tlp in [pb::Tlp::Red, pb::Tlp::AmberStrict] {
+        for aud in [community(), group("BRICS")] {
+            let (c, msg) = code(cn.publish(cn.seal(&body("CN-CNCERT", tlp, aud, incident("x"))).unwrap()).await);
+            assert_eq!(c, Code::InvalidArgument);
+            assert!(msg.contains("explicit list of teams"), "{msg}");
+        }
+        cn.publish(cn.seal(&body("CN-CNCERT", tlp, teams(&["RU-GOVCERT"]), incident("x"))).unwrap())
+            .await
+            .unwrap();
+    }
+    for tlp in [pb::Tlp::Clear, pb::Tlp::Green, pb::Tlp::Amber] {
+        cn.publish(cn.seal(&body("CN-CNCERT", tlp, group("SCO"), incident("x"))).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_team_rate_limit_is_resource_exhausted() {
+    let limits = Limits {
+        rate_per_second: 1,
+        rate_burst: 3,
+        ..Limits::default()
+    };
+    let b = TestBroker::start_with(limits).await;
+    let cn = b.client("CN-CNCERT").await;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let r = cn.publish(cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("flood"))).unwrap()).await;
+        codes.push(r.map(|_| Code::Ok).unwrap_or_else(|e| match e {
+            certex::client::ClientError::Status(s) => s.code(),
+            other => panic!("{other}"),
+        }));
+    }
+    assert_eq!(&codes[..3], &[Code::Ok; 3]);
+    assert!(codes[3..].contains(&Code::ResourceExhausted), "{codes:?}");
+    // Another team has its own budget.
+    let ru = b.client("RU-GOVCERT").await;
+    ru.publish(ru.seal(&body("RU-GOVCERT", pb::Tlp::Clear, community(), incident("ok"))).unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_encoded_body_fails_verification_original_bytes_verify() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("exact bytes"));
+    let mut bytes = body.encode_to_vec();
+    // An unknown field (number 99, varint 1) that prost drops on decode.
+    bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let key = envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap();
+    let env = envelope::seal(bytes.clone(), &key);
+    cn.publish(env.clone()).await.unwrap();
+
+    let rec = b.client("BR-CERTBR").await.get(get_seq(1)).await.unwrap();
+    let got = rec.envelope.clone().unwrap();
+    assert_eq!(got.body, bytes, "the broker forwards the exact bytes");
+    envelope::verify(&got, &key.verifying_key()).unwrap();
+    assert!(cn.render(&rec).verified);
+
+    let reencoded = pb::Envelope {
+        body: pb::Body::decode(bytes.as_slice()).unwrap().encode_to_vec(),
+        ..got
+    };
+    assert_ne!(reencoded.body, bytes);
+    assert!(envelope::verify(&reencoded, &key.verifying_key()).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retraction_only_by_sender_and_tombstone_on_get() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let ru = b.client("RU-GOVCERT").await;
+    let target = body("CN-CNCERT", pb::Tlp::Green, group("SCO"), incident("mistaken"));
+    cn.publish(cn.seal(&target).unwrap()).await.unwrap();
+
+    let retract = |sender: &str| {
+        body(
+            sender,
+            pb::Tlp::Green,
+            group("SCO"),
+            Content::Retraction(pb::Retraction {
+                target: target.id.clone(),
+                reason: "false positive".into(),
+            }),
+        )
+    };
+    let (c, msg) = code(ru.publish(ru.seal(&retract("RU-GOVCERT")).unwrap()).await);
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(msg.contains("only its sender can retract"), "{msg}");
+
+    let mut wrong_audience = retract("CN-CNCERT");
+    wrong_audience.audience = Some(community());
+    let (c, _) = code(cn.publish(cn.seal(&wrong_audience).unwrap()).await);
+    assert_eq!(c, Code::InvalidArgument);
+
+    let r = retract("CN-CNCERT");
+    cn.publish(cn.seal(&r).unwrap()).await.unwrap();
+    let seen = ru.get(get_seq(1)).await.unwrap();
+    assert!(seen.envelope.is_none());
+    let t = seen.retracted.unwrap();
+    assert_eq!((t.seq, t.retracted_by.as_str(), t.reason.as_str()), (1, r.id.as_str(), "false positive"));
+    assert_eq!(seen.leaf_hash.len(), 32, "the record keeps its leaf hash");
+    // The sender still sees the content; the retraction reaches the audience.
+    assert!(cn.get(get_seq(1)).await.unwrap().envelope.is_some());
+    assert!(ru.get(get_seq(2)).await.unwrap().envelope.is_some());
+    let (c, _) = code(b.client("US-CISA").await.get(get_seq(2)).await);
+    assert_eq!(c, Code::NotFound);
+    // Twice is refused.
+    let (c, msg) = code(cn.publish(cn.seal(&retract("CN-CNCERT")).unwrap()).await);
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(msg.contains("already retracted"), "{msg}");
+}
