@@ -198,6 +198,68 @@ impl Client {
         Ok(self.exchange().get(req).await?.into_inner())
     }
 
+    /// Fetches the assistance request `case_id` (real or exercise traffic).
+    pub async fn case_request(&self, case_id: &str) -> Result<pb::Body, ClientError> {
+        use crate::access::TrafficScope;
+        for scope in [TrafficScope::Real, TrafficScope::AllExercises] {
+            let req = pb::GetRequest {
+                selector: Some(pb::get_request::Selector::Id(case_id.to_owned())),
+                sender: String::new(),
+                exercise: Some(scope.to_selector()),
+            };
+            match self.get(req).await {
+                Ok(rec) => {
+                    let env = rec.envelope.ok_or_else(|| {
+                        ClientError::Local(format!("assistance request {case_id} was retracted"))
+                    })?;
+                    let body = envelope::decode_body(&env).map_err(|e| {
+                        ClientError::Local(format!("request {case_id} does not decode: {e}"))
+                    })?;
+                    if !matches!(body.content, Some(pb::body::Content::Request(_))) {
+                        return Err(ClientError::Local(format!(
+                            "{case_id} is not an assistance request"
+                        )));
+                    }
+                    return Ok(body);
+                }
+                Err(ClientError::Status(s)) if s.code() == tonic::Code::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Local(format!(
+            "no assistance request {case_id} visible to {}",
+            self.team
+        )))
+    }
+
+    /// Signs and publishes a case update; TLP, audience and exercise are
+    /// taken from the request (SPEC §5).
+    pub async fn update_case(
+        &self,
+        case_id: &str,
+        transition: pb::CaseState,
+        note: &str,
+        reason: &str,
+    ) -> Result<pb::Receipt, ClientError> {
+        let request = self.case_request(case_id).await?;
+        let body = pb::Body {
+            id: uuid::Uuid::new_v4().to_string(),
+            sender: self.team.clone(),
+            created_at: Some(crate::draft::to_timestamp(OffsetDateTime::now_utc())),
+            tlp: request.tlp,
+            audience: request.audience,
+            exercise: request.exercise,
+            references: vec![case_id.to_owned()],
+            content: Some(pb::body::Content::CaseUpdate(pb::CaseUpdate {
+                case_id: case_id.to_owned(),
+                transition: transition as i32,
+                note: note.to_owned(),
+                reason: reason.to_owned(),
+            })),
+        };
+        self.publish(self.seal(&body)?).await
+    }
+
     /// Renders a record as JSON, verifying its signature and leaf hash
     /// against the local directory.
     pub fn render(&self, rec: &pb::Record) -> RecordJson {

@@ -11,9 +11,11 @@ use crate::proto::body::Content;
 use crate::proto::{self as pb, Action, CaseState, Category, ObservableType, Severity, Tlp};
 use crate::vocab::{self, Word};
 
-/// RFC 3339 in UTC with second precision or better.
+/// RFC 3339 in UTC, to the millisecond.
 pub fn format_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_millisecond(t.millisecond())
+        .unwrap_or(t)
         .format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

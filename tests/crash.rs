@@ -36,7 +36,10 @@ impl BrokerProcess {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
-            let line = lines.next().expect("broker exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("broker exited before listening")
+                .unwrap();
             if let Some(addr) = line.strip_prefix("certex broker listening on ") {
                 break addr.to_owned();
             }
@@ -64,7 +67,9 @@ impl Drop for BrokerProcess {
 }
 
 async fn client(pki: &Path, url: &str, team: &str) -> Client {
-    Client::connect(url, &ClientFiles::from_pki(pki, team), team).await.unwrap()
+    Client::connect(url, &ClientFiles::from_pki(pki, team), team)
+        .await
+        .unwrap()
 }
 
 fn pseudo_random_ms(round: u64) -> u64 {
@@ -97,7 +102,12 @@ async fn sigkill_loses_no_receipted_record() {
             tasks.push(tokio::spawn(async move {
                 loop {
                     let env = c
-                        .seal(&body(team, pb::Tlp::Green, community(), incident("crash test")))
+                        .seal(&body(
+                            team,
+                            pb::Tlp::Green,
+                            community(),
+                            incident("crash test"),
+                        ))
                         .unwrap();
                     match c.publish(env.clone()).await {
                         Ok(r) => got.lock().unwrap().push((r, env)),
@@ -120,18 +130,37 @@ async fn sigkill_loses_no_receipted_record() {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
         let new: Vec<_> = std::mem::take(&mut *got.lock().unwrap());
-        assert!(!new.is_empty(), "round {round}: nothing was published before the kill");
+        assert!(
+            !new.is_empty(),
+            "round {round}: nothing was published before the kill"
+        );
         receipted.extend(new);
         heads.extend(std::mem::take(&mut *seen_heads.lock().unwrap()));
 
         // Restart on the same data and check everything receipted so far.
         let broker = BrokerProcess::start(&pki, &data);
         let reader = client(&pki, &broker.url, "US-CISA").await;
-        let head = reader.transparency().get_head(pb::GetHeadRequest {}).await.unwrap().into_inner();
+        let head = reader
+            .transparency()
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         let root = verify::hash_from_slice(&head.root_hash).unwrap();
-        verify::verify_tree_head(&log_key, head.tree_size, &root, head.timestamp_ms, &head.signature).unwrap();
+        verify::verify_tree_head(
+            &log_key,
+            head.tree_size,
+            &root,
+            head.timestamp_ms,
+            &head.signature,
+        )
+        .unwrap();
         let max = receipted.iter().map(|(r, _)| r.seq).max().unwrap();
-        assert!(head.tree_size >= max, "round {round}: log has {} records, receipts go to {max}", head.tree_size);
+        assert!(
+            head.tree_size >= max,
+            "round {round}: log has {} records, receipts go to {max}",
+            head.tree_size
+        );
         for (r, env) in &receipted {
             let rec = reader.get(get_seq(r.seq)).await.unwrap();
             assert_eq!(rec.envelope.as_ref(), Some(env), "record {} changed", r.seq);
@@ -143,8 +172,18 @@ async fn sigkill_loses_no_receipted_record() {
         }
         for old in &heads {
             let old_root = verify::hash_from_slice(&old.root_hash).unwrap();
-            verify::verify_tree_head(&log_key, old.tree_size, &old_root, old.timestamp_ms, &old.signature).unwrap();
-            assert!(old.timestamp_ms <= head.timestamp_ms, "tree head time went backwards");
+            verify::verify_tree_head(
+                &log_key,
+                old.tree_size,
+                &old_root,
+                old.timestamp_ms,
+                &old.signature,
+            )
+            .unwrap();
+            assert!(
+                old.timestamp_ms <= head.timestamp_ms,
+                "tree head time went backwards"
+            );
             let proof = reader
                 .transparency()
                 .get_consistency_proof(pb::ConsistencyProofRequest {
@@ -154,11 +193,21 @@ async fn sigkill_loses_no_receipted_record() {
                 .await
                 .unwrap()
                 .into_inner();
-            let path: Vec<_> = proof.path.iter().map(|h| verify::hash_from_slice(h).unwrap()).collect();
+            let path: Vec<_> = proof
+                .path
+                .iter()
+                .map(|h| verify::hash_from_slice(h).unwrap())
+                .collect();
             verify::check_extends((old.tree_size, &old_root), (head.tree_size, &root), &path)
-                .unwrap_or_else(|e| panic!("round {round}: head {} not extended: {e}", old.tree_size));
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: head {} not extended: {e}", old.tree_size)
+                });
         }
         drop(broker);
-        eprintln!("round {round}: {} receipts so far, log size {}", receipted.len(), head.tree_size);
+        eprintln!(
+            "round {round}: {} receipts so far, log size {}",
+            receipted.len(),
+            head.tree_size
+        );
     }
 }

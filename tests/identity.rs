@@ -11,7 +11,9 @@ use tonic::Code;
 
 async fn whoami_with(b: &TestBroker, cert: &[u8], key: &[u8]) -> Result<String, String> {
     let ca = std::fs::read(b.pki().join("broker/ca.pem")).unwrap();
-    let channel = connect_channel(&b.url(), &ca, cert, key).await.map_err(|e| e.to_string())?;
+    let channel = connect_channel(&b.url(), &ca, cert, key)
+        .await
+        .map_err(|e| e.to_string())?;
     DirectoryClient::new(channel)
         .who_am_i(pb::WhoAmIRequest {})
         .await
@@ -36,16 +38,27 @@ async fn certificate_from_another_countrys_ca_is_refused() {
     let ru_key = std::fs::read_to_string(pki.join("ca/RU.key")).unwrap();
     // The RU CA issues a certificate naming a CN team.
     let (cert, key) = certex::pki::issue_team_certificate(&ru_ca, &ru_key, "CN-CNCERT").unwrap();
-    let err = whoami_with(&b, cert.as_bytes(), key.as_bytes()).await.unwrap_err();
+    let err = whoami_with(&b, cert.as_bytes(), key.as_bytes())
+        .await
+        .unwrap_err();
     assert!(!err.contains("CN-CNCERT\""), "{err}");
     // The same CA for its own team works.
     let (cert, key) = certex::pki::issue_team_certificate(&ru_ca, &ru_key, "RU-GOVCERT").unwrap();
-    assert_eq!(whoami_with(&b, cert.as_bytes(), key.as_bytes()).await.unwrap(), "RU-GOVCERT");
+    assert_eq!(
+        whoami_with(&b, cert.as_bytes(), key.as_bytes())
+            .await
+            .unwrap(),
+        "RU-GOVCERT"
+    );
     // The CN CA issuing for a team missing from the directory: refused.
     let cn_ca = std::fs::read_to_string(pki.join("ca/CN.pem")).unwrap();
     let cn_key = std::fs::read_to_string(pki.join("ca/CN.key")).unwrap();
     let (cert, key) = certex::pki::issue_team_certificate(&cn_ca, &cn_key, "CN-IMPOSTOR").unwrap();
-    assert!(whoami_with(&b, cert.as_bytes(), key.as_bytes()).await.is_err());
+    assert!(
+        whoami_with(&b, cert.as_bytes(), key.as_bytes())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,16 +90,27 @@ async fn connection_without_client_certificate_is_refused() {
 async fn team_removed_from_directory_is_unauthenticated_after_reload() {
     let b = TestBroker::start().await;
     let de = b.client("DE-CERTBUND").await;
-    de.directory_api().who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    de.directory_api()
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap();
     let path = b.pki().join("directory.toml");
-    let mut file: certex::directory::DirectoryFile = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut file: certex::directory::DirectoryFile =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     file.teams.retain(|t| t.id != "DE-CERTBUND");
     std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
     b.broker.reload_directory().unwrap();
     // The open connection's calls now fail.
-    let err = de.directory_api().who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    let err = de
+        .directory_api()
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(err.message().contains("DE-CERTBUND is not in the broker's directory"));
+    assert!(
+        err.message()
+            .contains("DE-CERTBUND is not in the broker's directory")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,8 +120,14 @@ async fn malformed_directory_is_refused_and_the_old_one_stays() {
     let good = std::fs::read_to_string(&path).unwrap();
     let broken = [
         ("[[team]\nid = ", "is not valid"),
-        ("[[team]]\nid = \"cn-lower\"\nname = \"x\"\n", "is not of the form CC-NAME"),
-        ("[[team]]\nid = \"FR-ANSSI\"\nname = \"ANSSI\"\n", "no anchor for country FR"),
+        (
+            "[[team]]\nid = \"cn-lower\"\nname = \"x\"\n",
+            "is not of the form CC-NAME",
+        ),
+        (
+            "[[team]]\nid = \"FR-ANSSI\"\nname = \"ANSSI\"\n",
+            "no anchor for country FR",
+        ),
         ("G7 = [\"FR-ANSSI\"]\n", "member FR-ANSSI is not a team"),
     ];
     for (text, expected) in broken {
@@ -143,5 +173,9 @@ fn key_files_are_owner_only() {
     }
     // A second init into the same directory is refused.
     let teams: Vec<String> = vec!["CN-CNCERT".into()];
-    assert!(certex::pki::init(&pki, &teams, &[]).unwrap_err().contains("already holds a PKI"));
+    assert!(
+        certex::pki::init(&pki, &teams, &[])
+            .unwrap_err()
+            .contains("already holds a PKI")
+    );
 }

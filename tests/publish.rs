@@ -15,7 +15,12 @@ async fn round_trip_between_countries() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
     let br = b.client("BR-CERTBR").await;
-    let body = body("CN-CNCERT", pb::Tlp::Amber, teams(&["BR-CERTBR"]), incident("Grid intrusion"));
+    let body = body(
+        "CN-CNCERT",
+        pb::Tlp::Amber,
+        teams(&["BR-CERTBR"]),
+        incident("Grid intrusion"),
+    );
     let env = cn.seal(&body).unwrap();
     let receipt = cn.publish(env.clone()).await.unwrap();
     assert_eq!(receipt.seq, 1);
@@ -25,7 +30,11 @@ async fn round_trip_between_countries() {
     assert_eq!(receipt.leaf_hash.len(), 32);
 
     let rec = br.get(get_seq(1)).await.unwrap();
-    assert_eq!(rec.envelope.as_ref().unwrap(), &env, "stored and forwarded byte for byte");
+    assert_eq!(
+        rec.envelope.as_ref().unwrap(),
+        &env,
+        "stored and forwarded byte for byte"
+    );
     let json = br.render(&rec);
     assert!(json.verified);
     assert_eq!(json.sender, "CN-CNCERT");
@@ -88,7 +97,15 @@ async fn revoked_key_is_unauthenticated_after_reload() {
     let cn = b.client("CN-CNCERT").await;
     let path = b.pki().join("directory.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let key_id = cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"))).unwrap().key_id;
+    let key_id = cn
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("x"),
+        ))
+        .unwrap()
+        .key_id;
     let revoked = text.replace(
         &format!("key_id = \"{key_id}\""),
         &format!("key_id = \"{key_id}\"\nrevoked = true"),
@@ -96,7 +113,18 @@ async fn revoked_key_is_unauthenticated_after_reload() {
     assert_ne!(text, revoked);
     std::fs::write(&path, revoked).unwrap();
     b.broker.reload_directory().unwrap();
-    let (c, msg) = code(cn.publish(cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"))).unwrap()).await);
+    let (c, msg) = code(
+        cn.publish(
+            cn.seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident("x"),
+            ))
+            .unwrap(),
+        )
+        .await,
+    );
     assert_eq!(c, Code::Unauthenticated);
     assert!(msg.contains("revoked"), "{msg}");
 }
@@ -110,10 +138,18 @@ async fn clock_skew_is_invalid_argument_naming_the_skew() {
         body.created_at.as_mut().unwrap().seconds += offset;
         let (c, msg) = code(cn.publish(cn.seal(&body).unwrap()).await);
         assert_eq!(c, Code::InvalidArgument);
-        assert!(msg.contains("created_at") && msg.contains("±600 s"), "{msg}");
+        assert!(
+            msg.contains("created_at") && msg.contains("±600 s"),
+            "{msg}"
+        );
     }
     // Inside the window is fine.
-    let mut body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("a bit early"));
+    let mut body = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        incident("a bit early"),
+    );
     body.created_at.as_mut().unwrap().seconds += 300;
     cn.publish(cn.seal(&body).unwrap()).await.unwrap();
 }
@@ -122,18 +158,47 @@ async fn clock_skew_is_invalid_argument_naming_the_skew() {
 async fn identical_retry_returns_the_original_receipt() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
-    let env = cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("once"))).unwrap();
-    let first = cn.publish(env.clone()).await.unwrap();
-    cn.publish(cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("other"))).unwrap())
-        .await
+    let env = cn
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("once"),
+        ))
         .unwrap();
+    let first = cn.publish(env.clone()).await.unwrap();
+    cn.publish(
+        cn.seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("other"),
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
     let again = cn.publish(env.clone()).await.unwrap();
     assert!(again.duplicate);
-    assert_eq!((again.seq, &again.id, &again.leaf_hash, &again.received_at), (first.seq, &first.id, &first.leaf_hash, &first.received_at));
-    assert_eq!(b.broker.log().head().tree_size, 2, "the retry added nothing");
+    assert_eq!(
+        (again.seq, &again.id, &again.leaf_hash, &again.received_at),
+        (first.seq, &first.id, &first.leaf_hash, &first.received_at)
+    );
+    assert_eq!(
+        b.broker.log().head().tree_size,
+        2,
+        "the retry added nothing"
+    );
 
     // Concurrent identical publishes: one record, the same seq for all.
-    let env = cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("racing"))).unwrap();
+    let env = cn
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("racing"),
+        ))
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (cn, env) = (cn.clone(), env.clone());
@@ -177,7 +242,10 @@ async fn size_limits() {
     }
     let (c, msg) = code(cn.publish(cn.seal(&big).unwrap()).await);
     assert_eq!(c, Code::ResourceExhausted);
-    assert!(msg.contains("over the broker's limit of 1048576 bytes"), "{msg}");
+    assert!(
+        msg.contains("over the broker's limit of 1048576 bytes"),
+        "{msg}"
+    );
     // Under the envelope limit but over a field limit.
     let mut long = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("long"));
     if let Some(Content::Incident(r)) = &mut long.content {
@@ -185,7 +253,10 @@ async fn size_limits() {
     }
     let (c, msg) = code(cn.publish(cn.seal(&long).unwrap()).await);
     assert_eq!(c, Code::InvalidArgument);
-    assert!(msg.contains("field incident.title") && msg.contains("limit of 200"), "{msg}");
+    assert!(
+        msg.contains("field incident.title") && msg.contains("limit of 200"),
+        "{msg}"
+    );
     assert_eq!(b.broker.log().head().tree_size, 0);
 }
 
@@ -197,11 +268,23 @@ async fn malformed_fields_are_invalid_argument_naming_the_field() {
     let cases: Vec<(Box<dyn Fn(&mut pb::Body)>, &str)> = vec![
         (Box::new(|b| b.id = "not-a-uuid".into()), "field id"),
         (Box::new(|b| b.tlp = 0), "field tlp: tlp is missing"),
-        (Box::new(|b| b.tlp = 42), "field tlp: tlp has unknown value 42"),
-        (Box::new(|b| b.audience = None), "field audience: is required"),
+        (
+            Box::new(|b| b.tlp = 42),
+            "field tlp: tlp has unknown value 42",
+        ),
+        (
+            Box::new(|b| b.audience = None),
+            "field audience: is required",
+        ),
         (Box::new(|b| b.content = None), "field content: is required"),
-        (Box::new(|b| b.audience = Some(teams(&["XX-NOBODY"]))), "field audience.teams[0]: team \"XX-NOBODY\""),
-        (Box::new(|b| b.audience = Some(group("NATO"))), "field audience.group: sharing group \"NATO\""),
+        (
+            Box::new(|b| b.audience = Some(teams(&["XX-NOBODY"]))),
+            "field audience.teams[0]: team \"XX-NOBODY\"",
+        ),
+        (
+            Box::new(|b| b.audience = Some(group("NATO"))),
+            "field audience.group: sharing group \"NATO\"",
+        ),
         (
             Box::new(|b| {
                 if let Some(Content::Incident(r)) = &mut b.content {
@@ -226,7 +309,10 @@ async fn malformed_fields_are_invalid_argument_naming_the_field() {
             }),
             "field incident.category: category is missing",
         ),
-        (Box::new(|b| b.content = Some(warning("", pb::Severity::High))), "field warning.title: is required"),
+        (
+            Box::new(|b| b.content = Some(warning("", pb::Severity::High))),
+            "field warning.title: is required",
+        ),
         (
             Box::new(|b| {
                 b.content = Some(Content::Request(pb::AssistanceRequest {
@@ -250,11 +336,18 @@ async fn malformed_fields_are_invalid_argument_naming_the_field() {
         assert!(msg.contains(expected), "expected {expected:?} in {msg:?}");
     }
     // Bytes that are not a Body at all.
-    let env = envelope::seal(vec![0xff, 0xff, 0xff], &envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap());
+    let env = envelope::seal(
+        vec![0xff, 0xff, 0xff],
+        &envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap(),
+    );
     let (c, msg) = code(cn.publish(env).await);
     assert_eq!(c, Code::InvalidArgument);
     assert!(msg.contains("field body"), "{msg}");
-    assert_eq!(b.broker.log().head().tree_size, 0, "nothing malformed is stored");
+    assert_eq!(
+        b.broker.log().head().tree_size,
+        0,
+        "nothing malformed is stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,18 +356,35 @@ async fn tlp_red_and_amber_strict_need_explicit_teams() {
     let cn = b.client("CN-CNCERT").await;
     for tlp in [pb::Tlp::Red, pb::Tlp::AmberStrict] {
         for aud in [community(), group("BRICS")] {
-            let (c, msg) = code(cn.publish(cn.seal(&body("CN-CNCERT", tlp, aud, incident("x"))).unwrap()).await);
+            let (c, msg) = code(
+                cn.publish(
+                    cn.seal(&body("CN-CNCERT", tlp, aud, incident("x")))
+                        .unwrap(),
+                )
+                .await,
+            );
             assert_eq!(c, Code::InvalidArgument);
             assert!(msg.contains("explicit list of teams"), "{msg}");
         }
-        cn.publish(cn.seal(&body("CN-CNCERT", tlp, teams(&["RU-GOVCERT"]), incident("x"))).unwrap())
-            .await
-            .unwrap();
+        cn.publish(
+            cn.seal(&body(
+                "CN-CNCERT",
+                tlp,
+                teams(&["RU-GOVCERT"]),
+                incident("x"),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     }
     for tlp in [pb::Tlp::Clear, pb::Tlp::Green, pb::Tlp::Amber] {
-        cn.publish(cn.seal(&body("CN-CNCERT", tlp, group("SCO"), incident("x"))).unwrap())
-            .await
-            .unwrap();
+        cn.publish(
+            cn.seal(&body("CN-CNCERT", tlp, group("SCO"), incident("x")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -289,7 +399,17 @@ async fn per_team_rate_limit_is_resource_exhausted() {
     let cn = b.client("CN-CNCERT").await;
     let mut codes = Vec::new();
     for _ in 0..6 {
-        let r = cn.publish(cn.seal(&body("CN-CNCERT", pb::Tlp::Clear, community(), incident("flood"))).unwrap()).await;
+        let r = cn
+            .publish(
+                cn.seal(&body(
+                    "CN-CNCERT",
+                    pb::Tlp::Clear,
+                    community(),
+                    incident("flood"),
+                ))
+                .unwrap(),
+            )
+            .await;
         codes.push(r.map(|_| Code::Ok).unwrap_or_else(|e| match e {
             certex::client::ClientError::Status(s) => s.code(),
             other => panic!("{other}"),
@@ -299,16 +419,29 @@ async fn per_team_rate_limit_is_resource_exhausted() {
     assert!(codes[3..].contains(&Code::ResourceExhausted), "{codes:?}");
     // Another team has its own budget.
     let ru = b.client("RU-GOVCERT").await;
-    ru.publish(ru.seal(&body("RU-GOVCERT", pb::Tlp::Clear, community(), incident("ok"))).unwrap())
-        .await
-        .unwrap();
+    ru.publish(
+        ru.seal(&body(
+            "RU-GOVCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("ok"),
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_encoded_body_fails_verification_original_bytes_verify() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
-    let body = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("exact bytes"));
+    let body = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        incident("exact bytes"),
+    );
     let mut bytes = body.encode_to_vec();
     // An unknown field (number 99, varint 1) that prost drops on decode.
     bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
@@ -335,7 +468,12 @@ async fn retraction_only_by_sender_and_tombstone_on_get() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
     let ru = b.client("RU-GOVCERT").await;
-    let target = body("CN-CNCERT", pb::Tlp::Green, group("SCO"), incident("mistaken"));
+    let target = body(
+        "CN-CNCERT",
+        pb::Tlp::Green,
+        group("SCO"),
+        incident("mistaken"),
+    );
     cn.publish(cn.seal(&target).unwrap()).await.unwrap();
 
     let retract = |sender: &str| {
@@ -363,7 +501,10 @@ async fn retraction_only_by_sender_and_tombstone_on_get() {
     let seen = ru.get(get_seq(1)).await.unwrap();
     assert!(seen.envelope.is_none());
     let t = seen.retracted.unwrap();
-    assert_eq!((t.seq, t.retracted_by.as_str(), t.reason.as_str()), (1, r.id.as_str(), "false positive"));
+    assert_eq!(
+        (t.seq, t.retracted_by.as_str(), t.reason.as_str()),
+        (1, r.id.as_str(), "false positive")
+    );
     assert_eq!(seen.leaf_hash.len(), 32, "the record keeps its leaf hash");
     // The sender still sees the content; the retraction reaches the audience.
     assert!(cn.get(get_seq(1)).await.unwrap().envelope.is_some());

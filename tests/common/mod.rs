@@ -29,7 +29,8 @@ pub const TEAMS: &[&str] = &[
 pub fn make_pki(dir: &Path) {
     let teams: Vec<String> = TEAMS.iter().map(|s| s.to_string()).collect();
     let groups = vec![
-        certex::pki::parse_group("BRICS=CN-CNCERT,RU-GOVCERT,BR-CERTBR,IN-CERTIN,ZA-CSIRT").unwrap(),
+        certex::pki::parse_group("BRICS=CN-CNCERT,RU-GOVCERT,BR-CERTBR,IN-CERTIN,ZA-CSIRT")
+            .unwrap(),
         certex::pki::parse_group("SCO=CN-CNCERT,RU-GOVCERT,IN-CERTIN").unwrap(),
     ];
     certex::pki::init(dir, &teams, &groups).unwrap();
@@ -215,7 +216,9 @@ pub fn get_id(id: &str) -> pb::GetRequest {
 }
 
 /// The gRPC status code of a failed client call.
-pub fn code<T: std::fmt::Debug>(r: Result<T, certex::client::ClientError>) -> (tonic::Code, String) {
+pub fn code<T: std::fmt::Debug>(
+    r: Result<T, certex::client::ClientError>,
+) -> (tonic::Code, String) {
     match r {
         Err(certex::client::ClientError::Status(s)) => (s.code(), s.message().to_owned()),
         other => panic!("expected a gRPC status, got {other:?}"),

@@ -1,0 +1,266 @@
+//! The `certex` binary against a real broker: submit, get, log commands,
+//! environment variables, JSON output and exit codes.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+fn certex(b: &TestBroker, team: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_certex"));
+    c.env("CERTEX_BROKER", b.url())
+        .env("CERTEX_PKI", b.pki())
+        .env("CERTEX_TEAM", team)
+        .env("RUST_LOG", "error");
+    c
+}
+
+fn json_line(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "one JSON line: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+const DRAFT: &str = r#"{"tlp": "amber", "audience": {"teams": ["BR-CERTBR"]}, "exercise": "", "references": [],
+ "incident": {"title": "Grid intrusion", "description": "…", "category": "intrusions", "severity": "high",
+              "sectors": ["energy"], "detected_at": "2026-11-25T10:00:00Z",
+              "observables": [{"type": "ipv4", "value": "203.0.113.7"}]}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_get_and_log_commands() {
+    let b = TestBroker::start().await;
+    let draft_path = b.tmp.path().join("draft.json");
+    std::fs::write(&draft_path, DRAFT).unwrap();
+
+    let out = certex(&b, "CN-CNCERT")
+        .arg("submit")
+        .arg(&draft_path)
+        .output()
+        .await
+        .unwrap();
+    let receipt = json_line(&out);
+    assert_eq!(receipt["seq"], 1);
+    assert_eq!(receipt["duplicate"], false);
+    assert_eq!(receipt["leaf_hash"].as_str().unwrap().len(), 64);
+    let id = receipt["id"].as_str().unwrap().to_owned();
+
+    // From stdin, with explicit flags instead of environment variables.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args([
+            "submit",
+            "-",
+            "--broker",
+            &b.url(),
+            "--as",
+            "RU-GOVCERT",
+            "--pki",
+        ])
+        .arg(b.pki())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let warning = r#"{"tlp":"clear","audience":"community","warning":{"title":"VPN flaw","severity":"critical","cves":["CVE-2024-3400"]}}"#;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(warning.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(json_line(&out)["seq"], 2);
+
+    let rec = json_line(
+        &certex(&b, "BR-CERTBR")
+            .args(["get", &id])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rec["seq"], 1);
+    assert_eq!(rec["sender"], "CN-CNCERT");
+    assert_eq!(rec["kind"], "incident");
+    assert_eq!(rec["tlp"], "amber");
+    assert_eq!(rec["verified"], true);
+    assert_eq!(
+        rec["body"]["incident"]["observables"][0]["value"],
+        "203.0.113.7"
+    );
+    assert_eq!(rec["body"]["audience"]["teams"][0], "BR-CERTBR");
+
+    let out = certex(&b, "US-CISA")
+        .args(["get", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
+    let head = json_line(
+        &certex(&b, "US-CISA")
+            .args(["log", "head"])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (head["tree_size"].as_u64(), head["verified"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let proof = json_line(
+        &certex(&b, "BR-CERTBR")
+            .args(["log", "prove", &id])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(proof["verified"], true);
+    let state = b.tmp.path().join("state.json");
+    let audit = json_line(
+        &certex(&b, "US-CISA")
+            .args(["log", "verify", "--state"])
+            .arg(&state)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(audit["consistent"], true);
+
+    // A kept head from a longer log: rollback, non-zero exit.
+    let mut kept: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    kept["tree_size"] = 50.into();
+    std::fs::write(&state, kept.to_string()).unwrap();
+    let out = certex(&b, "US-CISA")
+        .args(["log", "verify", "--state"])
+        .arg(&state)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LOG ROLLBACK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_on_stderr_with_non_zero_exit() {
+    let b = TestBroker::start().await;
+    let bad = b.tmp.path().join("bad.json");
+    let cases = [
+        (
+            r#"{"tlp":"amber","audience":"community","incident":{"title":"x","category":"nope","severity":"high"}}"#,
+            "incident.category: unknown category \"nope\"",
+        ),
+        (
+            r#"{"tlp":"red","audience":"community","incident":{"title":"x","category":"fraud","severity":"high"}}"#,
+            "explicit list of teams",
+        ),
+        (
+            r#"{"tlp":"clear","audience":"community"}"#,
+            "exactly one of incident",
+        ),
+        (r#"not json"#, "is not valid"),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&bad, text).unwrap();
+        let out = certex(&b, "CN-CNCERT")
+            .arg("submit")
+            .arg(&bad)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    // No credentials at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args(["get", "1", "--as", "CN-CNCERT"])
+        .env_remove("CERTEX_PKI")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"));
+    assert_eq!(b.broker.log().head().tree_size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pki_init_writes_the_spec_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args([
+            "pki",
+            "init",
+            "--teams",
+            "CN-CNCERT,US-CISA,RU-GOVCERT",
+            "--group",
+            "SCO=CN-CNCERT,RU-GOVCERT",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "directory.toml",
+        "ca/CN.pem",
+        "ca/CN.key",
+        "ca/US.pem",
+        "ca/RU.key",
+        "broker/cert.pem",
+        "broker/key.pem",
+        "broker/ca.pem",
+        "broker/signing.key",
+        "teams/CN-CNCERT/cert.pem",
+        "teams/CN-CNCERT/key.pem",
+        "teams/CN-CNCERT/signing.key",
+        "teams/US-CISA/signing.key",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let dir_file = certex::directory::Directory::load(&dir.join("directory.toml")).unwrap();
+    assert_eq!(dir_file.group("SCO").unwrap().len(), 2);
+    let cert = std::fs::read_to_string(dir.join("teams/US-CISA/cert.pem")).unwrap();
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    assert_eq!(
+        certex::transport::team_of_certificate(&der).unwrap(),
+        "US-CISA"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args([
+            "pki",
+            "init",
+            "--teams",
+            "CN-CNCERT",
+            "--group",
+            "G7=XX-NOPE",
+            "--dir",
+        ])
+        .arg(tmp.path().join("other"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("XX-NOPE is not one of --teams"));
+}

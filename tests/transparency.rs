@@ -1,0 +1,299 @@
+//! The transparency log over a real broker: receipts, inclusion and
+//! consistency proofs verified with the independent client verifier, and the
+//! rejections a member relies on (tampered proof, bad head signature,
+//! rollback, fork).
+
+mod common;
+
+use certex::proto::{self as pb, body::Content, inclusion_proof_request::Leaf};
+use certex::verify::{self, VerifyError};
+use common::*;
+
+fn hashes(path: &[Vec<u8>]) -> Vec<verify::Hash> {
+    path.iter()
+        .map(|h| verify::hash_from_slice(h).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_verify_for_every_record_and_size() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let mut receipts = Vec::new();
+    let mut heads = Vec::new();
+    for i in 0..21 {
+        let env = cn
+            .seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident(&format!("r{i}")),
+            ))
+            .unwrap();
+        let r = cn.publish(env.clone()).await.unwrap();
+        // The client can recompute the leaf hash from what it sent.
+        assert_eq!(
+            r.leaf_hash,
+            verify::leaf_hash(&certex::envelope::log_bytes(&env)).to_vec()
+        );
+        receipts.push(r);
+        heads.push(
+            cn.transparency()
+                .get_head(pb::GetHeadRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let mut t = cn.transparency();
+    for head in &heads {
+        let root = verify::hash_from_slice(&head.root_hash).unwrap();
+        verify::verify_tree_head(
+            &key,
+            head.tree_size,
+            &root,
+            head.timestamp_ms,
+            &head.signature,
+        )
+        .unwrap();
+        for r in receipts.iter().filter(|r| r.seq <= head.tree_size) {
+            let p = t
+                .get_inclusion_proof(pb::InclusionProofRequest {
+                    leaf: Some(Leaf::Seq(r.seq)),
+                    tree_size: head.tree_size,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let leaf = verify::hash_from_slice(&r.leaf_hash).unwrap();
+            verify::verify_inclusion(&leaf, r.seq - 1, head.tree_size, &hashes(&p.path), &root)
+                .unwrap();
+        }
+        for older in heads.iter().filter(|h| h.tree_size <= head.tree_size) {
+            let p = t
+                .get_consistency_proof(pb::ConsistencyProofRequest {
+                    first: older.tree_size,
+                    second: head.tree_size,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let old_root = verify::hash_from_slice(&older.root_hash).unwrap();
+            verify::check_extends(
+                (older.tree_size, &old_root),
+                (head.tree_size, &root),
+                &hashes(&p.path),
+            )
+            .unwrap();
+        }
+    }
+    // By leaf hash, against the current head.
+    let p = t
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            leaf: Some(Leaf::LeafHash(receipts[4].leaf_hash.clone())),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((p.leaf_index, p.tree_size), (4, 21));
+    // Heads never go back in time.
+    assert!(
+        heads
+            .windows(2)
+            .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_proof_and_bad_head_signature_are_rejected() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    for i in 0..9 {
+        cn.publish(
+            cn.seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident(&format!("r{i}")),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let head = cn
+        .transparency()
+        .get_head(pb::GetHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let root = verify::hash_from_slice(&head.root_hash).unwrap();
+    let p = cn
+        .transparency()
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            leaf: Some(Leaf::Seq(3)),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let leaf = verify::hash_from_slice(&p.leaf_hash).unwrap();
+    let path = hashes(&p.path);
+    verify::verify_inclusion(&leaf, 2, 9, &path, &root).unwrap();
+    for i in 0..path.len() {
+        let mut bad = path.clone();
+        bad[i][7] ^= 0x10;
+        assert_eq!(
+            verify::verify_inclusion(&leaf, 2, 9, &bad, &root),
+            Err(VerifyError::InclusionRootMismatch)
+        );
+    }
+    assert!(
+        verify::verify_inclusion(&leaf, 3, 9, &path, &root).is_err(),
+        "wrong index"
+    );
+
+    let mut sig = head.signature.clone();
+    sig[10] ^= 1;
+    assert_eq!(
+        verify::verify_tree_head(&key, head.tree_size, &root, head.timestamp_ms, &sig),
+        Err(VerifyError::BadSignature)
+    );
+    assert!(
+        verify::verify_tree_head(
+            &key,
+            head.tree_size + 1,
+            &root,
+            head.timestamp_ms,
+            &head.signature
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_verify_detects_rollback_and_fork() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let state = b.tmp.path().join("audit.json");
+    let first = certex::cli::verify_state(&cn, &key, &state).await.unwrap();
+    assert_eq!((first.previous_size, first.tree_size), (None, 0));
+    for i in 0..5 {
+        cn.publish(
+            cn.seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident(&format!("r{i}")),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let second = certex::cli::verify_state(&cn, &key, &state).await.unwrap();
+    assert_eq!((second.previous_size, second.tree_size), (Some(0), 5));
+
+    // The kept head claims a larger log than the broker now shows: rollback.
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut bigger = kept.clone();
+    bigger["tree_size"] = 9.into();
+    std::fs::write(&state, bigger.to_string()).unwrap();
+    let err = certex::cli::verify_state(&cn, &key, &state)
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("LOG ROLLBACK"), "{err}");
+
+    // Same size, other root: a fork.
+    let mut forked = kept.clone();
+    forked["root_hash"] = hex::encode([7u8; 32]).into();
+    std::fs::write(&state, forked.to_string()).unwrap();
+    let err = certex::cli::verify_state(&cn, &key, &state)
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("LOG INCONSISTENT"), "{err}");
+
+    // An older kept head whose root is not the prefix root: inconsistent.
+    let mut smaller_wrong = kept.clone();
+    smaller_wrong["tree_size"] = 3.into();
+    std::fs::write(&state, smaller_wrong.to_string()).unwrap();
+    let err = certex::cli::verify_state(&cn, &key, &state)
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("LOG INCONSISTENT"), "{err}");
+
+    // The genuine state still verifies.
+    std::fs::write(&state, kept.to_string()).unwrap();
+    certex::cli::verify_state(&cn, &key, &state).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retracted_records_keep_their_leaf_and_proofs() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let br = b.client("BR-CERTBR").await;
+    let target = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        incident("to retract"),
+    );
+    let r = cn.publish(cn.seal(&target).unwrap()).await.unwrap();
+    let mut retraction = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        Content::Retraction(pb::Retraction {
+            target: target.id.clone(),
+            reason: "duplicate report".into(),
+        }),
+    );
+    retraction.references = vec![target.id.clone()];
+    cn.publish(cn.seal(&retraction).unwrap()).await.unwrap();
+    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    // The reader only has the tombstone's leaf hash, which the proof ties to the signed root.
+    let proof = certex::cli::prove(&br, &key, "1", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(proof.leaf_hash, hex::encode(&r.leaf_hash));
+    assert!(proof.verified);
+    assert!(br.get(get_seq(1)).await.unwrap().retracted.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_follow_the_read_rule() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let secret = body(
+        "CN-CNCERT",
+        pb::Tlp::Red,
+        teams(&["RU-GOVCERT"]),
+        incident("red"),
+    );
+    let r = cn.publish(cn.seal(&secret).unwrap()).await.unwrap();
+    let us = b.client("US-CISA").await;
+    for leaf in [Leaf::Seq(1), Leaf::LeafHash(r.leaf_hash.clone())] {
+        let err = us
+            .transparency()
+            .get_inclusion_proof(pb::InclusionProofRequest {
+                leaf: Some(leaf),
+                tree_size: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+    // Heads and consistency are for everyone.
+    let head = us
+        .transparency()
+        .get_head(pb::GetHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(head.tree_size, 1);
+}
