@@ -75,6 +75,8 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Records as JSON lines, signatures verified client-side.
+    Subscribe(SubscribeArgs),
     /// The transparency log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -143,6 +145,89 @@ pub struct Conn {
     /// Broker tree-head public key (hex file).
     #[arg(long)]
     pub log_key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SubscribeArgs {
+    /// Only these kinds (incident, warning, request, case_update, retraction); repeatable.
+    #[arg(long = "kind")]
+    pub kinds: Vec<String>,
+    /// Only from these teams; repeatable.
+    #[arg(long = "sender")]
+    pub senders: Vec<String>,
+    /// Only incidents/warnings (requests: priority) at least this severe.
+    #[arg(long)]
+    pub min_severity: Option<String>,
+    /// Only these TLP labels; repeatable.
+    #[arg(long = "tlp")]
+    pub tlps: Vec<String>,
+    /// Records after this seq (0 = from the first record).
+    #[arg(long, conflicts_with_all = ["durable", "tail"])]
+    pub from: Option<u64>,
+    /// Resume after the position committed under this name, and commit what is printed.
+    #[arg(long, conflicts_with = "tail")]
+    pub durable: Option<String>,
+    /// Only records committed from now on.
+    #[arg(long)]
+    pub tail: bool,
+    /// Keep running and print new records as they commit.
+    #[arg(long)]
+    pub follow: bool,
+    /// Stop after printing this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+impl SubscribeArgs {
+    /// The wire request these flags describe.
+    pub fn request(&self) -> Result<pb::SubscribeRequest, CliError> {
+        use crate::proto::subscribe_request::Start;
+        use crate::vocab::parse;
+        let kinds = self
+            .kinds
+            .iter()
+            .map(|k| {
+                crate::validate::Kind::from_word(k)
+                    .map(|k| k.proto() as i32)
+                    .ok_or_else(|| CliError(format!("--kind {k:?}: one of incident, warning, request, case_update, retraction")))
+            })
+            .collect::<Result<_, _>>()?;
+        let tlps = self
+            .tlps
+            .iter()
+            .map(|t| {
+                parse::<pb::Tlp>(t)
+                    .map(|t| t as i32)
+                    .map_err(|e| CliError(format!("--tlp: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let min_severity = match &self.min_severity {
+            None => 0,
+            Some(s) => parse::<pb::Severity>(s)
+                .map_err(|e| CliError(format!("--min-severity: {e}")))?
+                as i32,
+        };
+        let start = match (&self.durable, self.tail, self.from) {
+            (Some(name), _, _) => Start::Durable(name.clone()),
+            (None, true, _) => Start::Tail(true),
+            (None, false, from) => Start::AfterSeq(from.unwrap_or(0)),
+        };
+        Ok(pb::SubscribeRequest {
+            start: Some(start),
+            filter: Some(pb::Filter {
+                kinds,
+                senders: self.senders.clone(),
+                min_severity,
+                tlps,
+                exercise: Some(self.scope.scope().to_selector()),
+            }),
+            follow: self.follow,
+        })
+    }
 }
 
 /// Which traffic to read.
@@ -307,9 +392,40 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let rec = client.get(get_request(&what, sender, &scope)).await?;
             print_json(&client.render(&rec))
         }
+        Command::Subscribe(args) => subscribe(args).await,
         Command::Log(cmd) => log_command(cmd).await,
         Command::Demo => crate::demo::run().await.map_err(CliError),
     }
+}
+
+async fn subscribe(args: SubscribeArgs) -> Result<(), CliError> {
+    let req = args.request()?;
+    let client = args.conn.connect().await?;
+    let mut stream = client
+        .exchange()
+        .subscribe(req)
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let mut printed = 0u64;
+    while args.limit.is_none_or(|l| printed < l) {
+        let Some(rec) = stream.message().await.map_err(ClientError::from)? else {
+            break;
+        };
+        print_json(&client.render(&rec))?;
+        printed += 1;
+        if let Some(name) = &args.durable {
+            client
+                .exchange()
+                .commit_cursor(pb::CommitCursorRequest {
+                    durable: name.clone(),
+                    seq: rec.seq,
+                })
+                .await
+                .map_err(ClientError::from)?;
+        }
+    }
+    Ok(())
 }
 
 fn get_request(what: &str, sender: Option<String>, scope: &ScopeArgs) -> pb::GetRequest {

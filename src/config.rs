@@ -21,6 +21,8 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Open connections the broker accepts at once.
     pub max_connections: usize,
+    /// Open subscriptions per team; more are refused with RESOURCE_EXHAUSTED.
+    pub max_subscriptions_per_team: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +33,7 @@ impl Default for Limits {
             rate_per_second: 2000,
             rate_burst: 4000,
             max_connections: 4096,
+            max_subscriptions_per_team: 32,
         }
     }
 }
@@ -101,8 +104,11 @@ impl BrokerConfig {
         if l.rate_per_second == 0 || l.rate_burst == 0 {
             return Err("limits.rate_per_second and limits.rate_burst must be positive".into());
         }
-        if l.max_connections == 0 {
-            return Err("limits.max_connections must be positive".into());
+        if l.max_connections == 0 || l.max_subscriptions_per_team == 0 {
+            return Err(
+                "limits.max_connections and limits.max_subscriptions_per_team must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -58,6 +58,8 @@ pub enum Error {
         per_second: u32,
         burst: u32,
     },
+    #[error("team {team} already has {limit} open subscriptions; close one first")]
+    TooManyStreams { team: String, limit: usize },
     /// Not there, or not for this caller: the two are not distinguished.
     #[error("{0} not found")]
     NotFound(String),
@@ -89,7 +91,9 @@ impl Error {
                 Code::InvalidArgument
             }
             Error::AlreadyExists { .. } => Code::AlreadyExists,
-            Error::TooLarge { .. } | Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::TooLarge { .. } | Error::RateLimited { .. } | Error::TooManyStreams { .. } => {
+                Code::ResourceExhausted
+            }
             Error::Precondition(_) => Code::FailedPrecondition,
             Error::NotFound(_) => Code::NotFound,
             Error::Unavailable => Code::Unavailable,

@@ -15,6 +15,7 @@
 //! - [`merkle`]: RFC 6962 tree math for the server; [`verify`]: independent
 //!   client-side proof and tree-head verification.
 //! - [`transparency`]: serving proofs from storage.
+//! - [`subscribe`]: live, resumable subscriptions over the log.
 //! - [`server`]: the gRPC services and the broker's lifecycle.
 //! - [`error`]: the one error type and its gRPC status mapping.
 //! - [`client`], [`draft`]: the client library and the JSON forms of SPEC §11.
@@ -36,6 +37,7 @@ pub mod merkle;
 pub mod pki;
 pub mod server;
 pub mod storage;
+pub mod subscribe;
 pub mod transparency;
 pub mod transport;
 pub mod validate;

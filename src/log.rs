@@ -144,6 +144,10 @@ impl Log {
         &self.storage
     }
 
+    pub fn storage_arc(&self) -> Arc<Storage> {
+        self.storage.clone()
+    }
+
     /// The latest signed tree head.
     pub fn head(&self) -> SignedTreeHead {
         self.head.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -421,6 +425,10 @@ impl Writer {
                 group.batch.put_case_state(request_seq, next as i32);
                 group.batch.put_case_update(request_seq, seq);
                 also_readers = vec![request.sender.clone()];
+            }
+            Some(Content::Request(_)) => {
+                group.case_states.insert(seq, CaseState::Open);
+                group.batch.put_case_state(seq, CaseState::Open as i32);
             }
             _ => {}
         }

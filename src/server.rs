@@ -28,9 +28,12 @@ use crate::proto::exchange_server::{Exchange, ExchangeServer};
 use crate::proto::transparency_server::{Transparency, TransparencyServer};
 use crate::proto::{self as pb, get_request::Selector};
 use crate::storage::{Storage, StoredRecord};
+use crate::subscribe::{self, StreamSlots};
 use crate::transparency;
 use crate::transport::{self, Peer, TeamVerifier};
 use crate::validate;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The encoded descriptor set of `certex.v1`, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -54,6 +57,8 @@ pub enum StartError {
 
 struct Inner {
     config: BrokerConfig,
+    slots: StreamSlots,
+    closing: watch::Sender<bool>,
     directory: RwLock<Arc<Directory>>,
     verifier: Arc<TeamVerifier>,
     log: Log,
@@ -79,6 +84,8 @@ impl Broker {
         let limiter = RateLimiter::keyed(rate_quota(&config.limits));
         Ok(Broker {
             inner: Arc::new(Inner {
+                slots: StreamSlots::new(config.limits.max_subscriptions_per_team),
+                closing: watch::channel(false).0,
                 config,
                 directory: RwLock::new(Arc::new(directory)),
                 verifier,
@@ -99,6 +106,10 @@ impl Broker {
 
     pub fn log(&self) -> &Log {
         &self.inner.log
+    }
+
+    pub(crate) fn stream_slots(&self) -> &StreamSlots {
+        &self.inner.slots
     }
 
     /// Re-reads the directory file. A bad file is refused and the directory
@@ -170,9 +181,11 @@ impl Broker {
             .add_service(TransparencyServer::new(TransparencyService(svc)));
 
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let closing = self.inner.closing.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, draining open calls");
+            closing.send_replace(true);
             health
                 .set_not_serving::<ExchangeServer<ExchangeService>>()
                 .await;
@@ -273,6 +286,21 @@ impl Broker {
         dir: &Directory,
     ) -> Result<Option<pb::Record>, Error> {
         let (env, body) = open_record(&rec)?;
+        self.view_decoded(reader, seq, rec, env, body, scope, dir)
+    }
+
+    /// [`Broker::view`] for a record whose envelope is already decoded.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn view_decoded(
+        &self,
+        reader: &str,
+        seq: u64,
+        rec: StoredRecord,
+        env: pb::Envelope,
+        body: pb::Body,
+        scope: &TrafficScope,
+        dir: &Directory,
+    ) -> Result<Option<pb::Record>, Error> {
         let storage = self.log().storage();
         let retraction = storage.retraction_of(seq)?;
         let dist = Distribution {
@@ -424,6 +452,50 @@ impl Exchange for ExchangeService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Record>, Status> {
         self.0
             .call("Get", req, |b, team, r| async move { b.get(&team, r) })
+            .await
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::Record, Status>>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.0
+            .call("Subscribe", req, |b, team, r| async move {
+                let closing = b.inner.closing.subscribe();
+                subscribe::start(b, team, r, closing)
+            })
+            .await
+    }
+
+    async fn commit_cursor(
+        &self,
+        req: Request<pb::CommitCursorRequest>,
+    ) -> Result<Response<pb::Cursor>, Status> {
+        self.0
+            .call("CommitCursor", req, |b, team, r| async move {
+                subscribe::check_durable_name(&r.durable)?;
+                let size = b.log().head().tree_size;
+                if r.seq > size {
+                    return Err(Error::BadRequest(format!(
+                        "seq {} is beyond the end of the log ({size})",
+                        r.seq
+                    )));
+                }
+                let storage = b.log().storage_arc();
+                let seq = tokio::task::spawn_blocking(move || {
+                    storage
+                        .advance_cursor(&team, &r.durable, r.seq)
+                        .map(|s| (r.durable, s))
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+                Ok(pb::Cursor {
+                    durable: seq.0,
+                    seq: seq.1,
+                })
+            })
             .await
     }
 }

@@ -14,6 +14,7 @@
 //! | `x` be64(target seq)              | be64(seq of the retraction)           |
 //! | `k` be64(request seq)             | case state (i32, be)                  |
 //! | `u` be64(request seq) be64(seq)   | empty: the case's updates, in order   |
+//! | `c` team 0x00 name                | be64(seq): a durable subscription     |
 //!
 //! Durability: sled 0.34's `flush()` ends in `sync_file_range`, which does not
 //! flush the device's write cache, and its blob files (values over a segment
@@ -110,6 +111,15 @@ fn leaf_key(hash: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
     k.push(b'l');
     k.extend_from_slice(hash);
+    k
+}
+
+fn cursor_key(team: &str, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + team.len() + name.len());
+    k.push(b'c');
+    k.extend_from_slice(team.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
@@ -234,6 +244,40 @@ impl Storage {
     /// Applies a batch atomically and returns once it is on the device.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
         self.db.apply_batch(batch.batch)?;
+        self.sync()
+    }
+
+    /// Moves the durable cursor `name` of `team` forward to `seq` (never
+    /// back) and returns its position once that is on the device.
+    pub fn advance_cursor(&self, team: &str, name: &str, seq: u64) -> Result<u64> {
+        let key = cursor_key(team, name);
+        let stored = self.db.update_and_fetch(&key, |old| {
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(old.max(seq).to_be_bytes().to_vec())
+        })?;
+        self.sync()?;
+        stored
+            .map(|v| be64(&key, &v))
+            .transpose()
+            .map(|v| v.unwrap_or(seq))
+    }
+
+    /// The position of the durable cursor `name` of `team` (0 if never committed).
+    pub fn cursor(&self, team: &str, name: &str) -> Result<u64> {
+        let key = cursor_key(team, name);
+        Ok(self
+            .db
+            .get(&key)?
+            .map(|v| be64(&key, &v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Flushes sled and syncs its files to the device.
+    fn sync(&self) -> Result<()> {
         self.db.flush()?;
         self.log_file
             .sync_data()

@@ -66,6 +66,18 @@ impl Kind {
         }
     }
 
+    /// The wire enum value of this kind.
+    pub fn proto(self) -> crate::proto::Kind {
+        use crate::proto::Kind as P;
+        match self {
+            Kind::Incident => P::Incident,
+            Kind::Warning => P::Warning,
+            Kind::Request => P::Request,
+            Kind::CaseUpdate => P::CaseUpdate,
+            Kind::Retraction => P::Retraction,
+        }
+    }
+
     pub fn from_word(w: &str) -> Option<Kind> {
         [
             Kind::Incident,

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,56 +13,6 @@ use certex::client::{Client, ClientFiles};
 use certex::proto::{self as pb};
 use certex::verify;
 use common::*;
-
-/// A broker child process, killed when dropped.
-struct BrokerProcess {
-    child: Child,
-    url: String,
-}
-
-impl BrokerProcess {
-    fn start(pki: &Path, data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_certex"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--pki"])
-            .arg(pki)
-            .arg("--data")
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("broker exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("certex broker listening on ") {
-                break addr.to_owned();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let port = addr.rsplit(':').next().unwrap().to_owned();
-        BrokerProcess {
-            child,
-            url: format!("https://localhost:{port}"),
-        }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn client(pki: &Path, url: &str, team: &str) -> Client {
     Client::connect(url, &ClientFiles::from_pki(pki, team), team)

@@ -3,7 +3,9 @@
 //! real gRPC clients per team.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use certex::client::{Client, ClientFiles};
@@ -222,5 +224,75 @@ pub fn code<T: std::fmt::Debug>(
     match r {
         Err(certex::client::ClientError::Status(s)) => (s.code(), s.message().to_owned()),
         other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// A broker child process, killed when dropped.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl BrokerProcess {
+    pub fn start(pki: &Path, data: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_certex"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--pki"])
+            .arg(pki)
+            .arg("--data")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("broker exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("certex broker listening on ") {
+                break addr.to_owned();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let port = addr.rsplit(':').next().unwrap().to_owned();
+        BrokerProcess {
+            child,
+            url: format!("https://localhost:{port}"),
+        }
+    }
+
+    /// The broker's resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sends SIGHUP (directory reload).
+    pub fn hangup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

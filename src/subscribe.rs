@@ -1,0 +1,294 @@
+//! Subscriptions (SPEC §7): cursors over the log. A subscription catches up
+//! from storage, then waits for the writer's commit notifications and reads
+//! what was committed; it never polls and never buffers more than a small
+//! channel. A consumer that stops reading only stops its own task: publishers
+//! and other subscribers never wait for it, and it loses nothing because it
+//! reads from the log when it continues.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::access::TrafficScope;
+use crate::error::Error;
+use crate::log::open_record;
+use crate::proto::body::Content;
+use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
+use crate::server::Broker;
+
+/// Records read from storage per step.
+const READ_BATCH: u64 = 256;
+/// Records buffered per subscription before it waits for its consumer.
+const CHANNEL: usize = 64;
+
+/// A subscription filter, checked against a decoded body.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    kinds: Vec<i32>,
+    senders: Vec<String>,
+    min_severity: i32,
+    tlps: Vec<i32>,
+    pub scope: TrafficScope,
+}
+
+impl Filter {
+    pub fn from_proto(f: Option<&pb::Filter>) -> Result<Self, Error> {
+        let Some(f) = f else {
+            return Ok(Filter::default());
+        };
+        for k in &f.kinds {
+            if Kind::try_from(*k).map_or(true, |k| k == Kind::Unspecified) {
+                return Err(Error::BadRequest(format!("filter.kinds: unknown kind {k}")));
+            }
+        }
+        if pb::Severity::try_from(f.min_severity).is_err() {
+            return Err(Error::BadRequest(format!(
+                "filter.min_severity: unknown severity {}",
+                f.min_severity
+            )));
+        }
+        Ok(Filter {
+            kinds: f.kinds.clone(),
+            senders: f.senders.clone(),
+            min_severity: f.min_severity,
+            tlps: f.tlps.clone(),
+            scope: TrafficScope::from_selector(f.exercise.as_ref()),
+        })
+    }
+
+    /// Whether a body passes (the exercise scope is checked by the access rule).
+    pub fn matches(&self, body: &Body) -> bool {
+        let (kind, severity) = match &body.content {
+            Some(Content::Incident(r)) => (Kind::Incident, Some(r.severity)),
+            Some(Content::Warning(w)) => (Kind::Warning, Some(w.severity)),
+            Some(Content::Request(r)) => (Kind::Request, Some(r.priority)),
+            Some(Content::CaseUpdate(_)) => (Kind::CaseUpdate, None),
+            Some(Content::Retraction(_)) => (Kind::Retraction, None),
+            None => return false,
+        };
+        (self.kinds.is_empty() || self.kinds.contains(&(kind as i32)))
+            && (self.senders.is_empty() || self.senders.contains(&body.sender))
+            && (self.tlps.is_empty() || self.tlps.contains(&body.tlp))
+            && severity.is_none_or(|s| s >= self.min_severity)
+    }
+}
+
+/// Checks a durable subscription name: 1–64 of `A-Za-z0-9._-`.
+pub fn check_durable_name(name: &str) -> Result<(), Error> {
+    if (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "durable name {name:?} must be 1 to 64 characters of letters, digits, '.', '_' and '-'"
+        )))
+    }
+}
+
+/// Open subscriptions per team, bounded.
+pub struct StreamSlots {
+    per_team: usize,
+    teams: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl StreamSlots {
+    pub fn new(per_team: usize) -> Self {
+        StreamSlots {
+            per_team,
+            teams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn acquire(&self, team: &str) -> Result<OwnedSemaphorePermit, Error> {
+        let sem = self
+            .teams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(team.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_team)))
+            .clone();
+        sem.try_acquire_owned().map_err(|_| Error::TooManyStreams {
+            team: team.to_owned(),
+            limit: self.per_team,
+        })
+    }
+}
+
+/// Starts a subscription for `team`; the stream ends when caught up (without
+/// `follow`), when the consumer goes away, or when the broker shuts down.
+pub fn start(
+    broker: Broker,
+    team: String,
+    req: pb::SubscribeRequest,
+    closing: watch::Receiver<bool>,
+) -> Result<ReceiverStream<Result<pb::Record, Status>>, Error> {
+    let filter = Filter::from_proto(req.filter.as_ref())?;
+    let storage = broker.log().storage();
+    let mut committed = broker.log().committed();
+    let cursor = match &req.start {
+        None => 0,
+        Some(Start::AfterSeq(s)) => *s,
+        Some(Start::Durable(name)) => {
+            check_durable_name(name)?;
+            storage.cursor(&team, name)?
+        }
+        Some(Start::Tail(_)) => *committed.borrow_and_update(),
+    };
+    let permit = broker.stream_slots().acquire(&team)?;
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let span = tracing::info_span!("subscription", team = %team);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let _permit = permit;
+            if let Err(status) = run(
+                &broker,
+                &team,
+                cursor,
+                req.follow,
+                &filter,
+                &tx,
+                &mut committed,
+                closing,
+            )
+            .await
+            {
+                let _ = tx.send(Err(status)).await;
+            }
+        },
+        span,
+    ));
+    Ok(ReceiverStream::new(rx))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    broker: &Broker,
+    team: &str,
+    mut cursor: u64,
+    follow: bool,
+    filter: &Filter,
+    tx: &mpsc::Sender<Result<pb::Record, Status>>,
+    committed: &mut watch::Receiver<u64>,
+    mut closing: watch::Receiver<bool>,
+) -> Result<(), Status> {
+    let storage = broker.log().storage();
+    let end = *committed.borrow_and_update();
+    loop {
+        let upto = if follow {
+            *committed.borrow_and_update()
+        } else {
+            end
+        };
+        while cursor < upto {
+            let last = upto.min(cursor + READ_BATCH);
+            // The directory in force now: a reload applies to open streams.
+            let dir = broker.directory();
+            let batch: Vec<_> = storage
+                .records(cursor + 1, last)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Status::from(Error::from(e)))?;
+            for (seq, rec) in batch {
+                cursor = seq;
+                let (env, body) = open_record(&rec).map_err(Status::from)?;
+                if !filter.matches(&body) {
+                    continue;
+                }
+                let view = broker
+                    .view_decoded(team, seq, rec, env, body, &filter.scope, &dir)
+                    .map_err(Status::from)?;
+                if let Some(record) = view
+                    && tx.send(Ok(record)).await.is_err()
+                {
+                    return Ok(()); // the consumer went away
+                }
+            }
+            cursor = cursor.max(last);
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = committed.changed() => if changed.is_err() { return Ok(()) },
+            _ = closing.changed() => {
+                return Err(Status::unavailable("the broker is shutting down; resume from your last seq"));
+            }
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{IncidentReport, Severity, Tlp};
+
+    fn incident(sender: &str, sev: Severity, tlp: Tlp) -> Body {
+        Body {
+            sender: sender.into(),
+            tlp: tlp as i32,
+            content: Some(Content::Incident(IncidentReport {
+                severity: sev as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let all = Filter::default();
+        let b = incident("CN-CNCERT", Severity::Medium, Tlp::Green);
+        assert!(all.matches(&b));
+        let f = Filter::from_proto(Some(&pb::Filter {
+            kinds: vec![Kind::Warning as i32],
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(!f.matches(&b));
+        let f = Filter::from_proto(Some(&pb::Filter {
+            min_severity: Severity::High as i32,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(!f.matches(&b));
+        assert!(f.matches(&incident("CN-CNCERT", Severity::Critical, Tlp::Green)));
+        let retraction = Body {
+            content: Some(Content::Retraction(Default::default())),
+            ..Default::default()
+        };
+        assert!(
+            f.matches(&retraction),
+            "retractions pass the severity filter"
+        );
+        let f = Filter::from_proto(Some(&pb::Filter {
+            senders: vec!["RU-GOVCERT".into()],
+            tlps: vec![Tlp::Green as i32],
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(!f.matches(&b));
+        assert!(f.matches(&incident("RU-GOVCERT", Severity::Low, Tlp::Green)));
+        assert!(!f.matches(&incident("RU-GOVCERT", Severity::Low, Tlp::Red)));
+        assert!(
+            Filter::from_proto(Some(&pb::Filter {
+                kinds: vec![99],
+                ..Default::default()
+            }))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn durable_names() {
+        assert!(check_durable_name("soc-feed.1").is_ok());
+        assert!(check_durable_name("").is_err());
+        assert!(check_durable_name("a b").is_err());
+        assert!(check_durable_name(&"x".repeat(65)).is_err());
+    }
+}
