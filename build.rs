@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/certex/v1/exchange.proto",
     "proto/certex/v1/directory.proto",
     "proto/certex/v1/transparency.proto",
+    "proto/certex/v1/cases.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

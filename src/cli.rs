@@ -77,6 +77,9 @@ pub enum Command {
     },
     /// Records as JSON lines, signatures verified client-side.
     Subscribe(SubscribeArgs),
+    /// Case assistance: list, show, and signed updates.
+    #[command(subcommand)]
+    Case(CaseCommand),
     /// The transparency log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -252,6 +255,60 @@ impl ScopeArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum CaseCommand {
+    /// Cases you are a party to, as JSON lines.
+    List {
+        /// Only cases past respond_by and not yet acknowledged.
+        #[arg(long)]
+        overdue: bool,
+        /// Only cases in this state (open, acknowledged, accepted, declined, in-progress, resolved, closed, withdrawn).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only cases where you are the requester or the addressee (or cc).
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// One case: the request, its state and its full history.
+    Show {
+        id: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Acknowledge receipt (addressee).
+    Ack(UpdateArgs),
+    /// Accept the request (addressee).
+    Accept(UpdateArgs),
+    /// Decline the request, with a reason (addressee).
+    Decline(UpdateArgs),
+    /// Report progress, with a note (addressee).
+    Progress(UpdateArgs),
+    /// Resolve, with the result as a note (addressee).
+    Resolve(UpdateArgs),
+    /// Close a resolved or declined case (requester).
+    Close(UpdateArgs),
+    /// Withdraw the request before it is resolved, with a reason (requester).
+    Withdraw(UpdateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// The case id (the request's id).
+    pub id: String,
+    #[arg(long, default_value = "")]
+    pub note: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum LogCommand {
     /// The current signed tree head, verified.
     Head {
@@ -394,6 +451,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Subscribe(args) => subscribe(args).await,
         Command::Log(cmd) => log_command(cmd).await,
+        Command::Case(cmd) => case_command(cmd).await,
         Command::Demo => crate::demo::run().await.map_err(CliError),
     }
 }
@@ -426,6 +484,201 @@ async fn subscribe(args: SubscribeArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// A case summary as `case list` prints it.
+#[derive(Debug, Serialize)]
+pub struct CaseLine {
+    pub id: String,
+    pub seq: u64,
+    pub state: String,
+    pub requester: String,
+    pub to: String,
+    pub cc: Vec<String>,
+    pub action: String,
+    pub priority: String,
+    pub respond_by: String,
+    pub overdue: bool,
+    pub role: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exercise: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marking: Option<String>,
+}
+
+fn word<T: crate::vocab::Word + TryFrom<i32>>(v: i32) -> String {
+    T::try_from(v)
+        .map(|x| x.word().to_owned())
+        .unwrap_or_default()
+}
+
+fn case_line(s: &pb::CaseSummary) -> CaseLine {
+    CaseLine {
+        id: s.id.clone(),
+        seq: s.seq,
+        state: word::<pb::CaseState>(s.state),
+        requester: s.requester.clone(),
+        to: s.to.clone(),
+        cc: s.cc.clone(),
+        action: word::<pb::Action>(s.action),
+        priority: word::<pb::Severity>(s.priority),
+        respond_by: s
+            .respond_by
+            .as_ref()
+            .map(crate::draft::timestamp_text)
+            .unwrap_or_default(),
+        overdue: s.overdue,
+        role: match pb::CaseRole::try_from(s.my_role) {
+            Ok(pb::CaseRole::Requester) => "requester",
+            Ok(pb::CaseRole::Addressee) => "addressee",
+            Ok(pb::CaseRole::Cc) => "cc",
+            _ => "",
+        }
+        .to_owned(),
+        exercise: s.exercise.clone(),
+        marking: (!s.exercise.is_empty()).then(|| "EXERCISE".to_owned()),
+    }
+}
+
+/// One entry of `case show`'s history.
+#[derive(Debug, Serialize)]
+pub struct HistoryLine {
+    pub seq: u64,
+    pub sender: String,
+    pub at: String,
+    pub transition: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub verified: bool,
+}
+
+/// What `case show` prints.
+#[derive(Debug, Serialize)]
+pub struct CaseJson {
+    #[serde(flatten)]
+    pub summary: CaseLine,
+    pub time_to_acknowledge_ms: Option<u64>,
+    pub time_to_resolve_ms: Option<u64>,
+    pub acknowledged_late: bool,
+    pub request: crate::draft::RecordJson,
+    pub history: Vec<HistoryLine>,
+}
+
+async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
+    use crate::vocab::parse;
+    use pb::CaseState::*;
+    let (args, transition) = match cmd {
+        CaseCommand::List {
+            overdue,
+            state,
+            role,
+            scope,
+            conn,
+        } => {
+            let state = match state {
+                Some(s) => parse::<pb::CaseState>(&s)
+                    .map_err(|e| CliError(format!("--state: {e}")))?
+                    as i32,
+                None => 0,
+            };
+            let role = match role.as_deref() {
+                None => pb::CaseRole::Unspecified,
+                Some("requester") => pb::CaseRole::Requester,
+                Some("addressee") => pb::CaseRole::Addressee,
+                Some("cc") => pb::CaseRole::Cc,
+                Some(other) => {
+                    return Err(CliError(format!(
+                        "--role {other:?}: one of requester, addressee, cc"
+                    )));
+                }
+            };
+            let client = conn.connect().await?;
+            let list = client
+                .cases()
+                .list_cases(pb::ListCasesRequest {
+                    state,
+                    role: role as i32,
+                    overdue_only: overdue,
+                    exercise: Some(scope.scope().to_selector()),
+                })
+                .await
+                .map_err(ClientError::from)?
+                .into_inner();
+            for c in &list.cases {
+                print_json(&case_line(c))?;
+            }
+            return Ok(());
+        }
+        CaseCommand::Show { id, scope, conn } => {
+            let client = conn.connect().await?;
+            let case = client
+                .cases()
+                .get_case(pb::GetCaseRequest {
+                    id,
+                    exercise: Some(scope.scope().to_selector()),
+                })
+                .await
+                .map_err(ClientError::from)?
+                .into_inner();
+            let summary = case.summary.unwrap_or_default();
+            let verified: std::collections::HashMap<u64, bool> = case
+                .updates
+                .iter()
+                .map(|u| (u.seq, client.render(u).verified))
+                .collect();
+            let out = CaseJson {
+                summary: case_line(&summary),
+                time_to_acknowledge_ms: (case.time_to_acknowledge_ms > 0)
+                    .then_some(case.time_to_acknowledge_ms),
+                time_to_resolve_ms: (case.time_to_resolve_ms > 0)
+                    .then_some(case.time_to_resolve_ms),
+                acknowledged_late: case.acknowledged_late,
+                request: client.render(&case.request.unwrap_or_default()),
+                history: case
+                    .history
+                    .iter()
+                    .map(|h| HistoryLine {
+                        seq: h.seq,
+                        sender: h.sender.clone(),
+                        at: h
+                            .at
+                            .as_ref()
+                            .map(crate::draft::timestamp_text)
+                            .unwrap_or_default(),
+                        transition: word::<pb::CaseState>(h.transition),
+                        note: h.note.clone(),
+                        reason: h.reason.clone(),
+                        verified: verified.get(&h.seq).copied().unwrap_or(false),
+                    })
+                    .collect(),
+            };
+            return print_json(&out);
+        }
+        CaseCommand::Ack(a) => (a, Acknowledged),
+        CaseCommand::Accept(a) => (a, Accepted),
+        CaseCommand::Decline(a) => (a, Declined),
+        CaseCommand::Progress(a) => (a, InProgress),
+        CaseCommand::Resolve(a) => (a, Resolved),
+        CaseCommand::Close(a) => (a, Closed),
+        CaseCommand::Withdraw(a) => (a, Withdrawn),
+    };
+    if matches!(transition, Declined | Withdrawn) && args.reason.trim().is_empty() {
+        return Err(CliError(
+            "--reason is required to decline or withdraw".into(),
+        ));
+    }
+    if matches!(transition, InProgress | Resolved) && args.note.trim().is_empty() {
+        return Err(CliError(
+            "--note is required for progress and resolve".into(),
+        ));
+    }
+    let client = args.conn.connect().await?;
+    let receipt = client
+        .update_case(&args.id, transition, &args.note, &args.reason)
+        .await?;
+    print_json(&ReceiptJson::from(&receipt))
 }
 
 fn get_request(what: &str, sender: Option<String>, scope: &ScopeArgs) -> pb::GetRequest {

@@ -153,6 +153,10 @@ impl Client {
         TransparencyClient::new(self.channel.clone())
     }
 
+    pub fn cases(&self) -> crate::proto::cases_client::CasesClient<Channel> {
+        crate::proto::cases_client::CasesClient::new(self.channel.clone())
+    }
+
     pub fn directory_api(&self) -> DirectoryClient<Channel> {
         DirectoryClient::new(self.channel.clone())
     }

@@ -9,7 +9,8 @@
 //! - [`envelope`]: the signing rule and key ids (SPEC §3).
 //! - [`validate`]: field rules of a message body (SPEC §3–§5).
 //! - [`access`]: who may read what (SPEC §5), for every read path.
-//! - [`cases`]: the assistance-case state machine (SPEC §6).
+//! - [`cases`]: the assistance-case state machine (SPEC §6); [`case_views`]:
+//!   cases as their parties read them (`Cases` service).
 //! - [`storage`]: the durable sled database; the only sled user.
 //! - [`log`]: the single writer: group commit, seqs, Merkle append, tree heads.
 //! - [`merkle`]: RFC 6962 tree math for the server; [`verify`]: independent
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod case_views;
 pub mod cases;
 pub mod cli;
 pub mod client;

@@ -23,6 +23,7 @@ use crate::envelope;
 use crate::error::Error;
 use crate::log::{Log, Submission, open_record, timestamp};
 use crate::proto::body::Content;
+use crate::proto::cases_server::{Cases, CasesServer};
 use crate::proto::directory_server::{Directory as DirectoryApi, DirectoryServer};
 use crate::proto::exchange_server::{Exchange, ExchangeServer};
 use crate::proto::transparency_server::{Transparency, TransparencyServer};
@@ -178,6 +179,7 @@ impl Broker {
                     .max_decoding_message_size(max_message),
             )
             .add_service(DirectoryServer::new(DirectoryService(svc.clone())))
+            .add_service(CasesServer::new(CasesService(svc.clone())))
             .add_service(TransparencyServer::new(TransparencyService(svc)));
 
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -573,6 +575,33 @@ impl DirectoryApi for DirectoryService {
                         })
                         .collect(),
                 })
+            })
+            .await
+    }
+}
+
+struct CasesService(Svc);
+
+#[tonic::async_trait]
+impl Cases for CasesService {
+    async fn list_cases(
+        &self,
+        req: Request<pb::ListCasesRequest>,
+    ) -> Result<Response<pb::ListCasesResponse>, Status> {
+        self.0
+            .call("ListCases", req, |b, team, r| async move {
+                crate::case_views::list(&b, &team, &r)
+            })
+            .await
+    }
+
+    async fn get_case(
+        &self,
+        req: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::Case>, Status> {
+        self.0
+            .call("GetCase", req, |b, team, r| async move {
+                crate::case_views::get(&b, &team, &r)
             })
             .await
     }

@@ -461,7 +461,12 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
                     "a case is opened by publishing the request, not by an update",
                 ));
             }
-            text("case_update.note", &u.note, limits::NOTE, false)?;
+            text(
+                "case_update.note",
+                &u.note,
+                limits::NOTE,
+                matches!(t, CaseState::InProgress | CaseState::Resolved),
+            )?;
             text(
                 "case_update.reason",
                 &u.reason,
