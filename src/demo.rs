@@ -200,14 +200,76 @@ pub async fn run() -> Result<(), String> {
             ],
         }),
     );
+    // An automated feed (ZA-CSIRT) subscribes to high and critical warnings, live.
+    let za = connect("ZA-CSIRT").await?;
+    let mut feed = za
+        .exchange()
+        .subscribe(pb::SubscribeRequest {
+            start: Some(pb::subscribe_request::Start::Tail(true)),
+            filter: Some(pb::Filter {
+                kinds: vec![pb::Kind::Warning as i32],
+                min_severity: pb::Severity::High as i32,
+                ..Default::default()
+            }),
+            follow: true,
+        })
+        .await
+        .map_err(e)?
+        .into_inner();
+    let published = std::time::Instant::now();
     let w = ru.publish(ru.seal(&warning).map_err(e)?).await.map_err(e)?;
+    let pushed = tokio::time::timeout(Duration::from_secs(10), feed.message())
+        .await
+        .map_err(|_| "the feed did not receive the warning".to_string())?
+        .map_err(e)?
+        .ok_or("the feed ended")?;
+    let latency = published.elapsed().as_millis();
     let rec = de.get(get(w.seq)).await.map_err(e)?;
     verify_record(&rec, &directory)?;
+    verify_record(&pushed, &directory)?;
+    drop(feed);
     say(
         "4. RU-GOVCERT issues an early warning to the whole community (TLP:CLEAR, critical)",
         &format!(
-            "Record {}. DE-CERTBUND reads it and verifies RU-GOVCERT's signature.",
+            "Record {}. ZA-CSIRT's automated feed (warnings, high and above) had it pushed live, {latency} ms\n\
+             after the publish call began; DE-CERTBUND reads it too. Both verify RU-GOVCERT's signature.",
             w.seq
+        ),
+    );
+
+    // A tabletop drill runs on the same broker, apart from real traffic.
+    let mut drill = new_body(
+        "IN-CERTIN",
+        pb::Tlp::Green,
+        pb::audience::Kind::Group("BRICS".into()),
+        Content::Incident(pb::IncidentReport {
+            title: "DRILL: ransomware at a port operator".into(),
+            description: "Tabletop inject 1".into(),
+            category: pb::Category::MaliciousCode as i32,
+            severity: pb::Severity::Critical as i32,
+            ..Default::default()
+        }),
+    );
+    drill.exercise = "BRICS-TTX-2026".into();
+    let india = connect("IN-CERTIN").await?;
+    let d = india.publish(india.seal(&drill).map_err(e)?).await.map_err(e)?.seq;
+    let real_read = refused(br.get(get(d)).await);
+    let mut drill_get = get(d);
+    drill_get.exercise =
+        Some(crate::access::TrafficScope::Exercise("BRICS-TTX-2026".into()).to_selector());
+    let shown = br.render(&br.get(drill_get).await.map_err(e)?);
+    say(
+        "5. A BRICS tabletop drill on the same broker",
+        &format!(
+            "IN-CERTIN injects exercise traffic (record {d}, exercise BRICS-TTX-2026). A real-world read by\n\
+             BR-CERTBR: {real_read}. Asking for the drill: {:?}, marked {}.",
+            shown
+                .body
+                .as_ref()
+                .and_then(|b| b.incident.as_ref())
+                .map(|i| i.title.clone())
+                .unwrap_or_default(),
+            shown.marking.unwrap_or_default()
         ),
     );
 
@@ -222,7 +284,7 @@ pub async fn run() -> Result<(), String> {
             .unwrap_or(Content::Retraction(Default::default())),
     );
     say(
-        "5. Impersonation is refused",
+        "6. Impersonation is refused",
         &format!(
             "US-CISA publishes a body claiming sender CN-CNCERT: {}",
             refused(us.publish(us.seal(&forged).map_err(e)?).await)
@@ -264,7 +326,7 @@ pub async fn run() -> Result<(), String> {
     let case_id = request.id.clone();
     br.publish(br.seal(&request).map_err(e)?).await.map_err(e)?;
     say(
-        "6. BR-CERTBR asks CN-CNCERT for assistance (preserve evidence)",
+        "7. BR-CERTBR asks CN-CNCERT for assistance (preserve evidence)",
         &format!(
             "Case {case_id}, respond by {}.",
             crate::draft::format_time(respond_by)
@@ -286,7 +348,7 @@ pub async fn run() -> Result<(), String> {
         if i == 3 {
             println!(
                 "  BR-CERTBR tries to resolve the case itself: {}",
-                refused(br.update_case(&case_id, Resolved, "", "").await)
+                refused(br.update_case(&case_id, Resolved, "done", "").await)
             );
         }
         let r = who.update_case(&case_id, *to, note, "").await.map_err(e)?;
@@ -332,7 +394,7 @@ pub async fn run() -> Result<(), String> {
     )
     .map_err(e)?;
     say(
-        "7. Anyone can audit the log",
+        "8. Anyone can audit the log",
         &format!(
             "BR-CERTBR verifies its request, record {}, is in the signed tree of {} records ({} proof hashes),\n\
              and that this head extends the empty head from the start: nothing dropped, altered or reordered.\n\
