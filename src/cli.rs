@@ -85,6 +85,9 @@ pub enum Command {
     Log(LogCommand),
     /// The whole story in one process, narrated.
     Demo,
+    /// Benchmarks over real mTLS; one JSON summary line each.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -453,6 +456,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Log(cmd) => log_command(cmd).await,
         Command::Case(cmd) => case_command(cmd).await,
         Command::Demo => crate::demo::run().await.map_err(CliError),
+        Command::Bench(cmd) => crate::bench::run(cmd).await.map_err(CliError),
     }
 }
 

@@ -20,10 +20,11 @@
 //! - [`server`]: the gRPC services and the broker's lifecycle.
 //! - [`error`]: the one error type and its gRPC status mapping.
 //! - [`client`], [`draft`]: the client library and the JSON forms of SPEC §11.
-//! - [`pki`]: the development PKI; [`cli`], [`demo`]: the `certex` command.
+//! - [`pki`]: the development PKI; [`cli`], [`demo`], [`bench`]: the `certex` command.
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod bench;
 pub mod case_views;
 pub mod cases;
 pub mod cli;

@@ -1,0 +1,692 @@
+//! `certex bench`: measured, not guessed. Each scenario drives a broker over
+//! real mTLS with signed bodies and ends with one JSON summary line on
+//! stdout (progress goes to stderr). By default the broker is a child
+//! process started from this binary with a temporary PKI and database, so
+//! its RSS is measured apart from the load generator.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use futures_util::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::client::{Client, ClientFiles};
+use crate::draft::to_timestamp;
+use crate::proto::{self as pb, body::Content};
+
+const TEAMS: &[&str] = &[
+    "CN-CNCERT",
+    "RU-GOVCERT",
+    "BR-CERTBR",
+    "IN-CERTIN",
+    "ZA-CSIRT",
+    "US-CISA",
+    "DE-CERTBUND",
+    "FR-ANSSI",
+];
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Durable publishes: N concurrent publishers for S seconds.
+    Publish {
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Body size in bytes (padded description).
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// Publishes in flight per publisher.
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+    },
+    /// Delivery latency from publish to each of N live subscribers at R msg/s.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+    },
+    /// Replay rate of one subscriber from seq 0 over N records.
+    Catchup {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+    },
+    /// Merkle append and proof timings at N leaves (storage-backed).
+    Log {
+        #[arg(long, default_value_t = 1_000_000)]
+        leaves: u64,
+    },
+    /// The machine's limits: Ed25519 verifies/s on all cores, fdatasync/s.
+    Limits {
+        /// Bytes written before each fdatasync.
+        #[arg(long, default_value_t = 32 * 1024)]
+        commit_bytes: usize,
+    },
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+/// Percentile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+/// A broker child process with a temporary PKI and database.
+pub struct BenchBroker {
+    child: Child,
+    pub url: String,
+    pub pki: PathBuf,
+    pub data: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl BenchBroker {
+    pub fn start() -> Result<Self, String> {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let pki = tmp.path().join("pki");
+        let data = tmp.path().join("data");
+        let teams: Vec<String> = TEAMS.iter().map(|s| s.to_string()).collect();
+        crate::pki::init(&pki, &teams, &[])?;
+        let config = tmp.path().join("broker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata = \"{}\"\ndirectory = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ntree_head_key = \"{}\"\n\
+                 [limits]\nrate_per_second = 1000000\nrate_burst = 1000000\nmax_subscriptions_per_team = 100000\nmax_connections = 100000\n",
+                data.display(),
+                pki.join("directory.toml").display(),
+                pki.join("broker/cert.pem").display(),
+                pki.join("broker/key.pem").display(),
+                pki.join("broker/signing.key").display(),
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the broker: {e}"))?;
+        let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .ok_or("broker exited before listening")?
+                .map_err(|e| e.to_string())?;
+            if let Some(a) = line.strip_prefix("certex broker listening on ") {
+                break a.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
+        Ok(BenchBroker {
+            child,
+            url: format!("https://localhost:{port}"),
+            pki,
+            data,
+            _tmp: tmp,
+        })
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        rss_kib(self.child.id()) as f64 / 1024.0
+    }
+
+    pub async fn client(&self, team: &str) -> Result<Client, String> {
+        Client::connect(&self.url, &ClientFiles::from_pki(&self.pki, team), team)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn bytes_on_disk(&self) -> u64 {
+        dir_size(&self.data)
+    }
+}
+
+impl Drop for BenchBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A community incident whose encoded body is about `size` bytes.
+pub fn sized_body(team: &str, size: usize, tag: &str) -> pb::Body {
+    let pad = size.saturating_sub(180);
+    pb::Body {
+        id: uuid::Uuid::new_v4().to_string(),
+        sender: team.to_owned(),
+        created_at: Some(to_timestamp(OffsetDateTime::now_utc())),
+        tlp: pb::Tlp::Clear as i32,
+        audience: Some(pb::Audience {
+            kind: Some(pb::audience::Kind::Community(true)),
+        }),
+        exercise: String::new(),
+        references: vec![],
+        content: Some(Content::Incident(pb::IncidentReport {
+            title: tag.to_owned(),
+            description: "x".repeat(pad),
+            category: pb::Category::Test as i32,
+            severity: pb::Severity::Medium as i32,
+            sectors: vec![],
+            detected_at: None,
+            observables: vec![pb::Observable {
+                r#type: pb::ObservableType::Ipv4 as i32,
+                value: "192.0.2.1".into(),
+            }],
+        })),
+    }
+}
+
+#[derive(Serialize)]
+struct PublishSummary {
+    scenario: &'static str,
+    publishers: usize,
+    depth: usize,
+    size: usize,
+    duration_s: f64,
+    records: u64,
+    errors: u64,
+    throughput: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    broker_rss_mib: f64,
+    disk_bytes_per_record: f64,
+}
+
+async fn publish(publishers: usize, duration: u64, size: usize, depth: usize) -> Result<String, String> {
+    let broker = BenchBroker::start()?;
+    progress(&format!(
+        "publish: {publishers} publishers x {depth} in flight, {size}-byte bodies, {duration} s, broker at {}",
+        broker.url
+    ));
+    let mut clients = Vec::new();
+    for i in 0..publishers {
+        clients.push(broker.client(TEAMS[i % TEAMS.len()]).await?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in clients {
+        let (stop, errors) = (stop.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            let team = c.team().to_owned();
+            loop {
+                while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
+                    let env = c.seal(&sized_body(&team, size, "bench")).expect("signing key");
+                    let c = c.clone();
+                    in_flight.push(async move {
+                        let t = Instant::now();
+                        let r = c.publish(env).await;
+                        (t.elapsed(), r.is_ok())
+                    });
+                }
+                match in_flight.next().await {
+                    Some((d, ok)) => {
+                        if ok {
+                            lat.push(d.as_secs_f64() * 1000.0);
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => break,
+                }
+            }
+            lat
+        }));
+    }
+    let ticker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            for s in 1..=duration {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                progress(&format!("publish: {s}/{duration} s"));
+            }
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    ticker.await.map_err(|e| e.to_string())?;
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let records = lat.len() as u64;
+    let summary = PublishSummary {
+        scenario: "publish",
+        publishers,
+        depth,
+        size,
+        duration_s: round(elapsed, 2),
+        records,
+        errors: errors.load(Ordering::Relaxed),
+        throughput: round(records as f64 / elapsed, 1),
+        p50_ms: round(percentile(&lat, 50.0), 3),
+        p90_ms: round(percentile(&lat, 90.0), 3),
+        p99_ms: round(percentile(&lat, 99.0), 3),
+        max_ms: round(lat.last().copied().unwrap_or(0.0), 3),
+        broker_rss_mib: round(broker.rss_mib(), 1),
+        disk_bytes_per_record: round(broker.bytes_on_disk() as f64 / records.max(1) as f64, 1),
+    };
+    serde_json::to_string(&summary).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct FanoutSummary {
+    scenario: &'static str,
+    subscribers: usize,
+    rate: u64,
+    size: usize,
+    published: u64,
+    delivered: u64,
+    lost: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    broker_rss_mib: f64,
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+async fn fanout(subscribers: usize, rate: u64, duration: u64, size: usize) -> Result<String, String> {
+    let broker = BenchBroker::start()?;
+    progress(&format!(
+        "fanout: {subscribers} subscribers, {rate} msg/s for {duration} s, broker at {}",
+        broker.url
+    ));
+    // Subscriptions share a few connections (HTTP/2 streams), as a feed
+    // gateway would.
+    let conns = subscribers.clamp(1, 16);
+    let mut readers = Vec::new();
+    for i in 0..conns {
+        readers.push(broker.client(TEAMS[i % TEAMS.len()]).await?);
+    }
+    let mut streams = Vec::new();
+    for i in 0..subscribers {
+        let c = &readers[i % conns];
+        let s = c
+            .exchange()
+            .subscribe(pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::Tail(true)),
+                filter: None,
+                follow: true,
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        streams.push(s);
+    }
+    let expected = rate * duration;
+    let mut tasks = Vec::new();
+    for mut s in streams {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(expected as usize);
+            while (lat.len() as u64) < expected {
+                match tokio::time::timeout(Duration::from_secs(10), s.message()).await {
+                    Ok(Ok(Some(rec))) => {
+                        let now = unix_nanos();
+                        let sent = rec
+                            .envelope
+                            .as_ref()
+                            .and_then(|e| crate::envelope::decode_body(e).ok())
+                            .and_then(|b| match b.content {
+                                Some(Content::Incident(i)) => i.title.parse::<u128>().ok(),
+                                _ => None,
+                            })
+                            .unwrap_or(now);
+                        lat.push(now.saturating_sub(sent) as f64 / 1e6);
+                    }
+                    _ => break,
+                }
+            }
+            lat
+        }));
+    }
+    let publisher = broker.client("CN-CNCERT").await?;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut published = 0u64;
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    while published < expected {
+        let due = start + interval.mul_f64(published as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let body = sized_body("CN-CNCERT", size, &unix_nanos().to_string());
+        let env = publisher.seal(&body).map_err(|e| e.to_string())?;
+        let c = publisher.clone();
+        in_flight.push(async move { c.publish(env).await.is_ok() });
+        published += 1;
+        while let Some(Some(_)) = futures_util::FutureExt::now_or_never(in_flight.next()) {}
+        if published % rate == 0 {
+            progress(&format!("fanout: {}/{duration} s", published / rate));
+        }
+    }
+    while in_flight.next().await.is_some() {}
+    let mut lat = Vec::new();
+    let mut delivered = 0u64;
+    for t in tasks {
+        let l = t.await.map_err(|e| e.to_string())?;
+        delivered += l.len() as u64;
+        lat.extend(l);
+    }
+    lat.sort_by(f64::total_cmp);
+    let summary = FanoutSummary {
+        scenario: "fanout",
+        subscribers,
+        rate,
+        size,
+        published,
+        delivered,
+        lost: (published * subscribers as u64).saturating_sub(delivered),
+        p50_ms: round(percentile(&lat, 50.0), 3),
+        p99_ms: round(percentile(&lat, 99.0), 3),
+        max_ms: round(lat.last().copied().unwrap_or(0.0), 3),
+        broker_rss_mib: round(broker.rss_mib(), 1),
+    };
+    serde_json::to_string(&summary).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct CatchupSummary {
+    scenario: &'static str,
+    records: u64,
+    size: usize,
+    seconds: f64,
+    records_per_s: f64,
+    mib_per_s: f64,
+    broker_rss_mib: f64,
+    disk_bytes_per_record: f64,
+}
+
+async fn catchup(records: u64, size: usize) -> Result<String, String> {
+    let broker = BenchBroker::start()?;
+    progress(&format!("catchup: loading {records} records of {size} bytes"));
+    let mut loaders = Vec::new();
+    let per = records.div_ceil(TEAMS.len() as u64);
+    for (i, team) in TEAMS.iter().enumerate() {
+        let c = broker.client(team).await?;
+        let n = per.min(records.saturating_sub(per * i as u64));
+        loaders.push(tokio::spawn(async move {
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            for _ in 0..n {
+                let env = c.seal(&sized_body(c.team(), size, "catchup")).expect("signing key");
+                let c = c.clone();
+                in_flight.push(async move { c.publish(env).await.is_ok() });
+                if in_flight.len() >= 32 {
+                    in_flight.next().await;
+                }
+            }
+            while in_flight.next().await.is_some() {}
+        }));
+    }
+    for l in loaders {
+        l.await.map_err(|e| e.to_string())?;
+    }
+    progress("catchup: replaying from seq 0");
+    let reader = broker.client("US-CISA").await?;
+    let start = Instant::now();
+    let mut s = reader
+        .exchange()
+        .subscribe(pb::SubscribeRequest {
+            start: Some(pb::subscribe_request::Start::AfterSeq(0)),
+            filter: None,
+            follow: false,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let mut n = 0u64;
+    let mut bytes = 0u64;
+    while let Some(rec) = s.message().await.map_err(|e| e.to_string())? {
+        n += 1;
+        bytes += rec.envelope.map(|e| e.body.len() as u64).unwrap_or(0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let summary = CatchupSummary {
+        scenario: "catchup",
+        records: n,
+        size,
+        seconds: round(secs, 3),
+        records_per_s: round(n as f64 / secs, 1),
+        mib_per_s: round(bytes as f64 / secs / 1048576.0, 1),
+        broker_rss_mib: round(broker.rss_mib(), 1),
+        disk_bytes_per_record: round(broker.bytes_on_disk() as f64 / n.max(1) as f64, 1),
+    };
+    serde_json::to_string(&summary).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct LogSummary {
+    scenario: &'static str,
+    leaves: u64,
+    append_per_leaf_us: f64,
+    inclusion_p50_us: f64,
+    inclusion_p99_us: f64,
+    consistency_p50_us: f64,
+    consistency_p99_us: f64,
+    proof_hashes_max: usize,
+}
+
+fn log_bench(leaves: u64) -> Result<String, String> {
+    use crate::merkle::{Frontier, consistency_path, inclusion_path};
+    use crate::storage::{Storage, WriteBatch};
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let storage = Storage::open(&tmp.path().join("db")).map_err(|e| e.to_string())?;
+    let mut frontier = Frontier::new();
+    progress(&format!("log: appending {leaves} leaves (commits of 1024, synced)"));
+    let start = Instant::now();
+    let mut batch = WriteBatch::default();
+    for i in 0..leaves {
+        let leaf = crate::merkle::leaf_hash(&i.to_be_bytes());
+        for (level, index, hash) in frontier.push(leaf) {
+            batch.put_node(level, index, &hash);
+        }
+        if (i + 1) % 1024 == 0 || i + 1 == leaves {
+            storage.commit(std::mem::take(&mut batch)).map_err(|e| e.to_string())?;
+        }
+        if (i + 1) % 200_000 == 0 {
+            progress(&format!("log: {} leaves", i + 1));
+        }
+    }
+    let append = start.elapsed().as_secs_f64() * 1e6 / leaves.max(1) as f64;
+    let root = frontier.root();
+    let mut incl = Vec::new();
+    let mut cons = Vec::new();
+    let mut max_len = 0;
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let idx = x % leaves;
+        let t = Instant::now();
+        let p = inclusion_path(idx, leaves, &storage).map_err(|e| e.to_string())?;
+        incl.push(t.elapsed().as_secs_f64() * 1e6);
+        max_len = max_len.max(p.len());
+        let leaf = crate::merkle::leaf_hash(&idx.to_be_bytes());
+        crate::verify::verify_inclusion(&leaf, idx, leaves, &p, &root).map_err(|e| e.to_string())?;
+        let old = 1 + idx % leaves;
+        let t = Instant::now();
+        let c = consistency_path(old, leaves, &storage).map_err(|e| e.to_string())?;
+        cons.push(t.elapsed().as_secs_f64() * 1e6);
+        max_len = max_len.max(c.len());
+    }
+    incl.sort_by(f64::total_cmp);
+    cons.sort_by(f64::total_cmp);
+    let s = LogSummary {
+        scenario: "log",
+        leaves,
+        append_per_leaf_us: round(append, 3),
+        inclusion_p50_us: round(percentile(&incl, 50.0), 1),
+        inclusion_p99_us: round(percentile(&incl, 99.0), 1),
+        consistency_p50_us: round(percentile(&cons, 50.0), 1),
+        consistency_p99_us: round(percentile(&cons, 99.0), 1),
+        proof_hashes_max: max_len,
+    };
+    serde_json::to_string(&s).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct LimitsSummary {
+    scenario: &'static str,
+    cores: usize,
+    ed25519_verify_per_s: f64,
+    fdatasync_per_s: f64,
+    fdatasync_p50_ms: f64,
+    fdatasync_p99_ms: f64,
+    commit_bytes: usize,
+}
+
+fn limits(commit_bytes: usize) -> Result<String, String> {
+    use ed25519_dalek::{Signer, SigningKey};
+    use std::io::Write;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    progress(&format!("limits: Ed25519 verify on {cores} threads for 2 s"));
+    let key = SigningKey::from_bytes(&[3u8; 32]);
+    let msg = vec![7u8; 2048];
+    let sig = key.sign(&msg);
+    let public = key.verifying_key();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        for _ in 0..64 {
+                            let _ = public.verify_strict(&msg, &sig);
+                        }
+                        n += 64;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    progress("limits: fdatasync for 2 s");
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::create(tmp.path().join("sync")).map_err(|e| e.to_string())?;
+    let buf = vec![1u8; commit_bytes];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        f.write_all(&buf).map_err(|e| e.to_string())?;
+        f.sync_data().map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = lat.len();
+    lat.sort_by(f64::total_cmp);
+    let s = LimitsSummary {
+        scenario: "limits",
+        cores,
+        ed25519_verify_per_s: round(total as f64 / 2.0, 0),
+        fdatasync_per_s: round(n as f64 / secs, 1),
+        fdatasync_p50_ms: round(percentile(&lat, 50.0), 3),
+        fdatasync_p99_ms: round(percentile(&lat, 99.0), 3),
+        commit_bytes,
+    };
+    serde_json::to_string(&s).map_err(|e| e.to_string())
+}
+
+/// Runs one scenario and prints its summary line.
+pub async fn run(cmd: BenchCommand) -> Result<(), String> {
+    let line = match cmd {
+        BenchCommand::Publish {
+            publishers,
+            duration,
+            size,
+            depth,
+        } => publish(publishers.max(1), duration.max(1), size, depth.max(1)).await?,
+        BenchCommand::Fanout {
+            subscribers,
+            rate,
+            duration,
+            size,
+        } => fanout(subscribers.max(1), rate.max(1), duration.max(1), size).await?,
+        BenchCommand::Catchup { records, size } => catchup(records.max(1), size).await?,
+        BenchCommand::Log { leaves } => tokio::task::spawn_blocking(move || log_bench(leaves.max(1)))
+            .await
+            .map_err(|e| e.to_string())??,
+        BenchCommand::Limits { commit_bytes } => limits(commit_bytes)?,
+    };
+    println!("{line}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}
