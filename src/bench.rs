@@ -247,7 +247,12 @@ struct PublishSummary {
     disk_bytes_per_record: f64,
 }
 
-async fn publish(publishers: usize, duration: u64, size: usize, depth: usize) -> Result<String, String> {
+async fn publish(
+    publishers: usize,
+    duration: u64,
+    size: usize,
+    depth: usize,
+) -> Result<String, String> {
     let broker = BenchBroker::start()?;
     progress(&format!(
         "publish: {publishers} publishers x {depth} in flight, {size}-byte bodies, {duration} s, broker at {}",
@@ -269,7 +274,9 @@ async fn publish(publishers: usize, duration: u64, size: usize, depth: usize) ->
             let team = c.team().to_owned();
             loop {
                 while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
-                    let env = c.seal(&sized_body(&team, size, "bench")).expect("signing key");
+                    let env = c
+                        .seal(&sized_body(&team, size, "bench"))
+                        .expect("signing key");
                     let c = c.clone();
                     in_flight.push(async move {
                         let t = Instant::now();
@@ -350,7 +357,12 @@ fn unix_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-async fn fanout(subscribers: usize, rate: u64, duration: u64, size: usize) -> Result<String, String> {
+async fn fanout(
+    subscribers: usize,
+    rate: u64,
+    duration: u64,
+    size: usize,
+) -> Result<String, String> {
     let broker = BenchBroker::start()?;
     progress(&format!(
         "fanout: {subscribers} subscribers, {rate} msg/s for {duration} s, broker at {}",
@@ -461,7 +473,9 @@ struct CatchupSummary {
 
 async fn catchup(records: u64, size: usize) -> Result<String, String> {
     let broker = BenchBroker::start()?;
-    progress(&format!("catchup: loading {records} records of {size} bytes"));
+    progress(&format!(
+        "catchup: loading {records} records of {size} bytes"
+    ));
     let mut loaders = Vec::new();
     let per = records.div_ceil(TEAMS.len() as u64);
     for (i, team) in TEAMS.iter().enumerate() {
@@ -470,7 +484,9 @@ async fn catchup(records: u64, size: usize) -> Result<String, String> {
         loaders.push(tokio::spawn(async move {
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
             for _ in 0..n {
-                let env = c.seal(&sized_body(c.team(), size, "catchup")).expect("signing key");
+                let env = c
+                    .seal(&sized_body(c.team(), size, "catchup"))
+                    .expect("signing key");
                 let c = c.clone();
                 in_flight.push(async move { c.publish(env).await.is_ok() });
                 if in_flight.len() >= 32 {
@@ -534,7 +550,9 @@ fn log_bench(leaves: u64) -> Result<String, String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let storage = Storage::open(&tmp.path().join("db")).map_err(|e| e.to_string())?;
     let mut frontier = Frontier::new();
-    progress(&format!("log: appending {leaves} leaves (commits of 1024, synced)"));
+    progress(&format!(
+        "log: appending {leaves} leaves (commits of 1024, synced)"
+    ));
     let start = Instant::now();
     let mut batch = WriteBatch::default();
     for i in 0..leaves {
@@ -543,7 +561,9 @@ fn log_bench(leaves: u64) -> Result<String, String> {
             batch.put_node(level, index, &hash);
         }
         if (i + 1) % 1024 == 0 || i + 1 == leaves {
-            storage.commit(std::mem::take(&mut batch)).map_err(|e| e.to_string())?;
+            storage
+                .commit(std::mem::take(&mut batch))
+                .map_err(|e| e.to_string())?;
         }
         if (i + 1) % 200_000 == 0 {
             progress(&format!("log: {} leaves", i + 1));
@@ -565,7 +585,8 @@ fn log_bench(leaves: u64) -> Result<String, String> {
         incl.push(t.elapsed().as_secs_f64() * 1e6);
         max_len = max_len.max(p.len());
         let leaf = crate::merkle::leaf_hash(&idx.to_be_bytes());
-        crate::verify::verify_inclusion(&leaf, idx, leaves, &p, &root).map_err(|e| e.to_string())?;
+        crate::verify::verify_inclusion(&leaf, idx, leaves, &p, &root)
+            .map_err(|e| e.to_string())?;
         let old = 1 + idx % leaves;
         let t = Instant::now();
         let c = consistency_path(old, leaves, &storage).map_err(|e| e.to_string())?;
@@ -601,8 +622,12 @@ struct LimitsSummary {
 fn limits(commit_bytes: usize) -> Result<String, String> {
     use ed25519_dalek::{Signer, SigningKey};
     use std::io::Write;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    progress(&format!("limits: Ed25519 verify on {cores} threads for 2 s"));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    progress(&format!(
+        "limits: Ed25519 verify on {cores} threads for 2 s"
+    ));
     let key = SigningKey::from_bytes(&[3u8; 32]);
     let msg = vec![7u8; 2048];
     let sig = key.sign(&msg);
@@ -668,9 +693,11 @@ pub async fn run(cmd: BenchCommand) -> Result<(), String> {
             size,
         } => fanout(subscribers.max(1), rate.max(1), duration.max(1), size).await?,
         BenchCommand::Catchup { records, size } => catchup(records.max(1), size).await?,
-        BenchCommand::Log { leaves } => tokio::task::spawn_blocking(move || log_bench(leaves.max(1)))
-            .await
-            .map_err(|e| e.to_string())??,
+        BenchCommand::Log { leaves } => {
+            tokio::task::spawn_blocking(move || log_bench(leaves.max(1)))
+                .await
+                .map_err(|e| e.to_string())??
+        }
         BenchCommand::Limits { commit_bytes } => limits(commit_bytes)?,
     };
     println!("{line}");

@@ -252,7 +252,11 @@ pub async fn run() -> Result<(), String> {
     );
     drill.exercise = "BRICS-TTX-2026".into();
     let india = connect("IN-CERTIN").await?;
-    let d = india.publish(india.seal(&drill).map_err(e)?).await.map_err(e)?.seq;
+    let d = india
+        .publish(india.seal(&drill).map_err(e)?)
+        .await
+        .map_err(e)?
+        .seq;
     let real_read = refused(br.get(get(d)).await);
     let mut drill_get = get(d);
     drill_get.exercise =

@@ -147,15 +147,7 @@ impl Broker {
         let incoming = transport::incoming(listener, Arc::new(tls), c.limits.max_connections);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ExchangeServer<ExchangeService>>()
-            .await;
-        health
-            .set_serving::<TransparencyServer<TransparencyService>>()
-            .await;
-        health
-            .set_serving::<DirectoryServer<DirectoryService>>()
-            .await;
+        set_health(&health, tonic_health::ServingStatus::Serving).await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -188,15 +180,7 @@ impl Broker {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, draining open calls");
             closing.send_replace(true);
-            health
-                .set_not_serving::<ExchangeServer<ExchangeService>>()
-                .await;
-            health
-                .set_not_serving::<TransparencyServer<TransparencyService>>()
-                .await;
-            health
-                .set_not_serving::<DirectoryServer<DirectoryService>>()
-                .await;
+            set_health(&health, tonic_health::ServingStatus::NotServing).await;
             let _ = draining_tx.send(());
         };
         let server = router.serve_with_incoming_shutdown(incoming, signal);
@@ -370,6 +354,20 @@ impl Broker {
             }
         }
         Err(Error::NotFound(what))
+    }
+}
+
+/// Sets the health of the whole server ("") and of every certex service.
+async fn set_health(h: &tonic_health::server::HealthReporter, status: tonic_health::ServingStatus) {
+    use tonic::server::NamedService;
+    for name in [
+        "",
+        ExchangeServer::<ExchangeService>::NAME,
+        CasesServer::<CasesService>::NAME,
+        DirectoryServer::<DirectoryService>::NAME,
+        TransparencyServer::<TransparencyService>::NAME,
+    ] {
+        h.set_service_status(name, status).await;
     }
 }
 
