@@ -430,7 +430,7 @@ async fn fanout(
         in_flight.push(async move { c.publish(env).await.is_ok() });
         published += 1;
         while let Some(Some(_)) = futures_util::FutureExt::now_or_never(in_flight.next()) {}
-        if published % rate == 0 {
+        if published.is_multiple_of(rate) {
             progress(&format!("fanout: {}/{duration} s", published / rate));
         }
     }

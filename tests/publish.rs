@@ -265,7 +265,8 @@ async fn malformed_fields_are_invalid_argument_naming_the_field() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
     let base = || body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"));
-    let cases: Vec<(Box<dyn Fn(&mut pb::Body)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut pb::Body)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|b| b.id = "not-a-uuid".into()), "field id"),
         (Box::new(|b| b.tlp = 0), "field tlp: tlp is missing"),
         (
