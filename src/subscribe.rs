@@ -22,7 +22,7 @@ use crate::server::Broker;
 /// Records read from storage per step.
 const READ_BATCH: u64 = 256;
 /// Records buffered per subscription before it waits for its consumer.
-const CHANNEL: usize = 64;
+const CHANNEL: usize = 16;
 
 /// A subscription filter, checked against a decoded body.
 #[derive(Debug, Clone, Default)]
