@@ -11,7 +11,11 @@ use crate::server::Broker;
 
 fn ms(ts: &Option<prost_types::Timestamp>) -> u64 {
     ts.as_ref()
-        .map(|t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+        .map(|t| {
+            (t.seconds.max(0) as u64)
+                .saturating_mul(1000)
+                .saturating_add(t.nanos.max(0) as u64 / 1_000_000)
+        })
         .unwrap_or(0)
 }
 
@@ -82,8 +86,15 @@ fn load(
     };
     if withheld {
         // Retracted: only what the tombstone discloses.
-        summary.action = 0;
-        summary.priority = 0;
+        summary = pb::CaseSummary {
+            id: summary.id,
+            seq,
+            requester: summary.requester,
+            my_role: summary.my_role,
+            exercise: summary.exercise,
+            opened_at: summary.opened_at,
+            ..Default::default()
+        };
     }
     Ok(Some(Seen {
         summary,
@@ -105,7 +116,11 @@ pub fn list(
         .map_err(|_| Error::BadRequest(format!("role: unknown role {}", req.role)))?;
     let now = now_ms();
     let mut cases = Vec::new();
+    let committed = broker.committed();
     for (seq, state) in broker.log().storage().cases()? {
+        if seq > committed {
+            break; // not yet durable
+        }
         let Some(seen) = load(broker, team, seq, state, &scope, now)? else {
             continue;
         };
@@ -126,7 +141,11 @@ pub fn get(broker: &Broker, team: &str, req: &pb::GetCaseRequest) -> Result<pb::
     let storage = broker.log().storage();
     let not_found = || Error::NotFound(format!("case {}", req.id));
     let now = now_ms();
+    let committed = broker.committed();
     for (_, seq) in storage.seqs_of_id(&req.id)? {
+        if seq > committed {
+            continue; // not yet durable
+        }
         let Some(state) = storage.case_state(seq)? else {
             continue; // not a request
         };
@@ -143,7 +162,11 @@ pub fn get(broker: &Broker, team: &str, req: &pb::GetCaseRequest) -> Result<pb::
             time_to_resolve_ms: 0,
             acknowledged_late: false,
         };
-        for useq in storage.case_updates(seq)? {
+        for useq in storage
+            .case_updates(seq)?
+            .into_iter()
+            .filter(|s| *s <= committed)
+        {
             let rec = storage
                 .record(useq)?
                 .ok_or_else(|| Error::Internal(format!("case update {useq} is missing")))?;

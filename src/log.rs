@@ -257,8 +257,11 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "commit failed; nothing of this group was acknowledged");
-                self.reload();
+                // What sled holds in memory may now differ from the device
+                // (a failed fsync can drop dirty pages). Refuse the group and
+                // stop: recovery restarts from what is actually on disk, and
+                // clients retry (identical retries are idempotent).
+                tracing::error!(error = %e, "commit failed; nothing of this group was acknowledged; stopping the broker");
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     let answer = match outcome {
                         Outcome::Done(r) => r,
@@ -266,24 +269,6 @@ impl Writer {
                     };
                     let _ = reply.send(answer);
                 }
-            }
-        }
-    }
-
-    /// After a failed commit: forget the in-memory tree and start again from
-    /// what the database holds.
-    fn reload(&mut self) {
-        let loaded = self
-            .storage
-            .last_seq()
-            .map_err(|e| e.to_string())
-            .and_then(|size| {
-                Frontier::load(size, self.storage.as_ref()).map_err(|e| e.to_string())
-            });
-        match loaded {
-            Ok(f) => self.frontier = f,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reload the log after a failed commit; stopping");
                 std::process::exit(70);
             }
         }
@@ -404,6 +389,14 @@ impl Writer {
             }
             Some(Content::CaseUpdate(u)) => {
                 let (request_seq, request) = self.find_case(group, &u.case_id, &body.sender)?;
+                if group.retracted.contains(&request_seq)
+                    || self.storage.retraction_of(request_seq)?.is_some()
+                {
+                    return Err(Error::Precondition(format!(
+                        "case {}: the assistance request was retracted by its sender",
+                        u.case_id
+                    )));
+                }
                 let role = if body.sender == request.sender {
                     Role::Requester
                 } else {
@@ -427,6 +420,14 @@ impl Writer {
                 also_readers = vec![request.sender.clone()];
             }
             Some(Content::Request(_)) => {
+                // A case id must name one request only, whoever sent it:
+                // otherwise a party could shadow another team's case.
+                if self.request_exists(group, &body.id)? {
+                    return Err(Error::Precondition(format!(
+                        "an assistance request with id {} already exists; use a new id",
+                        body.id
+                    )));
+                }
                 group.case_states.insert(seq, CaseState::Open);
                 group.batch.put_case_state(seq, CaseState::Open as i32);
             }
@@ -463,6 +464,29 @@ impl Writer {
             },
         );
         Ok(Outcome::After(seq, false))
+    }
+
+    /// Whether any team's assistance request already uses `id`.
+    fn request_exists(&self, group: &Group, id: &str) -> Result<bool, Error> {
+        let mut seqs: Vec<u64> = self
+            .storage
+            .seqs_of_id(id)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        seqs.extend(
+            group
+                .by_id
+                .iter()
+                .filter(|((i, _), _)| i == id)
+                .map(|(_, s)| *s),
+        );
+        for seq in seqs {
+            if matches!(self.load(group, seq)?.0.content, Some(Content::Request(_))) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The assistance request `case_id` that `team` is a party to.

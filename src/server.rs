@@ -60,6 +60,7 @@ struct Inner {
     config: BrokerConfig,
     slots: StreamSlots,
     closing: watch::Sender<bool>,
+    reloads: watch::Sender<u64>,
     directory: RwLock<Arc<Directory>>,
     verifier: Arc<TeamVerifier>,
     log: Log,
@@ -87,6 +88,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 slots: StreamSlots::new(config.limits.max_subscriptions_per_team),
                 closing: watch::channel(false).0,
+                reloads: watch::channel(0).0,
                 config,
                 directory: RwLock::new(Arc::new(directory)),
                 verifier,
@@ -109,6 +111,17 @@ impl Broker {
         &self.inner.log
     }
 
+    /// The durable size of the log: records above it are not yet on the
+    /// device and no read path shows them.
+    pub(crate) fn committed(&self) -> u64 {
+        *self.log().committed().borrow()
+    }
+
+    /// Changes once per successful directory reload.
+    pub(crate) fn directory_reloads(&self) -> watch::Receiver<u64> {
+        self.inner.reloads.subscribe()
+    }
+
     pub(crate) fn stream_slots(&self) -> &StreamSlots {
         &self.inner.slots
     }
@@ -123,6 +136,7 @@ impl Broker {
             .directory
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(dir);
+        self.inner.reloads.send_modify(|n| *n += 1);
         tracing::info!(path = %self.inner.config.directory.display(), "directory reloaded");
         Ok(())
     }
@@ -224,13 +238,6 @@ impl Broker {
                 limit: limits.max_envelope_bytes,
             });
         }
-        if self.inner.limiter.check_key(&team.to_owned()).is_err() {
-            return Err(Error::RateLimited {
-                team: team.to_owned(),
-                per_second: limits.rate_per_second,
-                burst: limits.rate_burst,
-            });
-        }
         let body = envelope::decode_body(&env).map_err(|e| {
             Error::invalid(
                 "body",
@@ -251,6 +258,15 @@ impl Broker {
         // receipt or ALREADY_EXISTS) even when its created_at is now old.
         let retry = !body.id.is_empty() && self.log().storage().seq_of(&body.id, team)?.is_some();
         if !retry {
+            // Only new messages spend the team's rate budget: a retry after a
+            // timeout gets its original receipt.
+            if self.inner.limiter.check_key(&team.to_owned()).is_err() {
+                return Err(Error::RateLimited {
+                    team: team.to_owned(),
+                    per_second: limits.rate_per_second,
+                    burst: limits.rate_burst,
+                });
+            }
             check_skew(&body, now, limits)?;
             validate::check_body(&body, &dir)?;
         }
@@ -346,7 +362,8 @@ impl Broker {
             }
             None => return Err(Error::BadRequest("name a record by seq or by id".into())),
         };
-        for seq in seqs.drain(..) {
+        let committed = self.committed();
+        for seq in seqs.drain(..).filter(|s| *s <= committed) {
             if let Some(rec) = storage.record(seq)?
                 && let Some(view) = self.view(reader, seq, rec, &scope, &dir)?
             {
@@ -627,10 +644,19 @@ impl Transparency for TransparencyService {
                 let storage = b.log().storage();
                 let seq = transparency::leaf_seq(storage, &r)?;
                 // Proofs follow the read rule: a record the caller may not
-                // read is not found (in any traffic scope).
-                let rec = storage
-                    .record(seq)?
-                    .ok_or_else(|| Error::NotFound(format!("record {seq}")))?;
+                // read, or that is not yet in a signed tree, is answered
+                // exactly like a leaf that does not exist.
+                let not_found = || match &r.leaf {
+                    Some(pb::inclusion_proof_request::Leaf::LeafHash(h)) => {
+                        Error::NotFound(format!("leaf {}", hex::encode(h)))
+                    }
+                    _ => Error::NotFound(format!("record {seq}")),
+                };
+                let head_size = b.log().head().tree_size;
+                if seq > head_size {
+                    return Err(not_found());
+                }
+                let rec = storage.record(seq)?.ok_or_else(not_found)?;
                 let dir = b.directory();
                 let (_, body) = open_record(&rec)?;
                 let scope = if body.exercise.is_empty() {
@@ -639,9 +665,9 @@ impl Transparency for TransparencyService {
                     TrafficScope::Exercise(body.exercise.clone())
                 };
                 if b.view(&team, seq, rec, &scope, &dir)?.is_none() {
-                    return Err(Error::NotFound(format!("record {seq}")));
+                    return Err(not_found());
                 }
-                transparency::inclusion(storage, seq, r.tree_size, b.log().head().tree_size)
+                transparency::inclusion(storage, seq, r.tree_size, head_size)
             })
             .await
     }

@@ -59,6 +59,11 @@ impl Filter {
         })
     }
 
+    /// Whether the sender filter admits `sender` (all a tombstone is matched on).
+    pub fn matches_sender(&self, sender: &str) -> bool {
+        self.senders.is_empty() || self.senders.iter().any(|s| s == sender)
+    }
+
     /// Whether a body passes (the exercise scope is checked by the access rule).
     pub fn matches(&self, body: &Body) -> bool {
         let (kind, severity) = match &body.content {
@@ -179,7 +184,13 @@ async fn run(
 ) -> Result<(), Status> {
     let storage = broker.log().storage();
     let end = *committed.borrow_and_update();
+    let mut reloads = broker.directory_reloads();
     loop {
+        // The directory in force now: a reload applies to open streams, and
+        // a team removed from it is cut off.
+        if broker.directory().team(team).is_none() {
+            return Err(Error::UnknownCaller(team.to_owned()).into());
+        }
         let upto = if follow {
             *committed.borrow_and_update()
         } else {
@@ -187,7 +198,6 @@ async fn run(
         };
         while cursor < upto {
             let last = upto.min(cursor + READ_BATCH);
-            // The directory in force now: a reload applies to open streams.
             let dir = broker.directory();
             let batch: Vec<_> = storage
                 .records(cursor + 1, last)
@@ -196,15 +206,21 @@ async fn run(
             for (seq, rec) in batch {
                 cursor = seq;
                 let (env, body) = open_record(&rec).map_err(Status::from)?;
-                if !filter.matches(&body) {
-                    continue;
-                }
+                // Content filters look at the body, so they apply only to
+                // records delivered in full: a tombstone must not reveal the
+                // kind, severity or TLP of what was withheld.
+                let content_match = filter.matches(&body);
+                let sender_match = filter.matches_sender(&body.sender);
                 let view = broker
                     .view_decoded(team, seq, rec, env, body, &filter.scope, &dir)
                     .map_err(Status::from)?;
-                if let Some(record) = view
-                    && tx.send(Ok(record)).await.is_err()
-                {
+                let Some(record) = view else { continue };
+                let wanted = if record.envelope.is_some() {
+                    content_match
+                } else {
+                    sender_match
+                };
+                if wanted && tx.send(Ok(record)).await.is_err() {
                     return Ok(()); // the consumer went away
                 }
             }
@@ -215,6 +231,7 @@ async fn run(
         }
         tokio::select! {
             changed = committed.changed() => if changed.is_err() { return Ok(()) },
+            _ = reloads.changed() => {}
             _ = closing.changed() => {
                 return Err(Status::unavailable("the broker is shutting down; resume from your last seq"));
             }

@@ -208,6 +208,11 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| format!("broker certificate and key do not fit together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption: every connection is authenticated by a full
+    // handshake against the directory in force (a reload that removes a team
+    // or an anchor must not be bypassed with a ticket).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 

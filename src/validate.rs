@@ -270,6 +270,22 @@ fn strings(field: &str, list: &[String], max_len: usize, max_items: usize) -> Re
     Ok(())
 }
 
+/// Checks a timestamp: present if `required`, between 1970 and 9999, nanos
+/// in range.
+fn time(field: &str, ts: &Option<prost_types::Timestamp>, required: bool) -> Result<(), Error> {
+    match ts {
+        None if required => Err(Error::invalid(field, "is required")),
+        None => Ok(()),
+        Some(t)
+            if (0..=253_402_300_799).contains(&t.seconds)
+                && (0..1_000_000_000).contains(&t.nanos) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(Error::invalid(field, "is not a time between 1970 and 9999")),
+    }
+}
+
 fn known_team(field: &str, team: &str, dir: &Directory) -> Result<(), Error> {
     if dir.team(team).is_none() {
         return Err(Error::invalid(
@@ -342,9 +358,7 @@ fn audience(tlp: Tlp, aud: Option<&Audience>, dir: &Directory) -> Result<(), Err
 /// authenticated. Returns the content kind.
 pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
     check_id("id", &body.id)?;
-    if body.created_at.is_none() {
-        return Err(Error::invalid("created_at", "is required"));
-    }
+    time("created_at", &body.created_at, true)?;
     let tlp: Tlp = enum_field("tlp", body.tlp)?;
     audience(tlp, body.audience.as_ref(), dir)?;
     if !body.exercise.is_empty() {
@@ -381,6 +395,7 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
             )?;
             enum_field::<Category>("incident.category", r.category)?;
             enum_field::<Severity>("incident.severity", r.severity)?;
+            time("incident.detected_at", &r.detected_at, false)?;
             strings(
                 "incident.sectors",
                 &r.sectors,
@@ -393,6 +408,7 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
             text("warning.title", &w.title, limits::TITLE, true)?;
             text("warning.summary", &w.summary, limits::SUMMARY, false)?;
             enum_field::<Severity>("warning.severity", w.severity)?;
+            time("warning.expires_at", &w.expires_at, false)?;
             list_len("warning.cves", &w.cves, limits::LIST)?;
             for (i, c) in w.cves.iter().enumerate() {
                 if !is_cve(c) {
@@ -434,9 +450,7 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
                 limits::LONG_TEXT,
                 true,
             )?;
-            if r.respond_by.is_none() {
-                return Err(Error::invalid("request.respond_by", "is required"));
-            }
+            time("request.respond_by", &r.respond_by, true)?;
             enum_field::<Severity>("request.priority", r.priority)?;
             let addressed = matches!(
                 body.audience.as_ref().and_then(|a| a.kind.as_ref()),

@@ -481,3 +481,81 @@ async fn lifecycle_through_the_cli() {
         tokio::task::block_in_place(|| run("CN-CNCERT", &["case", "list", "--overdue"]));
     assert!(ok && out.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_id_cannot_be_shadowed_and_retracted_requests_are_frozen() {
+    let b = TestBroker::start().await;
+    let us = b.client("US-CISA").await;
+    let br = b.client("BR-CERTBR").await;
+    let cn = b.client("CN-CNCERT").await;
+    // US asks CN, with BR in copy; BR learns the id and tries to reuse it.
+    let real = request_body("US-CISA", "CN-CNCERT", &["BR-CERTBR"], 3600);
+    us.publish(us.seal(&real).unwrap()).await.unwrap();
+    let mut fake = request_body("BR-CERTBR", "CN-CNCERT", &["US-CISA"], 3600);
+    fake.id = real.id.clone();
+    let (c, msg) = code(br.publish(br.seal(&fake).unwrap()).await);
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(msg.contains("already exists"), "{msg}");
+    cn.update_case(&real.id, CaseState::Acknowledged, "", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        case(&us, &real.id).await.summary.unwrap().requester,
+        "US-CISA"
+    );
+
+    // A retracted request takes no more updates, and its summary shows only
+    // what a tombstone may.
+    let retraction = body(
+        "US-CISA",
+        pb::Tlp::Amber,
+        teams(&["CN-CNCERT", "BR-CERTBR"]),
+        Content::Retraction(pb::Retraction {
+            target: real.id.clone(),
+            reason: "sent in error".into(),
+        }),
+    );
+    us.publish(us.seal(&retraction).unwrap()).await.unwrap();
+    let env = {
+        // The CLI refuses to build an update for a retracted request, so sign one by hand.
+        let update = body(
+            "CN-CNCERT",
+            pb::Tlp::Amber,
+            teams(&["CN-CNCERT", "BR-CERTBR"]),
+            Content::CaseUpdate(pb::CaseUpdate {
+                case_id: real.id.clone(),
+                transition: CaseState::Accepted as i32,
+                note: String::new(),
+                reason: String::new(),
+            }),
+        );
+        cn.seal(&update).unwrap()
+    };
+    let (c, msg) = code(cn.publish(env).await);
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(msg.contains("retracted"), "{msg}");
+    let seen = case(&cn, &real.id).await;
+    assert!(seen.request.unwrap().retracted.is_some());
+    let s = seen.summary.unwrap();
+    assert_eq!(
+        (s.to.as_str(), s.respond_by, s.state, s.overdue),
+        ("", None, 0, false)
+    );
+    assert!(s.cc.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_out_of_range_are_refused() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    let mut r = request_body("BR-CERTBR", "CN-CNCERT", &[], 3600);
+    if let Some(Content::Request(req)) = &mut r.content {
+        req.respond_by = Some(prost_types::Timestamp {
+            seconds: 100_000_000_000_000_000,
+            nanos: 0,
+        });
+    }
+    let (c, msg) = code(br.publish(br.seal(&r).unwrap()).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(msg.contains("field request.respond_by"), "{msg}");
+}

@@ -517,3 +517,39 @@ async fn retraction_only_by_sender_and_tombstone_on_get() {
     assert_eq!(c, Code::FailedPrecondition);
     assert!(msg.contains("already retracted"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_gets_its_receipt_even_when_the_rate_budget_is_spent() {
+    let limits = Limits {
+        rate_per_second: 1,
+        rate_burst: 1,
+        ..Limits::default()
+    };
+    let b = TestBroker::start_with(limits).await;
+    let cn = b.client("CN-CNCERT").await;
+    let env = cn
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("once"),
+        ))
+        .unwrap();
+    let first = cn.publish(env.clone()).await.unwrap();
+    let (c, _) = code(
+        cn.publish(
+            cn.seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident("new"),
+            ))
+            .unwrap(),
+        )
+        .await,
+    );
+    assert_eq!(c, Code::ResourceExhausted);
+    let again = cn.publish(env).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.seq, first.seq);
+}

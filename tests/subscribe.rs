@@ -583,3 +583,78 @@ async fn sighup_reload_adds_a_group_member_and_refuses_a_broken_file() {
     .unwrap();
     assert_eq!(live.message().await.unwrap().unwrap().seq, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_removed_by_reload_is_cut_off_from_its_open_stream() {
+    let b = TestBroker::start().await;
+    let de = b.client("DE-CERTBUND").await;
+    let mut live = de
+        .exchange()
+        .subscribe(sub(Start::Tail(true), true))
+        .await
+        .unwrap()
+        .into_inner();
+    let path = b.pki().join("directory.toml");
+    let mut file: certex::directory::DirectoryFile =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file.teams.retain(|t| t.id != "DE-CERTBUND");
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    b.broker.reload_directory().unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), live.message())
+        .await
+        .expect("stream ended");
+    let err = end.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_filters_do_not_reveal_what_a_tombstone_withholds() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let critical = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        warning("critical", pb::Severity::Critical),
+    );
+    let low = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        warning("low", pb::Severity::Low),
+    );
+    for m in [&critical, &low] {
+        cn.publish(cn.seal(m).unwrap()).await.unwrap();
+        let r = body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            Content::Retraction(pb::Retraction {
+                target: m.id.clone(),
+                reason: "withdrawn".into(),
+            }),
+        );
+        cn.publish(cn.seal(&r).unwrap()).await.unwrap();
+    }
+    let us = b.client("US-CISA").await;
+    let req = pb::SubscribeRequest {
+        start: Some(Start::AfterSeq(0)),
+        filter: Some(pb::Filter {
+            min_severity: pb::Severity::Critical as i32,
+            kinds: vec![pb::Kind::Warning as i32],
+            ..Default::default()
+        }),
+        follow: false,
+    };
+    let got = collect(&us, req).await;
+    let tombstones: Vec<u64> = got
+        .iter()
+        .filter(|r| r.retracted.is_some())
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(
+        tombstones,
+        vec![1, 3],
+        "both tombstones, whatever the withheld severity"
+    );
+}

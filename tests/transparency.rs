@@ -297,3 +297,44 @@ async fn proofs_follow_the_read_rule() {
         .into_inner();
     assert_eq!(head.tree_size, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_leaf_is_answered_like_an_unknown_one() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let r = cn
+        .publish(
+            cn.seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Red,
+                teams(&["RU-GOVCERT"]),
+                incident("red"),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let us = b.client("US-CISA").await;
+    let ask = |h: Vec<u8>| {
+        let us = us.clone();
+        async move {
+            us.transparency()
+                .get_inclusion_proof(pb::InclusionProofRequest {
+                    leaf: Some(Leaf::LeafHash(h)),
+                    tree_size: 0,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    let hidden = ask(r.leaf_hash.clone()).await;
+    let unknown = ask(vec![0x42; 32]).await;
+    assert_eq!(
+        (hidden.code(), unknown.code()),
+        (tonic::Code::NotFound, tonic::Code::NotFound)
+    );
+    assert_eq!(
+        hidden.message().replace(&hex::encode(&r.leaf_hash), "H"),
+        unknown.message().replace(&hex::encode([0x42; 32]), "H")
+    );
+}
