@@ -57,7 +57,7 @@ fn load(
         )));
     };
     let dir = broker.directory();
-    let Some(view) = broker.view_decoded(team, seq, rec, env, body.clone(), scope, &dir)? else {
+    let Some(view) = broker.view_decoded(team, seq, &rec, || env, &body, scope, &dir)? else {
         return Ok(None);
     };
     let withheld = view.envelope.is_none();
@@ -176,8 +176,7 @@ pub fn get(broker: &Broker, team: &str, req: &pb::GetCaseRequest) -> Result<pb::
                 continue;
             };
             let dir = broker.directory();
-            let Some(view) =
-                broker.view_decoded(team, useq, rec, env, body.clone(), &scope, &dir)?
+            let Some(view) = broker.view_decoded(team, useq, &rec, || env, &body, &scope, &dir)?
             else {
                 continue;
             };

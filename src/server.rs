@@ -59,6 +59,7 @@ pub enum StartError {
 struct Inner {
     config: BrokerConfig,
     slots: StreamSlots,
+    recent: subscribe::RecentRecords,
     closing: watch::Sender<bool>,
     reloads: watch::Sender<u64>,
     directory: RwLock<Arc<Directory>>,
@@ -87,6 +88,7 @@ impl Broker {
         Ok(Broker {
             inner: Arc::new(Inner {
                 slots: StreamSlots::new(config.limits.max_subscriptions_per_team),
+                recent: Default::default(),
                 closing: watch::channel(false).0,
                 reloads: watch::channel(0).0,
                 config,
@@ -120,6 +122,10 @@ impl Broker {
     /// Changes once per successful directory reload.
     pub(crate) fn directory_reloads(&self) -> watch::Receiver<u64> {
         self.inner.reloads.subscribe()
+    }
+
+    pub(crate) fn recent(&self) -> &subscribe::RecentRecords {
+        &self.inner.recent
     }
 
     pub(crate) fn stream_slots(&self) -> &StreamSlots {
@@ -288,39 +294,47 @@ impl Broker {
         dir: &Directory,
     ) -> Result<Option<pb::Record>, Error> {
         let (env, body) = open_record(&rec)?;
-        self.view_decoded(reader, seq, rec, env, body, scope, dir)
+        self.view_decoded(reader, seq, &rec, || env, &body, scope, dir)
     }
 
-    /// [`Broker::view`] for a record whose envelope is already decoded.
+    /// [`Broker::view`] for a record whose envelope is already decoded;
+    /// `env` hands over the envelope (moved or copied) only if the reader
+    /// receives it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn view_decoded(
         &self,
         reader: &str,
         seq: u64,
-        rec: StoredRecord,
-        env: pb::Envelope,
-        body: pb::Body,
+        rec: &StoredRecord,
+        env: impl FnOnce() -> pb::Envelope,
+        body: &pb::Body,
         scope: &TrafficScope,
         dir: &Directory,
     ) -> Result<Option<pb::Record>, Error> {
-        let storage = self.log().storage();
-        let retraction = storage.retraction_of(seq)?;
         let dist = Distribution {
             sender: &body.sender,
             audience: body.audience.as_ref(),
             exercise: &body.exercise,
             also_readers: &rec.also_readers,
         };
+        // Who may see it at all is decided before any storage read.
+        if !scope.includes(&body.exercise)
+            || access::visibility(reader, &dist, false, scope, dir) == Visibility::Hidden
+        {
+            return Ok(None);
+        }
+        let storage = self.log().storage();
+        let retraction = storage.retraction_of(seq)?;
         let mut record = pb::Record {
             seq,
             received_at: Some(timestamp(rec.received_at_ms)),
-            leaf_hash: rec.leaf_hash,
+            leaf_hash: rec.leaf_hash.clone(),
             envelope: None,
             retracted: None,
         };
         match access::visibility(reader, &dist, retraction.is_some(), scope, dir) {
             Visibility::Hidden => return Ok(None),
-            Visibility::Full => record.envelope = Some(env),
+            Visibility::Full => record.envelope = Some(env()),
             Visibility::Tombstone => {
                 let by = retraction.unwrap_or_default();
                 let (_, rbody) = open_record(
@@ -333,8 +347,8 @@ impl Broker {
                     _ => String::new(),
                 };
                 record.retracted = Some(pb::Tombstone {
-                    id: body.id,
-                    sender: body.sender,
+                    id: body.id.clone(),
+                    sender: body.sender.clone(),
                     seq,
                     retracted_by: rbody.id,
                     reason,

@@ -18,11 +18,67 @@ use crate::log::open_record;
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
 use crate::server::Broker;
+use crate::storage::{Storage, StoredRecord};
 
 /// Records read from storage per step.
 const READ_BATCH: u64 = 256;
 /// Records buffered per subscription before it waits for its consumer.
 const CHANNEL: usize = 16;
+
+/// Records kept decoded for live subscribers (a ring indexed by seq).
+const RECENT: usize = 4096;
+
+/// A committed record, decoded.
+pub struct Decoded {
+    pub seq: u64,
+    pub rec: StoredRecord,
+    pub env: pb::Envelope,
+    pub body: Body,
+}
+
+/// A record read by one subscription alone, or shared through the cache.
+enum Shared {
+    Owned(Decoded),
+    Cached(Arc<Decoded>),
+}
+
+/// The most recently read records, decoded once and shared by every
+/// subscription (records never change once committed).
+pub struct RecentRecords {
+    slots: Vec<Mutex<Option<Arc<Decoded>>>>,
+}
+
+impl Default for RecentRecords {
+    fn default() -> Self {
+        RecentRecords {
+            slots: (0..RECENT).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+}
+
+impl RecentRecords {
+    /// Record `seq` (which must be committed), decoded.
+    pub fn get(&self, storage: &Storage, seq: u64) -> Result<Arc<Decoded>, Error> {
+        let slot = &self.slots[(seq % RECENT as u64) as usize];
+        if let Some(d) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && d.seq == seq
+        {
+            return Ok(d.clone());
+        }
+        let rec = storage
+            .record(seq)?
+            .ok_or_else(|| Error::Internal(format!("committed record {seq} is missing")))?;
+        let (env, body) = open_record(&rec)?;
+        let d = Arc::new(Decoded {
+            seq,
+            rec,
+            env,
+            body,
+        });
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+        Ok(d)
+    }
+}
 
 /// A subscription filter, checked against a decoded body.
 #[derive(Debug, Clone, Default)]
@@ -199,26 +255,52 @@ async fn run(
         while cursor < upto {
             let last = upto.min(cursor + READ_BATCH);
             let dir = broker.directory();
-            let batch: Vec<_> = storage
-                .records(cursor + 1, last)
-                .collect::<Result<_, _>>()
-                .map_err(|e| Status::from(Error::from(e)))?;
-            for (seq, rec) in batch {
-                cursor = seq;
-                let (env, body) = open_record(&rec).map_err(Status::from)?;
+            // Far behind: one range scan. Near the tail, where live
+            // subscribers read the same new records: the shared cache, so a
+            // record is read and decoded once for all of them.
+            let far_behind = upto - cursor > RECENT as u64 / 2;
+            let batch: Vec<Shared> = if far_behind {
+                storage
+                    .records(cursor + 1, last)
+                    .map(|r| {
+                        let (seq, rec) = r?;
+                        let (env, body) = open_record(&rec)?;
+                        Ok(Shared::Owned(Decoded {
+                            seq,
+                            rec,
+                            env,
+                            body,
+                        }))
+                    })
+                    .collect::<Result<_, Error>>()
+                    .map_err(Status::from)?
+            } else {
+                (cursor + 1..=last)
+                    .map(|seq| broker.recent().get(storage, seq).map(Shared::Cached))
+                    .collect::<Result<_, Error>>()
+                    .map_err(Status::from)?
+            };
+            for item in batch {
+                let (d, owned_env) = match item {
+                    Shared::Owned(mut d) => {
+                        let env = std::mem::take(&mut d.env);
+                        (Arc::new(d), Some(env))
+                    }
+                    Shared::Cached(d) => (d, None),
+                };
+                cursor = d.seq;
                 // Content filters look at the body, so they apply only to
                 // records delivered in full: a tombstone must not reveal the
                 // kind, severity or TLP of what was withheld.
-                let content_match = filter.matches(&body);
-                let sender_match = filter.matches_sender(&body.sender);
+                let env = || owned_env.unwrap_or_else(|| d.env.clone());
                 let view = broker
-                    .view_decoded(team, seq, rec, env, body, &filter.scope, &dir)
+                    .view_decoded(team, d.seq, &d.rec, env, &d.body, &filter.scope, &dir)
                     .map_err(Status::from)?;
                 let Some(record) = view else { continue };
                 let wanted = if record.envelope.is_some() {
-                    content_match
+                    filter.matches(&d.body)
                 } else {
-                    sender_match
+                    filter.matches_sender(&d.body.sender)
                 };
                 if wanted && tx.send(Ok(record)).await.is_err() {
                     return Ok(()); // the consumer went away
