@@ -348,6 +348,7 @@ struct FanoutSummary {
     p99_ms: f64,
     max_ms: f64,
     broker_rss_mib: f64,
+    disk_bytes_per_record: f64,
 }
 
 fn unix_nanos() -> u128 {
@@ -455,6 +456,7 @@ async fn fanout(
         p99_ms: round(percentile(&lat, 99.0), 3),
         max_ms: round(lat.last().copied().unwrap_or(0.0), 3),
         broker_rss_mib: round(broker.rss_mib(), 1),
+        disk_bytes_per_record: round(broker.bytes_on_disk() as f64 / published.max(1) as f64, 1),
     };
     serde_json::to_string(&summary).map_err(|e| e.to_string())
 }
@@ -542,6 +544,8 @@ struct LogSummary {
     consistency_p50_us: f64,
     consistency_p99_us: f64,
     proof_hashes_max: usize,
+    rss_mib: f64,
+    disk_bytes_per_leaf: f64,
 }
 
 fn log_bench(leaves: u64) -> Result<String, String> {
@@ -604,6 +608,8 @@ fn log_bench(leaves: u64) -> Result<String, String> {
         consistency_p50_us: round(percentile(&cons, 50.0), 1),
         consistency_p99_us: round(percentile(&cons, 99.0), 1),
         proof_hashes_max: max_len,
+        rss_mib: round(rss_kib(std::process::id()) as f64 / 1024.0, 1),
+        disk_bytes_per_leaf: round(dir_size(&tmp.path().join("db")) as f64 / leaves.max(1) as f64, 1),
     };
     serde_json::to_string(&s).map_err(|e| e.to_string())
 }
