@@ -20,16 +20,7 @@ use crate::client::{Client, ClientFiles};
 use crate::draft::to_timestamp;
 use crate::proto::{self as pb, body::Content};
 
-const TEAMS: &[&str] = &[
-    "CN-CNCERT",
-    "RU-GOVCERT",
-    "BR-CERTBR",
-    "IN-CERTIN",
-    "ZA-CSIRT",
-    "US-CISA",
-    "DE-CERTBUND",
-    "FR-ANSSI",
-];
+use crate::pki::SAMPLE_TEAMS as TEAMS;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -109,8 +100,7 @@ impl BenchBroker {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let pki = tmp.path().join("pki");
         let data = tmp.path().join("data");
-        let teams: Vec<String> = TEAMS.iter().map(|s| s.to_string()).collect();
-        crate::pki::init(&pki, &teams, &[])?;
+        crate::pki::init_sample(&pki)?;
         let config = tmp.path().join("broker.toml");
         std::fs::write(
             &config,
@@ -609,7 +599,10 @@ fn log_bench(leaves: u64) -> Result<String, String> {
         consistency_p99_us: round(percentile(&cons, 99.0), 1),
         proof_hashes_max: max_len,
         rss_mib: round(rss_kib(std::process::id()) as f64 / 1024.0, 1),
-        disk_bytes_per_leaf: round(dir_size(&tmp.path().join("db")) as f64 / leaves.max(1) as f64, 1),
+        disk_bytes_per_leaf: round(
+            dir_size(&tmp.path().join("db")) as f64 / leaves.max(1) as f64,
+            1,
+        ),
     };
     serde_json::to_string(&s).map_err(|e| e.to_string())
 }

@@ -902,21 +902,9 @@ pub async fn verify_state(
                 "LOG INCONSISTENT: the new head's timestamp is older than the kept one".into(),
             ));
         }
-        let proof = client
-            .transparency()
-            .get_consistency_proof(pb::ConsistencyProofRequest {
-                first: k.tree_size,
-                second: head.tree_size,
-            })
-            .await
-            .map_err(ClientError::from)?
-            .into_inner();
-        let path = proof
-            .path
-            .iter()
-            .map(|h| verify::hash_from_slice(h))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CliError(e.to_string()))?;
+        let path = client
+            .consistency_proof(k.tree_size, head.tree_size)
+            .await?;
         verify::check_extends((k.tree_size, &kept_root), (head.tree_size, &root), &path).map_err(
             |e| {
                 CliError(format!(

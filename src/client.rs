@@ -172,6 +172,26 @@ impl Client {
             .ok_or_else(|| ClientError::Local(format!("no signing key for {}", self.team)))
     }
 
+    /// The broker's consistency proof between two tree sizes, as hashes for
+    /// [`crate::verify::check_extends`].
+    pub async fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<crate::verify::Hash>, ClientError> {
+        let proof = self
+            .transparency()
+            .get_consistency_proof(pb::ConsistencyProofRequest { first, second })
+            .await?
+            .into_inner();
+        proof
+            .path
+            .iter()
+            .map(|h| crate::verify::hash_from_slice(h))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ClientError::Local(format!("consistency proof: {e}")))
+    }
+
     /// Signs an encoded body.
     pub fn seal(&self, body: &pb::Body) -> Result<pb::Envelope, ClientError> {
         Ok(envelope::seal_body(body, self.signer()?))

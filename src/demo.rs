@@ -14,16 +14,6 @@ use crate::proto::{self as pb, body::Content};
 use crate::server::Broker;
 use crate::verify;
 
-const TEAMS: &[&str] = &[
-    "CN-CNCERT",
-    "RU-GOVCERT",
-    "BR-CERTBR",
-    "IN-CERTIN",
-    "ZA-CSIRT",
-    "US-CISA",
-    "DE-CERTBUND",
-];
-
 fn say(step: &str, text: &str) {
     println!("\n== {step}\n{text}");
 }
@@ -70,12 +60,7 @@ fn refused<T>(r: Result<T, ClientError>) -> String {
 pub async fn run() -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(e)?;
     let pki = tmp.path().join("pki");
-    let teams: Vec<String> = TEAMS.iter().map(|s| s.to_string()).collect();
-    let groups = vec![
-        crate::pki::parse_group("BRICS=CN-CNCERT,RU-GOVCERT,BR-CERTBR,IN-CERTIN,ZA-CSIRT")?,
-        crate::pki::parse_group("SCO=CN-CNCERT,RU-GOVCERT,IN-CERTIN")?,
-    ];
-    crate::pki::init(&pki, &teams, &groups)?;
+    crate::pki::init_sample(&pki)?;
     say(
         "1. A federation of national CERTs",
         &format!(
@@ -376,20 +361,9 @@ pub async fn run() -> Result<(), String> {
     let head = broker.log().head();
     let old_root = verify::hash_from_slice(&first_head.root_hash).map_err(e)?;
     let new_root = verify::hash_from_slice(&head.root_hash).map_err(e)?;
-    let consistency = br
-        .transparency()
-        .get_consistency_proof(pb::ConsistencyProofRequest {
-            first: first_head.tree_size,
-            second: head.tree_size,
-        })
+    let path = br
+        .consistency_proof(first_head.tree_size, head.tree_size)
         .await
-        .map_err(e)?
-        .into_inner();
-    let path = consistency
-        .path
-        .iter()
-        .map(|h| verify::hash_from_slice(h))
-        .collect::<Result<Vec<_>, _>>()
         .map_err(e)?;
     verify::check_extends(
         (first_head.tree_size, &old_root),

@@ -110,6 +110,33 @@ fn signing_key() -> Result<(String, String, String), String> {
     ))
 }
 
+/// The federation the demo, the benchmarks and the tests use.
+pub const SAMPLE_TEAMS: &[&str] = &[
+    "CN-CNCERT",
+    "RU-GOVCERT",
+    "BR-CERTBR",
+    "IN-CERTIN",
+    "ZA-CSIRT",
+    "US-CISA",
+    "DE-CERTBUND",
+];
+
+/// Sharing groups of the sample federation.
+pub const SAMPLE_GROUPS: &[&str] = &[
+    "BRICS=CN-CNCERT,RU-GOVCERT,BR-CERTBR,IN-CERTIN,ZA-CSIRT",
+    "SCO=CN-CNCERT,RU-GOVCERT,IN-CERTIN",
+];
+
+/// A development PKI for [`SAMPLE_TEAMS`] with [`SAMPLE_GROUPS`].
+pub fn init_sample(dir: &Path) -> Result<(), String> {
+    let teams: Vec<String> = SAMPLE_TEAMS.iter().map(|s| s.to_string()).collect();
+    let groups = SAMPLE_GROUPS
+        .iter()
+        .map(|g| parse_group(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    init(dir, &teams, &groups)
+}
+
 /// Parses `NAME=TEAM,TEAM`.
 pub fn parse_group(s: &str) -> Result<(String, Vec<String>), String> {
     let (name, members) = s

@@ -17,25 +17,11 @@ use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-pub const TEAMS: &[&str] = &[
-    "CN-CNCERT",
-    "RU-GOVCERT",
-    "BR-CERTBR",
-    "IN-CERTIN",
-    "ZA-CSIRT",
-    "US-CISA",
-    "DE-CERTBUND",
-];
+pub use certex::pki::SAMPLE_TEAMS as TEAMS;
 
 /// Creates a development PKI with [`TEAMS`] and groups BRICS and SCO.
 pub fn make_pki(dir: &Path) {
-    let teams: Vec<String> = TEAMS.iter().map(|s| s.to_string()).collect();
-    let groups = vec![
-        certex::pki::parse_group("BRICS=CN-CNCERT,RU-GOVCERT,BR-CERTBR,IN-CERTIN,ZA-CSIRT")
-            .unwrap(),
-        certex::pki::parse_group("SCO=CN-CNCERT,RU-GOVCERT,IN-CERTIN").unwrap(),
-    ];
-    certex::pki::init(dir, &teams, &groups).unwrap();
+    certex::pki::init_sample(dir).unwrap();
 }
 
 pub struct TestBroker {
