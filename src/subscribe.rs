@@ -38,7 +38,7 @@ pub struct Decoded {
 
 /// A record read by one subscription alone, or shared through the cache.
 enum Shared {
-    Owned(Decoded),
+    Owned(Box<Decoded>),
     Cached(Arc<Decoded>),
 }
 
@@ -265,12 +265,12 @@ async fn run(
                     .map(|r| {
                         let (seq, rec) = r?;
                         let (env, body) = open_record(&rec)?;
-                        Ok(Shared::Owned(Decoded {
+                        Ok(Shared::Owned(Box::new(Decoded {
                             seq,
                             rec,
                             env,
                             body,
-                        }))
+                        })))
                     })
                     .collect::<Result<_, Error>>()
                     .map_err(Status::from)?
@@ -284,7 +284,7 @@ async fn run(
                 let (d, owned_env) = match item {
                     Shared::Owned(mut d) => {
                         let env = std::mem::take(&mut d.env);
-                        (Arc::new(d), Some(env))
+                        (Arc::new(*d), Some(env))
                     }
                     Shared::Cached(d) => (d, None),
                 };

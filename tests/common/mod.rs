@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+#[allow(unused_imports)]
 pub use certex::pki::SAMPLE_TEAMS as TEAMS;
 
 /// Creates a development PKI with [`TEAMS`] and groups BRICS and SCO.
