@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig, stream::StorageType};
+use async_nats::jetstream::{
+    self, consumer::DeliverPolicy, consumer::pull::OrderedConfig, stream::StorageType,
+};
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 
@@ -99,7 +101,13 @@ fn payload(size: usize) -> bytes::Bytes {
     bytes::Bytes::from(p)
 }
 
-async fn publish(args: &Args, publishers: usize, duration: u64, size: usize, depth: usize) -> Result<serde_json::Value, Error> {
+async fn publish(
+    args: &Args,
+    publishers: usize,
+    duration: u64,
+    size: usize,
+    depth: usize,
+) -> Result<serde_json::Value, Error> {
     fresh_stream(&args.url).await?;
     let body = bytes::Bytes::from(vec![b'x'; size]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,7 +161,13 @@ async fn publish(args: &Args, publishers: usize, duration: u64, size: usize, dep
     }))
 }
 
-async fn fanout(args: &Args, subscribers: usize, rate: u64, duration: u64, size: usize) -> Result<serde_json::Value, Error> {
+async fn fanout(
+    args: &Args,
+    subscribers: usize,
+    rate: u64,
+    duration: u64,
+    size: usize,
+) -> Result<serde_json::Value, Error> {
     let js = fresh_stream(&args.url).await?;
     let expected = rate * duration;
     let conns = subscribers.clamp(1, 16);
@@ -165,7 +179,10 @@ async fn fanout(args: &Args, subscribers: usize, rate: u64, duration: u64, size:
     for i in 0..subscribers {
         let stream = contexts[i % conns].get_stream("BENCH").await?;
         let consumer = stream
-            .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::New, ..Default::default() })
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
             .await?;
         let mut messages = consumer.messages().await?;
         tasks.push(tokio::spawn(async move {
@@ -235,7 +252,10 @@ async fn catchup(args: &Args, records: u64, size: usize) -> Result<serde_json::V
     let consumer = js
         .get_stream("BENCH")
         .await?
-        .create_consumer(OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
         .await?;
     let start = Instant::now();
     let mut messages = consumer.messages().await?;
@@ -262,8 +282,18 @@ async fn catchup(args: &Args, records: u64, size: usize) -> Result<serde_json::V
 async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let line = match args.scenario {
-        Scenario::Publish { publishers, duration, size, depth } => publish(&args, publishers, duration, size, depth.max(1)).await?,
-        Scenario::Fanout { subscribers, rate, duration, size } => fanout(&args, subscribers, rate.max(1), duration, size).await?,
+        Scenario::Publish {
+            publishers,
+            duration,
+            size,
+            depth,
+        } => publish(&args, publishers, duration, size, depth.max(1)).await?,
+        Scenario::Fanout {
+            subscribers,
+            rate,
+            duration,
+            size,
+        } => fanout(&args, subscribers, rate.max(1), duration, size).await?,
         Scenario::Catchup { records, size } => catchup(&args, records, size).await?,
     };
     println!("{line}");
