@@ -25,7 +25,7 @@ fn pseudo_random_ms(round: u64) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
-    150 + (nanos ^ (round * 7919)) % 450
+    300 + (nanos ^ (round * 7919)) % 400
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

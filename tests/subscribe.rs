@@ -306,7 +306,7 @@ async fn open_subscriptions_per_team_are_bounded() {
         .unwrap();
     drop(s1);
     let mut ok = false;
-    for _ in 0..50 {
+    for _ in 0..500 {
         if br
             .exchange()
             .subscribe(sub(Start::Tail(true), true))
@@ -558,7 +558,7 @@ async fn sighup_reload_adds_a_group_member_and_refuses_a_broken_file() {
     std::fs::write(&path, with_de).unwrap();
     broker.hangup();
     let mut seen = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         if de.get(get_seq(1)).await.is_ok() {
             seen = true;
             break;
