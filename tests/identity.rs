@@ -179,3 +179,14 @@ fn key_files_are_owner_only() {
             .contains("already holds a PKI")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = TestBroker::start().await;
+    let data = b.tmp.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("db")), 0o600);
+    assert_eq!(mode(&data.join("conf")), 0o600);
+}
