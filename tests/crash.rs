@@ -88,21 +88,8 @@ async fn sigkill_loses_no_receipted_record() {
         // Restart on the same data and check everything receipted so far.
         let broker = BrokerProcess::start(&pki, &data);
         let reader = client(&pki, &broker.url, "US-CISA").await;
-        let head = reader
-            .transparency()
-            .get_head(pb::GetHeadRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        let root = verify::hash_from_slice(&head.root_hash).unwrap();
-        verify::verify_tree_head(
-            &log_key,
-            head.tree_size,
-            &root,
-            head.timestamp_ms,
-            &head.signature,
-        )
-        .unwrap();
+        // The head is fetched and its signature checked as `certex log head` does.
+        let (head, root) = certex::cli::fetch_head(&reader, &log_key).await.unwrap();
         let max = receipted.iter().map(|(r, _)| r.seq).max().unwrap();
         assert!(
             head.tree_size >= max,
@@ -132,20 +119,10 @@ async fn sigkill_loses_no_receipted_record() {
                 old.timestamp_ms <= head.timestamp_ms,
                 "tree head time went backwards"
             );
-            let proof = reader
-                .transparency()
-                .get_consistency_proof(pb::ConsistencyProofRequest {
-                    first: old.tree_size,
-                    second: head.tree_size,
-                })
+            let path = reader
+                .consistency_proof(old.tree_size, head.tree_size)
                 .await
-                .unwrap()
-                .into_inner();
-            let path: Vec<_> = proof
-                .path
-                .iter()
-                .map(|h| verify::hash_from_slice(h).unwrap())
-                .collect();
+                .unwrap();
             verify::check_extends((old.tree_size, &old_root), (head.tree_size, &root), &path)
                 .unwrap_or_else(|e| {
                     panic!("round {round}: head {} not extended: {e}", old.tree_size)
