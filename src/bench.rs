@@ -55,6 +55,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         size: usize,
     },
+    /// Broker RSS after N records, then with M idle live subscribers.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1_000)]
+        idle_subscribers: usize,
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+    },
     /// Merkle append and proof timings at N leaves (storage-backed).
     Log {
         #[arg(long, default_value_t = 1_000_000)]
@@ -463,16 +472,33 @@ struct CatchupSummary {
     disk_bytes_per_record: f64,
 }
 
-async fn catchup(records: u64, size: usize) -> Result<String, String> {
-    let broker = BenchBroker::start()?;
-    progress(&format!(
-        "catchup: loading {records} records of {size} bytes"
-    ));
+/// Publishes `records` community incidents of `size` bytes, spread over the
+/// sample teams, 32 in flight per team.
+async fn load(broker: &BenchBroker, records: u64, size: usize, tag: &str) -> Result<(), String> {
+    progress(&format!("{tag}: loading {records} records of {size} bytes"));
+    let done = Arc::new(AtomicU64::new(0));
+    let loading = Arc::new(AtomicBool::new(true));
+    let reporter = {
+        let (done, loading) = (done.clone(), loading.clone());
+        let pid = broker.child.id();
+        let tag = tag.to_owned();
+        tokio::spawn(async move {
+            while loading.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                progress(&format!(
+                    "{tag}: {} records, broker RSS {:.1} MiB",
+                    done.load(Ordering::Relaxed),
+                    rss_kib(pid) as f64 / 1024.0
+                ));
+            }
+        })
+    };
     let mut loaders = Vec::new();
     let per = records.div_ceil(TEAMS.len() as u64);
     for (i, team) in TEAMS.iter().enumerate() {
         let c = broker.client(team).await?;
         let n = per.min(records.saturating_sub(per * i as u64));
+        let done = done.clone();
         loaders.push(tokio::spawn(async move {
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
             for _ in 0..n {
@@ -480,7 +506,11 @@ async fn catchup(records: u64, size: usize) -> Result<String, String> {
                     .seal(&sized_body(c.team(), size, "catchup"))
                     .expect("signing key");
                 let c = c.clone();
-                in_flight.push(async move { c.publish(env).await.is_ok() });
+                let done = done.clone();
+                in_flight.push(async move {
+                    let ok = c.publish(env).await.is_ok();
+                    done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                });
                 if in_flight.len() >= 32 {
                     in_flight.next().await;
                 }
@@ -491,6 +521,71 @@ async fn catchup(records: u64, size: usize) -> Result<String, String> {
     for l in loaders {
         l.await.map_err(|e| e.to_string())?;
     }
+    loading.store(false, Ordering::Relaxed);
+    reporter.abort();
+    let done = done.load(Ordering::Relaxed);
+    if done != records {
+        return Err(format!(
+            "{tag}: only {done} of {records} publishes succeeded"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct MemorySummary {
+    scenario: &'static str,
+    records: u64,
+    size: usize,
+    idle_subscribers: usize,
+    rss_after_load_mib: f64,
+    rss_with_subscribers_mib: f64,
+    disk_bytes_per_record: f64,
+}
+
+async fn memory(records: u64, idle: usize, size: usize) -> Result<String, String> {
+    let broker = BenchBroker::start()?;
+    load(&broker, records, size, "memory").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_load = broker.rss_mib();
+    progress(&format!("memory: opening {idle} idle subscriptions"));
+    // One connection per 50 subscribers, cycling through the teams.
+    let mut clients = Vec::new();
+    let mut streams = Vec::new();
+    for i in 0..idle {
+        if i % 50 == 0 {
+            clients.push(broker.client(TEAMS[(i / 50) % TEAMS.len()]).await?);
+        }
+        let c = clients.last().expect("a client");
+        let s = c
+            .exchange()
+            .subscribe(pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::Tail(true)),
+                filter: None,
+                follow: true,
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        streams.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let summary = MemorySummary {
+        scenario: "memory",
+        records,
+        size,
+        idle_subscribers: streams.len(),
+        rss_after_load_mib: round(after_load, 1),
+        rss_with_subscribers_mib: round(broker.rss_mib(), 1),
+        disk_bytes_per_record: round(broker.bytes_on_disk() as f64 / records.max(1) as f64, 1),
+    };
+    drop(streams);
+    serde_json::to_string(&summary).map_err(|e| e.to_string())
+}
+
+async fn catchup(records: u64, size: usize) -> Result<String, String> {
+    let broker = BenchBroker::start()?;
+    load(&broker, records, size, "catchup").await?;
     progress("catchup: replaying from seq 0");
     let reader = broker.client("US-CISA").await?;
     let start = Instant::now();
@@ -692,6 +787,11 @@ pub async fn run(cmd: BenchCommand) -> Result<(), String> {
             size,
         } => fanout(subscribers.max(1), rate.max(1), duration.max(1), size).await?,
         BenchCommand::Catchup { records, size } => catchup(records.max(1), size).await?,
+        BenchCommand::Memory {
+            records,
+            idle_subscribers,
+            size,
+        } => memory(records.max(1), idle_subscribers, size).await?,
         BenchCommand::Log { leaves } => {
             tokio::task::spawn_blocking(move || log_bench(leaves.max(1)))
                 .await
