@@ -2,13 +2,17 @@
 //! the Merkle nodes and the signed tree heads, with a commit that returns only
 //! once everything is on the device.
 //!
-//! Layout: the Merkle nodes in an append-only file of 32-byte hashes
-//! (`merkle.nodes`, see [`node_position`]), everything else in one sled tree,
-//! keys prefixed by one byte.
+//! Layout: records in an append-only file of frames (`records.log`: le32
+//! length, le32 CRC-32 of the payload, the [`StoredRecord`]), the Merkle nodes
+//! in an append-only file of 32-byte hashes (`merkle.nodes`, see
+//! [`node_position`]), and the indexes and mutable state in one sled tree,
+//! keys prefixed by one byte. sled holds no record bodies: its B-tree nodes
+//! stay small, so appending rewrites little and its cache holds indexes.
 //!
 //! | key                               | value                                 |
 //! |-----------------------------------|---------------------------------------|
-//! | `r` be64(seq)                     | [`StoredRecord`] (prost)              |
+//! | `s`                               | be64(committed log size): the commit point |
+//! | `r` be64(seq)                     | be64(frame offset) be32(frame length) |
 //! | `i` id 0x00 sender                | be64(seq)                             |
 //! | `l` leaf hash                     | be64(seq)                             |
 //! | `h` be64(tree size)               | [`StoredHead`] (prost)                |
@@ -21,17 +25,18 @@
 //! flush the device's write cache, and its blob files (values over a segment
 //! fraction) are written with no sync at all. [`Storage::commit`] therefore
 //! flushes sled and then `fdatasync`s the log file and every new blob file (and
-//! the blob directory) before it returns. A commit writes and syncs its Merkle
-//! nodes first, then the sled batch: the sled batch is the commit point, and on
-//! open the node file is cut back to (or, if short, rebuilt up to) the size the
-//! sled log says is committed.
+//! the blob directory) before it returns. A commit writes and syncs its record
+//! frames and Merkle nodes first, then the sled batch: the sled batch (with
+//! `s`) is the commit point. On open both files are cut back to the committed
+//! size (frames or nodes of a commit that never reached sled), and missing
+//! nodes are recomputed from the records' leaf hashes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use prost::Message;
 
@@ -171,12 +176,30 @@ pub struct WriteBatch {
     nodes_start: Option<u64>,
     nodes_contiguous: bool,
     nodes: Vec<u8>,
+    retractions: Vec<(u64, u64)>,
+    /// Framed records, and the seq of the first.
+    first_seq: Option<u64>,
+    frames: Vec<u8>,
+    frame_lens: Vec<u32>,
 }
 
 impl WriteBatch {
     /// Appends record `seq`, its `(id, sender)` and leaf-hash index entries.
+    /// Records must come in seq order, continuing the log.
     pub fn put_record(&mut self, seq: u64, id: &str, sender: &str, rec: &StoredRecord) {
-        self.batch.insert(&seq_key(b'r', seq), rec.encode_to_vec());
+        let first = *self.first_seq.get_or_insert(seq);
+        let payload = rec.encode_to_vec();
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        if seq == first + self.frame_lens.len() as u64 {
+            self.frames.extend_from_slice(&len.to_le_bytes());
+            self.frames
+                .extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            self.frames.extend_from_slice(&payload);
+            self.frame_lens.push(len + FRAME_HEADER as u32);
+        } else {
+            // Out of order: poison the batch; commit refuses it.
+            self.frame_lens.push(0);
+        }
         self.batch.insert(id_key(id, sender), &seq.to_be_bytes());
         self.batch
             .insert(leaf_key(&rec.leaf_hash), &seq.to_be_bytes());
@@ -211,6 +234,7 @@ impl WriteBatch {
     /// Marks record `target` as retracted by record `by`.
     pub fn put_retraction(&mut self, target: u64, by: u64) {
         self.batch.insert(&seq_key(b'x', target), &by.to_be_bytes());
+        self.retractions.push((target, by));
         self.keys += 1;
     }
 
@@ -235,6 +259,17 @@ impl WriteBatch {
     }
 }
 
+/// Frame header: le32 payload length, le32 CRC-32 of the payload.
+const FRAME_HEADER: usize = 8;
+
+/// The append-only file of record frames.
+struct RecordFile {
+    path: PathBuf,
+    file: File,
+    /// Committed log size and the end of its last frame.
+    end: Mutex<(u64, u64)>,
+}
+
 /// The append-only file of Merkle node hashes.
 struct NodeFile {
     path: PathBuf,
@@ -248,7 +283,11 @@ pub struct Storage {
     dir: PathBuf,
     db: sled::Db,
     log_file: File,
+    records: RecordFile,
     nodes: NodeFile,
+    /// Every retraction mark (`x` keys), in memory: each delivered record
+    /// asks, and there are few.
+    retractions: RwLock<HashMap<u64, u64>>,
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
 }
 
@@ -281,18 +320,20 @@ impl Storage {
             path: log_path.clone(),
             source,
         })?;
-        let nodes_path = dir.join("merkle.nodes");
-        let nodes_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&nodes_path)
-            .map_err(|source| StorageError::Io {
-                path: nodes_path.clone(),
-                source,
-            })?;
+        let open_file = |name: &str| {
+            let path = dir.join(name);
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map(|f| (path.clone(), f))
+                .map_err(|source| StorageError::Io { path, source })
+        };
+        let (nodes_path, nodes_file) = open_file("merkle.nodes")?;
+        let (records_path, records_file) = open_file("records.log")?;
         for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
             let mode = if entry.path().is_dir() { 0o700 } else { 0o600 };
             restrict(&entry.path(), mode);
@@ -302,15 +343,182 @@ impl Storage {
             dir: dir.to_owned(),
             db,
             log_file,
+            records: RecordFile {
+                path: records_path,
+                file: records_file,
+                end: Mutex::new((0, 0)),
+            },
             nodes: NodeFile {
                 path: nodes_path,
                 file: nodes_file,
                 count: AtomicU64::new(0),
             },
             synced_blobs: Mutex::new(HashSet::new()),
+            retractions: RwLock::new(HashMap::new()),
         };
+        storage.recover_records()?;
         storage.recover_nodes()?;
+        let marks = storage
+            .db
+            .scan_prefix([b'x'])
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((be64(&k, &k[1..])?, be64(&k, &v)?))
+            })
+            .collect::<Result<HashMap<u64, u64>>>()?;
+        *storage
+            .retractions
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = marks;
         Ok(storage)
+    }
+
+    /// Cuts the record file back to the committed log: frames of a commit
+    /// that never reached sled are dropped.
+    fn recover_records(&self) -> Result<()> {
+        if self.db.get(b"s")?.is_none() && self.db.scan_prefix([b'r']).next().is_some() {
+            return Err(StorageError::Corrupt {
+                key: "s".into(),
+                message: format!(
+                    "{} holds records in the format of an earlier certex (inside sled); \
+                     start from a new data directory",
+                    self.dir.display()
+                ),
+            });
+        }
+        let size = self.stored_size()?;
+        let end = if size == 0 {
+            0
+        } else {
+            let (offset, len) = self.frame_of(size)?.ok_or_else(|| StorageError::Corrupt {
+                key: format!("record {size}"),
+                message: "the last committed record has no index entry".into(),
+            })?;
+            offset + u64::from(len)
+        };
+        let io = |source| StorageError::Io {
+            path: self.records.path.clone(),
+            source,
+        };
+        let have = self.records.file.metadata().map_err(io)?.len();
+        if have < end {
+            return Err(StorageError::Corrupt {
+                key: "records.log".into(),
+                message: format!(
+                    "{have} bytes, but the committed log of {size} records ends at byte {end}"
+                ),
+            });
+        }
+        if have > end {
+            tracing::warn!(
+                bytes = have - end,
+                "dropping record frames of a commit that did not complete"
+            );
+            self.records.file.set_len(end).map_err(io)?;
+            self.records
+                .file
+                .sync_data()
+                .map_err(|source| StorageError::Sync {
+                    path: self.records.path.clone(),
+                    source,
+                })?;
+        }
+        *self.records.end.lock().unwrap_or_else(|p| p.into_inner()) = (size, end);
+        Ok(())
+    }
+
+    fn stored_size(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .get(b"s")?
+            .map(|v| be64(b"s", &v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Offset and length of record `seq`'s frame.
+    fn frame_of(&self, seq: u64) -> Result<Option<(u64, u32)>> {
+        let key = seq_key(b'r', seq);
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(v) if v.len() == 12 => Ok(Some((
+                u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
+                u32::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+            ))),
+            Some(v) => Err(StorageError::Corrupt {
+                key: format!("record {seq}"),
+                message: format!("index entry of {} bytes, expected 12", v.len()),
+            }),
+        }
+    }
+
+    /// Appends a batch's record frames, indexes them in the batch, and syncs
+    /// the file; returns the new (size, end) to publish once sled committed.
+    fn write_records(&self, batch: &mut WriteBatch) -> Result<Option<(u64, u64)>> {
+        let Some(first) = batch.first_seq else {
+            return Ok(None);
+        };
+        let (size, end) = *self.records.end.lock().unwrap_or_else(|p| p.into_inner());
+        if first != size + 1 || batch.frame_lens.contains(&0) {
+            return Err(StorageError::Corrupt {
+                key: "records.log".into(),
+                message: format!(
+                    "records must continue the log: {size} stored, batch starts at {first}"
+                ),
+            });
+        }
+        self.records
+            .file
+            .write_all_at(&batch.frames, end)
+            .and_then(|()| self.records.file.sync_data())
+            .map_err(|source| StorageError::Sync {
+                path: self.records.path.clone(),
+                source,
+            })?;
+        let mut offset = end;
+        for (i, len) in batch.frame_lens.iter().enumerate() {
+            let mut v = [0u8; 12];
+            v[..8].copy_from_slice(&offset.to_be_bytes());
+            v[8..].copy_from_slice(&len.to_be_bytes());
+            batch.batch.insert(&seq_key(b'r', first + i as u64), &v);
+            offset += u64::from(*len);
+        }
+        let new_size = first + batch.frame_lens.len() as u64 - 1;
+        batch.batch.insert(b"s", &new_size.to_be_bytes());
+        Ok(Some((new_size, offset)))
+    }
+
+    /// Records `first..=last` (all committed) with one read.
+    fn read_span(&self, first: u64, last: u64) -> Result<Vec<Result<(u64, StoredRecord)>>> {
+        let missing = |seq: u64| StorageError::Corrupt {
+            key: format!("record {seq}"),
+            message: "committed but not indexed".into(),
+        };
+        let (start, _) = self.frame_of(first)?.ok_or_else(|| missing(first))?;
+        let (end, len) = self.frame_of(last)?.ok_or_else(|| missing(last))?;
+        let mut buf = vec![0u8; (end + u64::from(len)).saturating_sub(start) as usize];
+        self.records
+            .file
+            .read_exact_at(&mut buf, start)
+            .map_err(|source| StorageError::Io {
+                path: self.records.path.clone(),
+                source,
+            })?;
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        let mut at = 0usize;
+        for seq in first..=last {
+            match decode_frame(seq, &buf[at.min(buf.len())..]) {
+                Ok((rec, used)) => {
+                    at += used;
+                    out.push(Ok((seq, rec)));
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Brings the node file to exactly the committed tree: nodes written by
@@ -416,12 +624,23 @@ impl Storage {
     }
 
     /// Applies a batch atomically and returns once it is on the device.
-    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+    pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        let appended = self.write_records(&mut batch)?;
         self.write_nodes(&batch)?;
         let keys = batch.keys;
         self.db.apply_batch(batch.batch)?;
         drain_deferred_frees(keys);
-        self.sync()
+        self.sync()?;
+        if let Some(end) = appended {
+            *self.records.end.lock().unwrap_or_else(|p| p.into_inner()) = end;
+        }
+        if !batch.retractions.is_empty() {
+            self.retractions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(batch.retractions);
+        }
+        Ok(())
     }
 
     /// Moves the durable cursor `name` of `team` forward to `seq` (never
@@ -498,47 +717,47 @@ impl Storage {
 
     /// The highest seq in the log (0 when empty).
     pub fn last_seq(&self) -> Result<u64> {
-        match self.db.scan_prefix([b'r']).next_back() {
-            None => Ok(0),
-            Some(kv) => {
-                let (k, _) = kv?;
-                be64(&k, &k[1..])
-            }
-        }
+        Ok(self.records.end.lock().unwrap_or_else(|p| p.into_inner()).0)
     }
 
     pub fn record(&self, seq: u64) -> Result<Option<StoredRecord>> {
-        let key = seq_key(b'r', seq);
-        match self.db.get(key)? {
+        if seq == 0 || seq > self.last_seq()? {
+            return Ok(None);
+        }
+        let mut span = self.read_span(seq, seq)?;
+        match span.pop() {
+            Some(r) => r.map(|(_, rec)| Some(rec)),
             None => Ok(None),
-            Some(v) => {
-                StoredRecord::decode(v.as_ref())
-                    .map(Some)
-                    .map_err(|e| StorageError::Corrupt {
-                        key: format!("record {seq}"),
-                        message: e.to_string(),
-                    })
-            }
         }
     }
 
-    /// Records in `[from, to]` in seq order.
+    /// Committed records in `[from, to]` in seq order, read 256 at a time.
     pub fn records(
         &self,
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, StoredRecord)>> + '_ {
-        self.db
-            .range(seq_key(b'r', from)..=seq_key(b'r', to))
-            .map(|kv| {
-                let (k, v) = kv?;
-                let seq = be64(&k, &k[1..])?;
-                let rec = StoredRecord::decode(v.as_ref()).map_err(|e| StorageError::Corrupt {
-                    key: format!("record {seq}"),
-                    message: e.to_string(),
-                })?;
-                Ok((seq, rec))
-            })
+        let to = to.min(self.last_seq().unwrap_or(0));
+        let mut next = from.max(1);
+        let mut pending: std::vec::IntoIter<Result<(u64, StoredRecord)>> = Vec::new().into_iter();
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            loop {
+                if let Some(item) = pending.next() {
+                    failed |= item.is_err();
+                    return Some(item);
+                }
+                if failed || next > to {
+                    return None;
+                }
+                let last = to.min(next + 255);
+                pending = self
+                    .read_span(next, last)
+                    .unwrap_or_else(|e| vec![Err(e)])
+                    .into_iter();
+                next = last + 1;
+            }
+        })
     }
 
     /// The seq of `sender`'s message `id`.
@@ -568,8 +787,12 @@ impl Storage {
 
     /// The seq of the retraction of record `seq`, if it was retracted.
     pub fn retraction_of(&self, seq: u64) -> Result<Option<u64>> {
-        let key = seq_key(b'x', seq);
-        self.db.get(key)?.map(|v| be64(&key, &v)).transpose()
+        Ok(self
+            .retractions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&seq)
+            .copied())
     }
 
     /// The stored state of the case opened by record `request` (`None`: open).
@@ -632,7 +855,8 @@ impl Storage {
 
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()? + self.nodes.count.load(Ordering::Acquire) * 32)
+        let records = self.records.end.lock().unwrap_or_else(|p| p.into_inner()).1;
+        Ok(self.db.size_on_disk()? + records + self.nodes.count.load(Ordering::Acquire) * 32)
     }
 }
 
@@ -650,6 +874,31 @@ fn drain_deferred_frees(keys: usize) {
     for _ in 0..keys / 128 + 2 {
         crossbeam_epoch::pin().flush();
     }
+}
+
+/// Decodes the frame at the start of `buf`; returns the record and the
+/// frame's length.
+fn decode_frame(seq: u64, buf: &[u8]) -> Result<(StoredRecord, usize)> {
+    let corrupt = |message: String| StorageError::Corrupt {
+        key: format!("record {seq}"),
+        message,
+    };
+    let header: [u8; FRAME_HEADER] = buf
+        .get(..FRAME_HEADER)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| corrupt("truncated frame header".into()))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let payload = buf
+        .get(FRAME_HEADER..FRAME_HEADER + len)
+        .ok_or_else(|| corrupt(format!("frame of {len} bytes is truncated")))?;
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt(
+            "checksum mismatch: the record file is damaged".into(),
+        ));
+    }
+    let rec = StoredRecord::decode(payload).map_err(|e| corrupt(e.to_string()))?;
+    Ok((rec, FRAME_HEADER + len))
 }
 
 fn decode_head(v: &[u8]) -> Result<StoredHead> {
@@ -716,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn node_file_is_cut_back_and_rebuilt_to_the_committed_size() {
+    fn files_are_cut_back_and_rebuilt_to_the_committed_size() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("db");
         let mut frontier = Frontier::new();
@@ -756,6 +1005,33 @@ mod tests {
             assert_eq!(fs::metadata(&nodes).unwrap().len(), nodes_for(37) * 32);
             assert_eq!(crate::merkle::root(37, &storage).unwrap(), roots[36]);
         }
+        // Frames of a commit that never reached sled are cut off on open;
+        // a damaged frame is reported, never decoded.
+        let log = dir.join("records.log");
+        let committed = fs::read(&log).unwrap();
+        let mut torn = committed.clone();
+        torn.extend_from_slice(&[1, 0, 0, 0, 9, 9]);
+        fs::write(&log, &torn).unwrap();
+        {
+            let storage = Storage::open(&dir).unwrap();
+            assert_eq!(fs::read(&log).unwrap(), committed);
+            assert_eq!(storage.last_seq().unwrap(), 37);
+            let all: Vec<_> = storage.records(1, 100).map(|r| r.unwrap().0).collect();
+            assert_eq!(all, (1..=37).collect::<Vec<_>>());
+            assert_eq!(storage.record(37).unwrap().unwrap().received_at_ms, 37);
+            assert!(storage.record(38).unwrap().is_none());
+        }
+        let mut damaged = committed.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        fs::write(&log, &damaged).unwrap();
+        {
+            let storage = Storage::open(&dir).unwrap();
+            let err = storage.record(37).unwrap_err().to_string();
+            assert!(err.contains("checksum"), "{err}");
+            assert!(storage.records(30, 37).any(|r| r.is_err()));
+        }
+        fs::write(&log, &committed).unwrap();
         // A short file (lost, or a database from before the node file).
         let f = OpenOptions::new().write(true).open(&nodes).unwrap();
         f.set_len(5 * 32).unwrap();
@@ -768,9 +1044,11 @@ mod tests {
                 roots[size as usize - 1]
             );
         }
-        assert_eq!(
-            fs::metadata(&nodes).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        for file in [&nodes, &log] {
+            assert_eq!(
+                fs::metadata(file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
     }
 }
