@@ -11,7 +11,8 @@
 //! - [`access`]: who may read what (SPEC §5), for every read path.
 //! - [`cases`]: the assistance-case state machine (SPEC §6); [`case_views`]:
 //!   cases as their parties read them (`Cases` service).
-//! - [`storage`]: the durable sled database; the only sled user.
+//! - [`storage`]: the data directory: record and Merkle-node files plus the
+//!   sled indexes; the only module that touches sled or those files.
 //! - [`log`]: the single writer: group commit, seqs, Merkle append, tree heads.
 //! - [`merkle`]: RFC 6962 tree math for the server; [`verify`]: independent
 //!   client-side proof and tree-head verification.
