@@ -33,9 +33,15 @@ pub enum BenchCommand {
         /// Body size in bytes (padded description).
         #[arg(long, default_value_t = 2048)]
         size: usize,
-        /// Publishes in flight per publisher.
+        /// Publishes in flight per publisher (closed loop).
         #[arg(long, default_value_t = 1)]
         depth: usize,
+        /// Offered load in publishes/s across all publishers (open loop:
+        /// sends on a fixed schedule whatever the replies, up to 256 in flight
+        /// per publisher). Without it each publisher sends as fast as its
+        /// `--depth` allows.
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Delivery latency from publish to each of N live subscribers at R msg/s.
     Fanout {
@@ -158,6 +164,22 @@ impl BenchBroker {
         rss_kib(self.child.id()) as f64 / 1024.0
     }
 
+    /// CPU time the broker process has used (user + system, all threads).
+    pub fn cpu_seconds(&self) -> f64 {
+        // Fields 14 and 15 of /proc/PID/stat, in USER_HZ (100 on Linux),
+        // counted after the parenthesised command name.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let utime: f64 = f.get(11)?.parse().ok()?;
+                let stime: f64 = f.get(12)?.parse().ok()?;
+                Some((utime + stime) / 100.0)
+            })
+            .unwrap_or(0.0)
+    }
+
     pub async fn client(&self, team: &str) -> Result<Client, String> {
         Client::connect(&self.url, &ClientFiles::from_pki(&self.pki, team), team)
             .await
@@ -242,8 +264,19 @@ struct PublishSummary {
     p90_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_rate: Option<u64>,
+    /// Broker CPU time (user + system, all threads) per durable record.
+    broker_cpu_us_per_record: f64,
     broker_rss_mib: f64,
     disk_bytes_per_record: f64,
+}
+
+/// One publish and how long its durable receipt took.
+async fn timed_publish(c: Client, env: pb::Envelope) -> (Duration, bool) {
+    let t = Instant::now();
+    let r = c.publish(env).await;
+    (t.elapsed(), r.is_ok())
 }
 
 async fn publish(
@@ -251,10 +284,15 @@ async fn publish(
     duration: u64,
     size: usize,
     depth: usize,
+    rate: Option<u64>,
 ) -> Result<String, String> {
     let broker = BenchBroker::start()?;
+    let shape = match rate {
+        Some(r) => format!("{r}/s offered (open loop)"),
+        None => format!("{depth} in flight each"),
+    };
     progress(&format!(
-        "publish: {publishers} publishers x {depth} in flight, {size}-byte bodies, {duration} s, broker at {}",
+        "publish: {publishers} publishers, {shape}, {size}-byte bodies, {duration} s, broker at {}",
         broker.url
     ));
     let mut clients = Vec::new();
@@ -263,6 +301,7 @@ async fn publish(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = broker.cpu_seconds();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in clients {
@@ -271,17 +310,42 @@ async fn publish(
             let mut lat = Vec::new();
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
             let team = c.team().to_owned();
+            if let Some(rate) = rate {
+                let period = Duration::from_secs_f64(publishers as f64 / rate.max(1) as f64);
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                loop {
+                    let sending = !stop.load(Ordering::Relaxed);
+                    if !sending && in_flight.is_empty() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tick.tick(), if sending && in_flight.len() < 256 => {
+                            let env = c
+                                .seal(&sized_body(&team, size, "bench"))
+                                .expect("signing key");
+                            let c = c.clone();
+                            in_flight.push(timed_publish(c, env));
+                        }
+                        Some((d, ok)) = in_flight.next(), if !in_flight.is_empty() => {
+                            if ok {
+                                lat.push(d.as_secs_f64() * 1000.0);
+                            } else {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(50)), if !sending => {}
+                    }
+                }
+                return lat;
+            }
             loop {
                 while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
                     let env = c
                         .seal(&sized_body(&team, size, "bench"))
                         .expect("signing key");
                     let c = c.clone();
-                    in_flight.push(async move {
-                        let t = Instant::now();
-                        let r = c.publish(env).await;
-                        (t.elapsed(), r.is_ok())
-                    });
+                    in_flight.push(timed_publish(c, env));
                 }
                 match in_flight.next().await {
                     Some((d, ok)) => {
@@ -313,12 +377,15 @@ async fn publish(
         lat.extend(t.await.map_err(|e| e.to_string())?);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = broker.cpu_seconds() - cpu_before;
     lat.sort_by(f64::total_cmp);
     let records = lat.len() as u64;
     let summary = PublishSummary {
         scenario: "publish",
         publishers,
         depth,
+        offered_rate: rate,
+        broker_cpu_us_per_record: round(cpu * 1e6 / records.max(1) as f64, 1),
         size,
         duration_s: round(elapsed, 2),
         records,
@@ -779,7 +846,8 @@ pub async fn run(cmd: BenchCommand) -> Result<(), String> {
             duration,
             size,
             depth,
-        } => publish(publishers.max(1), duration.max(1), size, depth.max(1)).await?,
+            rate,
+        } => publish(publishers.max(1), duration.max(1), size, depth.max(1), rate).await?,
         BenchCommand::Fanout {
             subscribers,
             rate,
