@@ -304,7 +304,7 @@ async fn publish(
     let cpu_before = broker.cpu_seconds();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for c in clients {
+    for (i, c) in clients.into_iter().enumerate() {
         let (stop, errors) = (stop.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -312,7 +312,10 @@ async fn publish(
             let team = c.team().to_owned();
             if let Some(rate) = rate {
                 let period = Duration::from_secs_f64(publishers as f64 / rate.max(1) as f64);
-                let mut tick = tokio::time::interval(period);
+                // Publishers take turns: one send every period / publishers.
+                let offset = period.mul_f64(i as f64 / publishers as f64);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 loop {
                     let sending = !stop.load(Ordering::Relaxed);
