@@ -182,7 +182,13 @@ impl Broker {
 
         let max_message = c.limits.max_envelope_bytes.saturating_mul(4);
         let svc = Svc(self.clone());
+        let envelope_limit = c.limits.max_envelope_bytes;
         let router = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                move |resp: http::Response<tonic::body::Body>| {
+                    oversize_to_resource_exhausted(resp, max_message, envelope_limit)
+                },
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -696,4 +702,29 @@ impl Transparency for TransparencyService {
             })
             .await
     }
+}
+
+/// SPEC §4: an envelope over the size limit is `RESOURCE_EXHAUSTED`. A
+/// request message so large that tonic refuses to decode it at all (over
+/// four times the envelope limit, so it is never buffered) comes back from
+/// tonic as `OUT_OF_RANGE`; this gives it the status and a message the spec
+/// promises.
+fn oversize_to_resource_exhausted(
+    resp: http::Response<tonic::body::Body>,
+    max_message: usize,
+    envelope_limit: usize,
+) -> http::Response<tonic::body::Body> {
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let oversize = header("grpc-status") == Some("11")
+        && header("grpc-message").is_some_and(|m| {
+            m.contains("message length too large") || m.contains("message%20length%20too%20large")
+        });
+    if !oversize {
+        return resp;
+    }
+    Status::resource_exhausted(format!(
+        "the request message is over {max_message} bytes and was not read; \
+         an envelope may be at most the broker's limit of {envelope_limit} bytes"
+    ))
+    .into_http()
 }

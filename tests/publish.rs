@@ -246,6 +246,15 @@ async fn size_limits() {
         msg.contains("over the broker's limit of 1048576 bytes"),
         "{msg}"
     );
+    // So large that it is refused before it is read (over 4x the limit):
+    // still RESOURCE_EXHAUSTED, as SPEC §4 says, and nothing is stored.
+    if let Some(Content::Incident(r)) = &mut big.content {
+        r.description = "x".repeat(4 * 1024 * 1024 + 10);
+    }
+    let (c, msg) = code(cn.publish(cn.seal(&big).unwrap()).await);
+    assert_eq!(c, Code::ResourceExhausted, "{msg}");
+    assert!(msg.contains("limit of 1048576 bytes"), "{msg}");
+    assert_eq!(b.broker.log().head().tree_size, 0);
     // Under the envelope limit but over a field limit.
     let mut long = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("long"));
     if let Some(Content::Incident(r)) = &mut long.content {
