@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("certex_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // The signed body bytes are shared, never copied, between the record
+        // file, the decoded envelope and the outgoing message.
+        .bytes(".certex.v1.Envelope.body")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -30,7 +30,7 @@ fn signing_input(body: &[u8]) -> Vec<u8> {
 pub fn seal(body: Vec<u8>, key: &SigningKey) -> Envelope {
     let signature = key.sign(&signing_input(&body));
     Envelope {
-        body,
+        body: body.into(),
         signature: signature.to_bytes().to_vec(),
         key_id: key_id(&key.verifying_key()),
     }
@@ -61,7 +61,7 @@ pub fn verify(envelope: &Envelope, key: &VerifyingKey) -> Result<(), SignatureEr
 
 /// Decodes the body bytes.
 pub fn decode_body(envelope: &Envelope) -> Result<Body, prost::DecodeError> {
-    Body::decode(envelope.body.as_slice())
+    Body::decode(&envelope.body[..])
 }
 
 /// The bytes the transparency log hashes for a record: the Envelope with its
@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(env.key_id.len(), 32);
         verify(&env, &k.verifying_key()).unwrap();
         let mut tampered = env.clone();
-        tampered.body.push(0);
+        tampered.body = [&env.body[..], &[0]].concat().into();
         assert!(matches!(
             verify(&tampered, &k.verifying_key()),
             Err(SignatureError::Mismatch(_))
@@ -113,7 +113,7 @@ mod tests {
         let body = b"hello".to_vec();
         let plain = k.sign(&body);
         let env = Envelope {
-            body,
+            body: body.into(),
             signature: plain.to_bytes().to_vec(),
             key_id: key_id(&k.verifying_key()),
         };

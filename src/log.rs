@@ -64,7 +64,7 @@ pub fn timestamp(ms: u64) -> prost_types::Timestamp {
 
 /// Decodes a stored record's envelope and body.
 pub fn open_record(rec: &StoredRecord) -> Result<(Envelope, Body), Error> {
-    let env = Envelope::decode(rec.envelope.as_slice())
+    let env = Envelope::decode(rec.envelope.clone())
         .map_err(|e| Error::Internal(format!("stored envelope does not decode: {e}")))?;
     let body = envelope::decode_body(&env)
         .map_err(|e| Error::Internal(format!("stored body does not decode: {e}")))?;
@@ -440,7 +440,7 @@ impl Writer {
         let stored = StoredRecord {
             received_at_ms: received,
             leaf_hash: leaf.to_vec(),
-            envelope: bytes,
+            envelope: bytes.into(),
             also_readers: also_readers.clone(),
         };
         group.batch.put_record(seq, &body.id, &body.sender, &stored);

@@ -93,8 +93,8 @@ pub struct StoredRecord {
     #[prost(bytes = "vec", tag = "2")]
     pub leaf_hash: Vec<u8>,
     /// The encoded `Envelope` (see `envelope::log_bytes`).
-    #[prost(bytes = "vec", tag = "3")]
-    pub envelope: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub envelope: bytes::Bytes,
     /// Teams that may read the record beyond its audience (a case's requester).
     #[prost(string, repeated, tag = "4")]
     pub also_readers: Vec<String>,
@@ -525,10 +525,11 @@ impl Storage {
                 path: self.records.path.clone(),
                 source,
             })?;
+        let buf = bytes::Bytes::from(buf);
         let mut out = Vec::with_capacity((last - first + 1) as usize);
         let mut at = 0usize;
         for seq in first..=last {
-            match decode_frame(seq, &buf[at.min(buf.len())..]) {
+            match decode_frame(seq, &buf.slice(at.min(buf.len())..)) {
                 Ok((rec, used)) => {
                     at += used;
                     out.push(Ok((seq, rec)));
@@ -922,7 +923,7 @@ fn drain_deferred_frees(keys: usize) {
 
 /// Decodes the frame at the start of `buf`; returns the record and the
 /// frame's length.
-fn decode_frame(seq: u64, buf: &[u8]) -> Result<(StoredRecord, usize)> {
+fn decode_frame(seq: u64, buf: &bytes::Bytes) -> Result<(StoredRecord, usize)> {
     let corrupt = |message: String| StorageError::Corrupt {
         key: format!("record {seq}"),
         message,
@@ -933,10 +934,12 @@ fn decode_frame(seq: u64, buf: &[u8]) -> Result<(StoredRecord, usize)> {
         .ok_or_else(|| corrupt("truncated frame header".into()))?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let payload = buf
-        .get(FRAME_HEADER..FRAME_HEADER + len)
-        .ok_or_else(|| corrupt(format!("frame of {len} bytes is truncated")))?;
-    if crc32fast::hash(payload) != crc {
+    if buf.len() < FRAME_HEADER + len {
+        return Err(corrupt(format!("frame of {len} bytes is truncated")));
+    }
+    // A view of the read buffer: the envelope is not copied.
+    let payload = buf.slice(FRAME_HEADER..FRAME_HEADER + len);
+    if crc32fast::hash(&payload) != crc {
         return Err(corrupt(
             "checksum mismatch: the record file is damaged".into(),
         ));
@@ -1025,7 +1028,7 @@ mod tests {
                 let rec = StoredRecord {
                     received_at_ms: seq,
                     leaf_hash: leaf.to_vec(),
-                    envelope: vec![],
+                    envelope: Default::default(),
                     also_readers: vec![],
                 };
                 batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);
@@ -1091,7 +1094,7 @@ mod tests {
                 let rec = StoredRecord {
                     received_at_ms: seq,
                     leaf_hash: leaf.to_vec(),
-                    envelope: vec![],
+                    envelope: Default::default(),
                     also_readers: vec![],
                 };
                 batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);

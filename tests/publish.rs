@@ -466,7 +466,10 @@ async fn re_encoded_body_fails_verification_original_bytes_verify() {
     assert!(cn.render(&rec).verified);
 
     let reencoded = pb::Envelope {
-        body: pb::Body::decode(bytes.as_slice()).unwrap().encode_to_vec(),
+        body: pb::Body::decode(bytes.as_slice())
+            .unwrap()
+            .encode_to_vec()
+            .into(),
         ..got
     };
     assert_ne!(reencoded.body, bytes);
