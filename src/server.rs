@@ -717,7 +717,8 @@ fn oversize_to_resource_exhausted(
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
     let oversize = header("grpc-status") == Some("11")
         && header("grpc-message").is_some_and(|m| {
-            m.contains("message length too large") || m.contains("message%20length%20too%20large")
+            m.contains("decoded message length too large")
+                || m.contains("decoded%20message%20length%20too%20large")
         });
     if !oversize {
         return resp;
