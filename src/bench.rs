@@ -427,6 +427,35 @@ fn unix_nanos() -> u128 {
         .unwrap_or(0)
 }
 
+/// Opens `n` live subscriptions at the tail over `conns` connections (the
+/// teams taken in turn); the clients are returned to keep them open.
+async fn tail_subscriptions(
+    broker: &BenchBroker,
+    n: usize,
+    conns: usize,
+) -> Result<(Vec<Client>, Vec<tonic::Streaming<pb::Record>>), String> {
+    let conns = conns.max(1);
+    let mut clients = Vec::new();
+    for i in 0..conns {
+        clients.push(broker.client(TEAMS[i % TEAMS.len()]).await?);
+    }
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = clients[i % conns]
+            .exchange()
+            .subscribe(pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::Tail(true)),
+                filter: None,
+                follow: true,
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        streams.push(s);
+    }
+    Ok((clients, streams))
+}
+
 async fn fanout(
     subscribers: usize,
     rate: u64,
@@ -440,26 +469,8 @@ async fn fanout(
     ));
     // Subscriptions share a few connections (HTTP/2 streams), as a feed
     // gateway would.
-    let conns = subscribers.clamp(1, 16);
-    let mut readers = Vec::new();
-    for i in 0..conns {
-        readers.push(broker.client(TEAMS[i % TEAMS.len()]).await?);
-    }
-    let mut streams = Vec::new();
-    for i in 0..subscribers {
-        let c = &readers[i % conns];
-        let s = c
-            .exchange()
-            .subscribe(pb::SubscribeRequest {
-                start: Some(pb::subscribe_request::Start::Tail(true)),
-                filter: None,
-                follow: true,
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        streams.push(s);
-    }
+    let (_readers, streams) =
+        tail_subscriptions(&broker, subscribers, subscribers.clamp(1, 16)).await?;
     let expected = rate * duration;
     let mut tasks = Vec::new();
     for mut s in streams {
@@ -619,26 +630,8 @@ async fn memory(records: u64, idle: usize, size: usize) -> Result<String, String
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_load = broker.rss_mib();
     progress(&format!("memory: opening {idle} idle subscriptions"));
-    // One connection per 50 subscribers, cycling through the teams.
-    let mut clients = Vec::new();
-    let mut streams = Vec::new();
-    for i in 0..idle {
-        if i % 50 == 0 {
-            clients.push(broker.client(TEAMS[(i / 50) % TEAMS.len()]).await?);
-        }
-        let c = clients.last().expect("a client");
-        let s = c
-            .exchange()
-            .subscribe(pb::SubscribeRequest {
-                start: Some(pb::subscribe_request::Start::Tail(true)),
-                filter: None,
-                follow: true,
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        streams.push(s);
-    }
+    // One connection per 50 subscribers.
+    let (_clients, streams) = tail_subscriptions(&broker, idle, idle.div_ceil(50)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = MemorySummary {
         scenario: "memory",

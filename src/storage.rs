@@ -1011,6 +1011,24 @@ mod tests {
         }
     }
 
+    /// Commits record `seq` with its Merkle nodes; returns the new root.
+    fn append(storage: &Storage, frontier: &mut Frontier, seq: u64) -> Hash {
+        let leaf = leaf_hash(&seq.to_be_bytes());
+        let mut batch = WriteBatch::default();
+        for (level, index, hash) in frontier.push(leaf) {
+            batch.put_node(level, index, &hash);
+        }
+        let rec = StoredRecord {
+            received_at_ms: seq,
+            leaf_hash: leaf.to_vec(),
+            envelope: Default::default(),
+            also_readers: vec![],
+        };
+        batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);
+        storage.commit(batch).unwrap();
+        crate::merkle::root(seq, storage).unwrap()
+    }
+
     #[test]
     fn files_are_cut_back_and_rebuilt_to_the_committed_size() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1020,20 +1038,7 @@ mod tests {
             let storage = Storage::open(&dir).unwrap();
             let mut roots = vec![];
             for seq in 1..=37u64 {
-                let leaf = leaf_hash(&seq.to_be_bytes());
-                let mut batch = WriteBatch::default();
-                for (level, index, hash) in frontier.push(leaf) {
-                    batch.put_node(level, index, &hash);
-                }
-                let rec = StoredRecord {
-                    received_at_ms: seq,
-                    leaf_hash: leaf.to_vec(),
-                    envelope: Default::default(),
-                    also_readers: vec![],
-                };
-                batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);
-                storage.commit(batch).unwrap();
-                roots.push(crate::merkle::root(seq, &storage).unwrap());
+                roots.push(append(&storage, &mut frontier, seq));
             }
             // Nodes that do not continue the stored tree are refused before
             // anything is written.
@@ -1086,20 +1091,7 @@ mod tests {
         {
             let storage = Storage::open(&dir).unwrap();
             for seq in 38..=40u64 {
-                let leaf = leaf_hash(&seq.to_be_bytes());
-                let mut batch = WriteBatch::default();
-                for (level, index, hash) in frontier.push(leaf) {
-                    batch.put_node(level, index, &hash);
-                }
-                let rec = StoredRecord {
-                    received_at_ms: seq,
-                    leaf_hash: leaf.to_vec(),
-                    envelope: Default::default(),
-                    also_readers: vec![],
-                };
-                batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);
-                storage.commit(batch).unwrap();
-                roots.push(crate::merkle::root(seq, &storage).unwrap());
+                roots.push(append(&storage, &mut frontier, seq));
             }
         }
         let mut bytes = fs::read(&nodes).unwrap();
