@@ -4,8 +4,8 @@
 
 use tonic::{Code, Status};
 
-use crate::directory::KeyProblem;
-use crate::envelope::SignatureError;
+use crate::rules::directory::KeyProblem;
+use crate::rules::envelope::SignatureError;
 
 /// Everything a broker call can be refused for.
 #[derive(Debug, thiserror::Error)]

@@ -4,49 +4,34 @@
 //!
 //! # Layout
 //!
-//! - [`transport`]: TLS 1.3 with per-country client anchors; the only rustls user.
-//! - [`directory`]: teams, anchors, signing keys, sharing groups (`directory.toml`).
-//! - [`envelope`]: the signing rule and key ids (SPEC §3).
-//! - [`validate`]: field rules of a message body (SPEC §3–§5).
-//! - [`access`]: who may read what (SPEC §5), for every read path.
-//! - [`cases`]: the assistance-case state machine (SPEC §6); [`case_views`]:
-//!   cases as their parties read them (`Cases` service).
-//! - [`storage`]: the data directory: record and Merkle-node files plus the
-//!   sled indexes; the only module that touches sled or those files.
-//! - [`log`]: the single writer: group commit, seqs, Merkle append, tree heads.
-//! - [`merkle`]: RFC 6962 tree math for the server; [`verify`]: independent
-//!   client-side proof and tree-head verification.
-//! - [`transparency`]: serving proofs from storage.
-//! - [`subscribe`]: live, resumable subscriptions over the log.
-//! - [`server`]: the gRPC services and the broker's lifecycle.
-//! - [`error`]: the one error type and its gRPC status mapping.
-//! - [`client`], [`draft`]: the client library and the JSON forms of SPEC §11.
-//! - [`pki`]: the development PKI; [`cli`], [`demo`], [`bench`]: the `certex` command.
+//! The crate is grouped in wings by responsibility; dependencies point down
+//! (`cli` → `broker`/`client` → `log`/`rules`), and no two files import each
+//! other, directly or through a loop (`tests/layout.rs` checks it).
+//! `ARCHITECTURE.md` walks a publish and a subscription through the wings and
+//! maps every SPEC section to its module.
+//!
+//! - [`rules`]: pure rules with no network and no database: the envelope
+//!   signing rule, the vocabulary, field validation, who reads what, the case
+//!   state machine, the directory model.
+//! - [`log`]: the durable log: storage (the only sled and data-file user), the
+//!   single writer with group commit, the Merkle math.
+//! - [`broker`]: the running server: transport (the only rustls user), the
+//!   gRPC services, publishing, reads, subscriptions, case views,
+//!   transparency serving, configuration and lifecycle.
+//! - [`client`]: the client library: connection, signing and publishing, the
+//!   JSON forms of SPEC §11, the independent verifier and log audits.
+//! - [`cli`]: the `certex` command: argument definitions and one function per
+//!   command, the demo, the benchmarks and the development PKI.
+//! - [`error`]: the one error type of the broker and its gRPC status mapping.
+//! - [`proto`]: the generated `certex.v1` API.
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod bench;
-pub mod case_views;
-pub mod cases;
+pub mod broker;
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod demo;
-pub mod directory;
-pub mod draft;
-pub mod envelope;
 pub mod error;
 pub mod log;
-pub mod merkle;
-pub mod pki;
-pub mod server;
-pub mod storage;
-pub mod subscribe;
-pub mod transparency;
-pub mod transport;
-pub mod validate;
-pub mod verify;
-pub mod vocab;
+pub mod rules;
 
 /// The `certex.v1` API, generated from `proto/certex/v1`.
 #[allow(clippy::all, missing_docs)]

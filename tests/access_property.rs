@@ -4,9 +4,9 @@
 
 mod common;
 
-use certex::access::TrafficScope;
-use certex::client::{Client, ClientError};
+use certex::client::connection::{Client, ClientError};
 use certex::proto::{self as pb, body::Content, subscribe_request::Start};
+use certex::rules::access::TrafficScope;
 use common::*;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};

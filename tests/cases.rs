@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use certex::client::Client;
+use certex::client::connection::Client;
 use certex::proto::{self as pb, CaseState, body::Content};
 use common::*;
 use time::OffsetDateTime;
@@ -24,7 +24,7 @@ fn request_body(from: &str, to: &str, cc: &[&str], respond_in_secs: i64) -> pb::
             action: pb::Action::PreserveEvidence as i32,
             legal_basis: "MLAT art. 18".into(),
             description: "Preserve logs for 203.0.113.7".into(),
-            respond_by: Some(certex::draft::to_timestamp(respond_by)),
+            respond_by: Some(certex::client::draft::to_timestamp(respond_by)),
             priority: pb::Severity::High as i32,
         }),
     )
@@ -131,7 +131,7 @@ async fn lifecycle_through_grpc_with_decline_and_withdraw_paths() {
     assert!(msg.contains("case is withdrawn"), "{msg}");
 }
 
-/// SPEC §6 written out as a table, independently of `certex::cases`.
+/// SPEC §6 written out as a table, independently of `certex::rules::cases`.
 fn allowed(state: CaseState, to: CaseState, requester: bool) -> bool {
     use CaseState::*;
     let by_addressee = matches!(

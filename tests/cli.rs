@@ -238,12 +238,12 @@ async fn pki_init_writes_the_spec_layout() {
     ] {
         assert!(dir.join(f).exists(), "{f}");
     }
-    let dir_file = certex::directory::Directory::load(&dir.join("directory.toml")).unwrap();
+    let dir_file = certex::rules::directory::Directory::load(&dir.join("directory.toml")).unwrap();
     assert_eq!(dir_file.group("SCO").unwrap().len(), 2);
     let cert = std::fs::read_to_string(dir.join("teams/US-CISA/cert.pem")).unwrap();
     let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
     assert_eq!(
-        certex::transport::team_of_certificate(&der).unwrap(),
+        certex::broker::transport::team_of_certificate(&der).unwrap(),
         "US-CISA"
     );
 

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certex::client::{Client, ClientFiles};
+use certex::client::connection::{Client, ClientFiles};
+use certex::client::verify;
 use certex::proto::{self as pb};
-use certex::verify;
 use common::*;
 
 async fn client(pki: &Path, url: &str, team: &str) -> Client {

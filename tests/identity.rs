@@ -3,9 +3,9 @@
 
 mod common;
 
-use certex::client::{ClientFiles, connect_channel};
-use certex::directory::Directory;
+use certex::client::connection::{ClientFiles, connect_channel};
 use certex::proto::{self as pb, directory_client::DirectoryClient};
+use certex::rules::directory::Directory;
 use common::*;
 use tonic::Code;
 
@@ -37,13 +37,15 @@ async fn certificate_from_another_countrys_ca_is_refused() {
     let ru_ca = std::fs::read_to_string(pki.join("ca/RU.pem")).unwrap();
     let ru_key = std::fs::read_to_string(pki.join("ca/RU.key")).unwrap();
     // The RU CA issues a certificate naming a CN team.
-    let (cert, key) = certex::pki::issue_team_certificate(&ru_ca, &ru_key, "CN-CNCERT").unwrap();
+    let (cert, key) =
+        certex::cli::pki::issue_team_certificate(&ru_ca, &ru_key, "CN-CNCERT").unwrap();
     let err = whoami_with(&b, cert.as_bytes(), key.as_bytes())
         .await
         .unwrap_err();
     assert!(!err.contains("CN-CNCERT\""), "{err}");
     // The same CA for its own team works.
-    let (cert, key) = certex::pki::issue_team_certificate(&ru_ca, &ru_key, "RU-GOVCERT").unwrap();
+    let (cert, key) =
+        certex::cli::pki::issue_team_certificate(&ru_ca, &ru_key, "RU-GOVCERT").unwrap();
     assert_eq!(
         whoami_with(&b, cert.as_bytes(), key.as_bytes())
             .await
@@ -53,7 +55,8 @@ async fn certificate_from_another_countrys_ca_is_refused() {
     // The CN CA issuing for a team missing from the directory: refused.
     let cn_ca = std::fs::read_to_string(pki.join("ca/CN.pem")).unwrap();
     let cn_key = std::fs::read_to_string(pki.join("ca/CN.key")).unwrap();
-    let (cert, key) = certex::pki::issue_team_certificate(&cn_ca, &cn_key, "CN-IMPOSTOR").unwrap();
+    let (cert, key) =
+        certex::cli::pki::issue_team_certificate(&cn_ca, &cn_key, "CN-IMPOSTOR").unwrap();
     assert!(
         whoami_with(&b, cert.as_bytes(), key.as_bytes())
             .await
@@ -95,7 +98,7 @@ async fn team_removed_from_directory_is_unauthenticated_after_reload() {
         .await
         .unwrap();
     let path = b.pki().join("directory.toml");
-    let mut file: certex::directory::DirectoryFile =
+    let mut file: certex::rules::directory::DirectoryFile =
         toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     file.teams.retain(|t| t.id != "DE-CERTBUND");
     std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
@@ -174,7 +177,7 @@ fn key_files_are_owner_only() {
     // A second init into the same directory is refused.
     let teams: Vec<String> = vec!["CN-CNCERT".into()];
     assert!(
-        certex::pki::init(&pki, &teams, &[])
+        certex::cli::pki::init(&pki, &teams, &[])
             .unwrap_err()
             .contains("already holds a PKI")
     );

@@ -3,9 +3,9 @@
 
 mod common;
 
-use certex::config::Limits;
-use certex::envelope;
+use certex::broker::config::Limits;
 use certex::proto::{self as pb, body::Content};
+use certex::rules::envelope;
 use common::*;
 use prost::Message;
 use tonic::Code;
@@ -421,7 +421,7 @@ async fn per_team_rate_limit_is_resource_exhausted() {
             )
             .await;
         codes.push(r.map(|_| Code::Ok).unwrap_or_else(|e| match e {
-            certex::client::ClientError::Status(s) => s.code(),
+            certex::client::connection::ClientError::Status(s) => s.code(),
             other => panic!("{other}"),
         }));
     }

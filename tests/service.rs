@@ -5,14 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use certex::client::{Client, ClientFiles};
+use certex::client::connection::{Client, ClientFiles};
 use certex::proto as pb;
 use common::*;
 use tokio_stream::StreamExt;
 
 async fn raw_channel(b: &TestBroker, team: &str) -> tonic::transport::Channel {
     let f = ClientFiles::from_pki(&b.pki(), team);
-    certex::client::connect_channel(
+    certex::client::connection::connect_channel(
         &b.url(),
         &std::fs::read(f.ca).unwrap(),
         &std::fs::read(f.cert).unwrap(),

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use certex::client::{Client, ClientFiles};
-use certex::config::Limits;
+use certex::broker::config::Limits;
+use certex::client::connection::{Client, ClientFiles};
 use certex::proto::{self as pb, body::Content, subscribe_request::Start};
 use common::*;
 use tokio_stream::StreamExt;
@@ -185,7 +185,7 @@ async fn exercise_traffic_is_isolated_both_ways() {
     for m in [&real, &drill, &other] {
         cn.publish(cn.seal(m).unwrap()).await.unwrap();
     }
-    let scoped = |scope: certex::access::TrafficScope| pb::SubscribeRequest {
+    let scoped = |scope: certex::rules::access::TrafficScope| pb::SubscribeRequest {
         start: Some(Start::AfterSeq(0)),
         filter: Some(pb::Filter {
             exercise: Some(scope.to_selector()),
@@ -193,7 +193,7 @@ async fn exercise_traffic_is_isolated_both_ways() {
         }),
         follow: false,
     };
-    use certex::access::TrafficScope::*;
+    use certex::rules::access::TrafficScope::*;
     for reader in [&br, &cn] {
         assert_eq!(seqs(&collect(reader, scoped(Real)).await), vec![1]);
         assert_eq!(
@@ -595,7 +595,7 @@ async fn a_team_removed_by_reload_is_cut_off_from_its_open_stream() {
         .unwrap()
         .into_inner();
     let path = b.pki().join("directory.toml");
-    let mut file: certex::directory::DirectoryFile =
+    let mut file: certex::rules::directory::DirectoryFile =
         toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     file.teams.retain(|t| t.id != "DE-CERTBUND");
     std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();

@@ -5,8 +5,8 @@
 
 mod common;
 
+use certex::client::verify::{self, VerifyError};
 use certex::proto::{self as pb, body::Content, inclusion_proof_request::Leaf};
-use certex::verify::{self, VerifyError};
 use common::*;
 
 fn hashes(path: &[Vec<u8>]) -> Vec<verify::Hash> {
@@ -34,7 +34,7 @@ async fn proofs_verify_for_every_record_and_size() {
         // The client can recompute the leaf hash from what it sent.
         assert_eq!(
             r.leaf_hash,
-            verify::leaf_hash(&certex::envelope::log_bytes(&env)).to_vec()
+            verify::leaf_hash(&certex::rules::envelope::log_bytes(&env)).to_vec()
         );
         receipts.push(r);
         heads.push(

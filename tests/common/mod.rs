@@ -8,21 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use certex::client::{Client, ClientFiles};
-use certex::config::{BrokerConfig, Limits};
-use certex::draft::{BodyJson, to_timestamp};
+use certex::broker::config::{BrokerConfig, Limits};
+use certex::broker::server::Broker;
+use certex::client::connection::{Client, ClientFiles};
+use certex::client::draft::{BodyJson, to_timestamp};
 use certex::proto::{self as pb, body::Content};
-use certex::server::Broker;
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use certex::pki::SAMPLE_TEAMS as TEAMS;
+pub use certex::cli::pki::SAMPLE_TEAMS as TEAMS;
 
 /// Creates a development PKI with [`TEAMS`] and groups BRICS and SCO.
 pub fn make_pki(dir: &Path) {
-    certex::pki::init_sample(dir).unwrap();
+    certex::cli::pki::init_sample(dir).unwrap();
 }
 
 pub struct TestBroker {
@@ -206,10 +206,12 @@ pub fn get_id(id: &str) -> pb::GetRequest {
 
 /// The gRPC status code of a failed client call.
 pub fn code<T: std::fmt::Debug>(
-    r: Result<T, certex::client::ClientError>,
+    r: Result<T, certex::client::connection::ClientError>,
 ) -> (tonic::Code, String) {
     match r {
-        Err(certex::client::ClientError::Status(s)) => (s.code(), s.message().to_owned()),
+        Err(certex::client::connection::ClientError::Status(s)) => {
+            (s.code(), s.message().to_owned())
+        }
         other => panic!("expected a gRPC status, got {other:?}"),
     }
 }

@@ -22,12 +22,12 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::directory::{
+use crate::broker::transport::TEAM_URI_PREFIX;
+use crate::client::draft::format_time;
+use crate::rules::directory::{
     AnchorEntry, DirectoryFile, KeyEntry, TeamEntry, check_group_name, check_team_id, country_of,
 };
-use crate::draft::format_time;
-use crate::envelope::key_id;
-use crate::transport::TEAM_URI_PREFIX;
+use crate::rules::envelope::key_id;
 
 fn mkdir(p: &Path) -> Result<(), String> {
     fs::DirBuilder::new()

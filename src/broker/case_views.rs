@@ -2,12 +2,12 @@
 //! updates, seen as one case with its derived state, deadline and history,
 //! for the parties the access rule admits (requester, addressee, cc).
 
-use crate::access::TrafficScope;
+use crate::broker::server::Broker;
 use crate::error::Error;
-use crate::log::{now_ms, open_record, timestamp};
+use crate::log::writer::{now_ms, open_record, timestamp};
 use crate::proto::body::Content;
 use crate::proto::{self as pb, CaseRole, CaseState};
-use crate::server::Broker;
+use crate::rules::access::TrafficScope;
 
 fn ms(ts: &Option<prost_types::Timestamp>) -> u64 {
     ts.as_ref()

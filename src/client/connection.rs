@@ -9,15 +9,15 @@ use ed25519_dalek::SigningKey;
 use time::OffsetDateTime;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::directory::Directory;
-use crate::draft::{BodyJson, RecordJson, TombstoneJson, timestamp_text};
-use crate::envelope;
+use crate::client::draft::{BodyJson, RecordJson, TombstoneJson, timestamp_text};
 use crate::proto::directory_client::DirectoryClient;
 use crate::proto::exchange_client::ExchangeClient;
 use crate::proto::transparency_client::TransparencyClient;
 use crate::proto::{self as pb};
-use crate::validate::Kind;
-use crate::vocab::Word;
+use crate::rules::directory::Directory;
+use crate::rules::envelope;
+use crate::rules::validate::Kind;
+use crate::rules::vocab::Word;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,12 +173,12 @@ impl Client {
     }
 
     /// The broker's consistency proof between two tree sizes, as hashes for
-    /// [`crate::verify::check_extends`].
+    /// [`crate::client::verify::check_extends`].
     pub async fn consistency_proof(
         &self,
         first: u64,
         second: u64,
-    ) -> Result<Vec<crate::verify::Hash>, ClientError> {
+    ) -> Result<Vec<crate::client::verify::Hash>, ClientError> {
         let proof = self
             .transparency()
             .get_consistency_proof(pb::ConsistencyProofRequest { first, second })
@@ -187,7 +187,7 @@ impl Client {
         proof
             .path
             .iter()
-            .map(|h| crate::verify::hash_from_slice(h))
+            .map(|h| crate::client::verify::hash_from_slice(h))
             .collect::<Result<_, _>>()
             .map_err(|e| ClientError::Local(format!("consistency proof: {e}")))
     }
@@ -224,7 +224,7 @@ impl Client {
 
     /// Fetches the assistance request `case_id` (real or exercise traffic).
     pub async fn case_request(&self, case_id: &str) -> Result<pb::Body, ClientError> {
-        use crate::access::TrafficScope;
+        use crate::rules::access::TrafficScope;
         for scope in [TrafficScope::Real, TrafficScope::AllExercises] {
             let req = pb::GetRequest {
                 selector: Some(pb::get_request::Selector::Id(case_id.to_owned())),
@@ -269,7 +269,7 @@ impl Client {
         let body = pb::Body {
             id: uuid::Uuid::new_v4().to_string(),
             sender: self.team.clone(),
-            created_at: Some(crate::draft::to_timestamp(OffsetDateTime::now_utc())),
+            created_at: Some(crate::client::draft::to_timestamp(OffsetDateTime::now_utc())),
             tlp: request.tlp,
             audience: request.audience,
             exercise: request.exercise,
@@ -296,7 +296,9 @@ impl Client {
 /// valid when the message was created. Returns the body if all hold.
 pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<pb::Body, String> {
     let env = rec.envelope.as_ref().ok_or("record carries no envelope")?;
-    if crate::verify::leaf_hash(&envelope::log_bytes(env)).as_slice() != rec.leaf_hash.as_slice() {
+    if crate::client::verify::leaf_hash(&envelope::log_bytes(env)).as_slice()
+        != rec.leaf_hash.as_slice()
+    {
         return Err("leaf hash does not match the envelope".into());
     }
     let body = envelope::decode_body(env).map_err(|e| format!("body does not decode: {e}"))?;

@@ -1,5 +1,12 @@
 //! The `certex` command line (SPEC §10): argument definitions and one
 //! function per command. Data goes to stdout as JSON; errors to stderr.
+//!
+//! The CLI sits on top: it may use every other wing, and nothing below uses
+//! it. [`demo`], [`bench`] and [`pki`] are commands of their own.
+
+pub mod bench;
+pub mod demo;
+pub mod pki;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -9,13 +16,13 @@ use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
-use crate::access::TrafficScope;
-use crate::client::{Client, ClientError, ClientFiles};
-use crate::config::BrokerConfig;
-use crate::draft::{BodyJson, ReceiptJson};
+use crate::broker::config::BrokerConfig;
+use crate::broker::server::{Broker, StartError};
+use crate::client::connection::{Client, ClientError, ClientFiles};
+use crate::client::draft::{BodyJson, ReceiptJson};
+use crate::client::verify;
 use crate::proto::{self as pb, get_request::Selector, inclusion_proof_request::Leaf};
-use crate::server::{Broker, StartError};
-use crate::verify;
+use crate::rules::access::TrafficScope;
 
 /// A failed command: one clear line for stderr.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +94,7 @@ pub enum Command {
     Demo,
     /// Benchmarks over real mTLS; one JSON summary line each.
     #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
+    Bench(crate::cli::bench::BenchCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,12 +199,12 @@ impl SubscribeArgs {
     /// The wire request these flags describe.
     pub fn request(&self) -> Result<pb::SubscribeRequest, CliError> {
         use crate::proto::subscribe_request::Start;
-        use crate::vocab::parse;
+        use crate::rules::vocab::parse;
         let kinds = self
             .kinds
             .iter()
             .map(|k| {
-                crate::validate::Kind::from_word(k)
+                crate::rules::validate::Kind::from_word(k)
                     .map(|k| k.proto() as i32)
                     .ok_or_else(|| CliError(format!("--kind {k:?}: one of incident, warning, request, case_update, retraction")))
             })
@@ -414,9 +421,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pki(PkiCommand::Init { dir, teams, groups }) => {
             let groups = groups
                 .iter()
-                .map(|g| crate::pki::parse_group(g))
+                .map(|g| crate::cli::pki::parse_group(g))
                 .collect::<Result<Vec<_>, _>>()?;
-            crate::pki::init(&dir, &teams, &groups)?;
+            crate::cli::pki::init(&dir, &teams, &groups)?;
             eprintln!(
                 "development PKI for {} teams written to {}",
                 teams.len(),
@@ -455,8 +462,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Subscribe(args) => subscribe(args).await,
         Command::Log(cmd) => log_command(cmd).await,
         Command::Case(cmd) => case_command(cmd).await,
-        Command::Demo => crate::demo::run().await.map_err(CliError),
-        Command::Bench(cmd) => crate::bench::run(cmd).await.map_err(CliError),
+        Command::Demo => crate::cli::demo::run().await.map_err(CliError),
+        Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError),
     }
 }
 
@@ -510,7 +517,7 @@ pub struct CaseLine {
     pub marking: Option<String>,
 }
 
-fn word<T: crate::vocab::Word + TryFrom<i32>>(v: i32) -> String {
+fn word<T: crate::rules::vocab::Word + TryFrom<i32>>(v: i32) -> String {
     T::try_from(v)
         .map(|x| x.word().to_owned())
         .unwrap_or_default()
@@ -529,7 +536,7 @@ fn case_line(s: &pb::CaseSummary) -> CaseLine {
         respond_by: s
             .respond_by
             .as_ref()
-            .map(crate::draft::timestamp_text)
+            .map(crate::client::draft::timestamp_text)
             .unwrap_or_default(),
         overdue: s.overdue,
         role: match pb::CaseRole::try_from(s.my_role) {
@@ -566,12 +573,12 @@ pub struct CaseJson {
     pub time_to_acknowledge_ms: Option<u64>,
     pub time_to_resolve_ms: Option<u64>,
     pub acknowledged_late: bool,
-    pub request: crate::draft::RecordJson,
+    pub request: crate::client::draft::RecordJson,
     pub history: Vec<HistoryLine>,
 }
 
 async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
-    use crate::vocab::parse;
+    use crate::rules::vocab::parse;
     use pb::CaseState::*;
     let (args, transition) = match cmd {
         CaseCommand::List {
@@ -649,7 +656,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                         at: h
                             .at
                             .as_ref()
-                            .map(crate::draft::timestamp_text)
+                            .map(crate::client::draft::timestamp_text)
                             .unwrap_or_default(),
                         transition: word::<pb::CaseState>(h.transition),
                         note: h.note.clone(),
@@ -826,7 +833,7 @@ pub async fn prove(
     let rec = client.get(get_request(what, None, scope)).await?;
     // The leaf hash is recomputed from the envelope, not taken from the broker.
     let leaf = match &rec.envelope {
-        Some(env) => verify::leaf_hash(&crate::envelope::log_bytes(env)),
+        Some(env) => verify::leaf_hash(&crate::rules::envelope::log_bytes(env)),
         None => verify::hash_from_slice(&rec.leaf_hash).map_err(|e| CliError(e.to_string()))?,
     };
     let (head, root) = fetch_head(client, key).await?;

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::client::{Client, ClientError, ClientFiles, connect_channel, verify_record};
-use crate::config::BrokerConfig;
-use crate::directory::Directory;
-use crate::draft::to_timestamp;
+use crate::broker::config::BrokerConfig;
+use crate::broker::server::Broker;
+use crate::client::connection::{Client, ClientError, ClientFiles, connect_channel, verify_record};
+use crate::client::draft::to_timestamp;
+use crate::client::verify;
 use crate::proto::{self as pb, body::Content};
-use crate::server::Broker;
-use crate::verify;
+use crate::rules::directory::Directory;
 
 fn say(step: &str, text: &str) {
     println!("\n== {step}\n{text}");
@@ -60,7 +60,7 @@ fn refused<T>(r: Result<T, ClientError>) -> String {
 pub async fn run() -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(e)?;
     let pki = tmp.path().join("pki");
-    crate::pki::init_sample(&pki)?;
+    crate::cli::pki::init_sample(&pki)?;
     say(
         "1. A federation of national CERTs",
         &format!(
@@ -245,7 +245,7 @@ pub async fn run() -> Result<(), String> {
     let real_read = refused(br.get(get(d)).await);
     let mut drill_get = get(d);
     drill_get.exercise =
-        Some(crate::access::TrafficScope::Exercise("BRICS-TTX-2026".into()).to_selector());
+        Some(crate::rules::access::TrafficScope::Exercise("BRICS-TTX-2026".into()).to_selector());
     let shown = br.render(&br.get(drill_get).await.map_err(e)?);
     say(
         "5. A BRICS tabletop drill on the same broker",
@@ -281,7 +281,7 @@ pub async fn run() -> Result<(), String> {
     );
     let ru_ca = std::fs::read_to_string(pki.join("ca/RU.pem")).map_err(e)?;
     let ru_ca_key = std::fs::read_to_string(pki.join("ca/RU.key")).map_err(e)?;
-    let (cert, key) = crate::pki::issue_team_certificate(&ru_ca, &ru_ca_key, "CN-CNCERT")?;
+    let (cert, key) = crate::cli::pki::issue_team_certificate(&ru_ca, &ru_ca_key, "CN-CNCERT")?;
     let ca = std::fs::read(pki.join("broker/ca.pem")).map_err(e)?;
     let attempt = match connect_channel(&url, &ca, cert.as_bytes(), key.as_bytes()).await {
         Err(err) => format!("connection refused ({err})"),
@@ -318,7 +318,7 @@ pub async fn run() -> Result<(), String> {
         "7. BR-CERTBR asks CN-CNCERT for assistance (preserve evidence)",
         &format!(
             "Case {case_id}, respond by {}.",
-            crate::draft::format_time(respond_by)
+            crate::client::draft::format_time(respond_by)
         ),
     );
     use pb::CaseState::*;
@@ -344,7 +344,7 @@ pub async fn run() -> Result<(), String> {
         println!(
             "  {} -> {:<12} (record {}): {note}",
             who.team(),
-            crate::vocab::Word::word(*to),
+            crate::rules::vocab::Word::word(*to),
             r.seq
         );
     }

@@ -31,7 +31,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::directory::{Directory, country_of};
+use crate::rules::directory::{Directory, country_of};
 
 /// The SAN URI prefix that names a team.
 pub const TEAM_URI_PREFIX: &str = "urn:certex:team:";
@@ -62,7 +62,7 @@ pub fn team_of_certificate(der: &[u8]) -> Result<String, String> {
     if teams.next().is_some() {
         return Err("client certificate names more than one team".into());
     }
-    crate::directory::check_team_id(team)?;
+    crate::rules::directory::check_team_id(team)?;
     Ok(team.to_owned())
 }
 

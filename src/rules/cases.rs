@@ -6,7 +6,7 @@
 //! requester closes, or withdraws before `resolved`.
 
 use crate::proto::CaseState;
-use crate::vocab::Word;
+use crate::rules::vocab::Word;
 
 /// The updater's part in a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,14 +8,14 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::directory::Directory;
 use crate::error::Error;
 use crate::proto::audience::Kind as AudienceKind;
 use crate::proto::body::Content;
 use crate::proto::{
     Action, Audience, Body, CaseState, Category, Observable, ObservableType, Severity, Tlp,
 };
-use crate::vocab::known;
+use crate::rules::directory::Directory;
+use crate::rules::vocab::known;
 
 /// Field limits (characters of UTF-8 text unless stated).
 pub mod limits {
@@ -117,7 +117,7 @@ fn list_len<T>(field: &str, items: &[T], max: usize) -> Result<(), Error> {
 
 fn enum_field<T>(field: &str, raw: i32) -> Result<T, Error>
 where
-    T: crate::vocab::Word + TryFrom<i32> + Into<i32>,
+    T: crate::rules::vocab::Word + TryFrom<i32> + Into<i32>,
 {
     known::<T>(raw).map_err(|p| Error::invalid(field, p))
 }
@@ -347,7 +347,7 @@ fn audience(tlp: Tlp, aud: Option<&Audience>, dir: &Directory) -> Result<(), Err
             "audience",
             format!(
                 "TLP:{} may only be sent to an explicit list of teams, not to the community or a group",
-                crate::vocab::Word::word(tlp).to_uppercase()
+                crate::rules::vocab::Word::word(tlp).to_uppercase()
             ),
         ));
     }

@@ -2,12 +2,12 @@
 //! for any signed size, from the Merkle nodes kept in storage, in O(log n).
 
 use crate::error::Error;
-use crate::merkle;
+use crate::log::merkle;
+use crate::log::storage::Storage;
 use crate::proto::{
     ConsistencyProof, ConsistencyProofRequest, InclusionProof, InclusionProofRequest,
     inclusion_proof_request::Leaf,
 };
-use crate::storage::Storage;
 
 /// Resolves the leaf a request names to its seq.
 pub fn leaf_seq(storage: &Storage, req: &InclusionProofRequest) -> Result<u64, Error> {

@@ -15,14 +15,14 @@ use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cases::{self, Role};
-use crate::envelope;
+use crate::client::verify::tree_head_message;
 use crate::error::Error;
-use crate::merkle::{self, Frontier};
+use crate::log::merkle::{self, Frontier};
+use crate::log::storage::{Storage, StorageError, StoredHead, StoredRecord, WriteBatch};
 use crate::proto::body::Content;
 use crate::proto::{Body, CaseState, Envelope, Receipt, SignedTreeHead};
-use crate::storage::{Storage, StorageError, StoredHead, StoredRecord, WriteBatch};
-use crate::verify::tree_head_message;
+use crate::rules::cases::{self, Role};
+use crate::rules::envelope;
 
 /// Most publishes committed together.
 const MAX_GROUP: usize = 1024;

@@ -7,9 +7,9 @@
 //! in full only to its sender; others get a tombstone. What a team may not read
 //! is answered exactly like what does not exist.
 
-use crate::directory::Directory;
 use crate::proto::audience::Kind as AudienceKind;
 use crate::proto::{Audience, ExerciseSelector, exercise_selector::Scope};
+use crate::rules::directory::Directory;
 
 /// What a reader asked for: real-world traffic, one drill, or every drill.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -108,8 +108,8 @@ pub fn visibility(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::DirectoryFile;
     use crate::proto::TeamList;
+    use crate::rules::directory::DirectoryFile;
 
     fn dir() -> Directory {
         // A directory with groups only needs teams; anchors are checked for

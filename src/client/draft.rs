@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::proto::audience::Kind as AudienceKind;
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Action, CaseState, Category, ObservableType, Severity, Tlp};
-use crate::vocab::{self, Word};
+use crate::rules::vocab::{self, Word};
 
 /// RFC 3339 in UTC, to the millisecond.
 pub fn format_time(t: OffsetDateTime) -> String {

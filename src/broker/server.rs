@@ -16,23 +16,23 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::access::{self, Distribution, TrafficScope, Visibility};
-use crate::config::{BrokerConfig, Limits};
-use crate::directory::Directory;
-use crate::envelope;
+use crate::broker::config::{BrokerConfig, Limits};
+use crate::broker::subscribe::{self, StreamSlots};
+use crate::broker::transparency;
+use crate::broker::transport::{self, Peer, TeamVerifier};
 use crate::error::Error;
-use crate::log::{Log, Submission, open_record, timestamp};
+use crate::log::storage::{Storage, StoredRecord};
+use crate::log::writer::{Log, Submission, open_record, timestamp};
 use crate::proto::body::Content;
 use crate::proto::cases_server::{Cases, CasesServer};
 use crate::proto::directory_server::{Directory as DirectoryApi, DirectoryServer};
 use crate::proto::exchange_server::{Exchange, ExchangeServer};
 use crate::proto::transparency_server::{Transparency, TransparencyServer};
 use crate::proto::{self as pb, get_request::Selector};
-use crate::storage::{Storage, StoredRecord};
-use crate::subscribe::{self, StreamSlots};
-use crate::transparency;
-use crate::transport::{self, Peer, TeamVerifier};
-use crate::validate;
+use crate::rules::access::{self, Distribution, TrafficScope, Visibility};
+use crate::rules::directory::Directory;
+use crate::rules::envelope;
+use crate::rules::validate;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -47,9 +47,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
-    Directory(#[from] crate::directory::DirectoryError),
+    Directory(#[from] crate::rules::directory::DirectoryError),
     #[error("{0}")]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(#[from] crate::log::storage::StorageError),
     #[error("{0}")]
     Config(String),
     #[error("cannot serve: {0}")]
@@ -425,8 +425,8 @@ fn check_skew(body: &pb::Body, now: OffsetDateTime, limits: &Limits) -> Result<(
     let skew = (created - now).whole_seconds();
     if skew.unsigned_abs() > limits.clock_skew_secs {
         return Err(Error::Skew {
-            created_at: crate::draft::format_time(created),
-            now: crate::draft::format_time(now),
+            created_at: crate::client::draft::format_time(created),
+            now: crate::client::draft::format_time(now),
             skew_secs: skew,
             window_secs: limits.clock_skew_secs,
         });
@@ -539,7 +539,7 @@ impl Exchange for ExchangeService {
 
 struct DirectoryService(Svc);
 
-fn team_proto(t: &crate::directory::Team) -> pb::Team {
+fn team_proto(t: &crate::rules::directory::Team) -> pb::Team {
     let ts = |t: Option<OffsetDateTime>| {
         t.map(|t| prost_types::Timestamp {
             seconds: t.unix_timestamp(),
@@ -625,7 +625,7 @@ impl Cases for CasesService {
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
         self.0
             .call("ListCases", req, |b, team, r| async move {
-                crate::case_views::list(&b, &team, &r)
+                crate::broker::case_views::list(&b, &team, &r)
             })
             .await
     }
@@ -636,7 +636,7 @@ impl Cases for CasesService {
     ) -> Result<Response<pb::Case>, Status> {
         self.0
             .call("GetCase", req, |b, team, r| async move {
-                crate::case_views::get(&b, &team, &r)
+                crate::broker::case_views::get(&b, &team, &r)
             })
             .await
     }

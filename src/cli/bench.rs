@@ -16,11 +16,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::client::{Client, ClientFiles};
-use crate::draft::to_timestamp;
+use crate::client::connection::{Client, ClientFiles};
+use crate::client::draft::to_timestamp;
 use crate::proto::{self as pb, body::Content};
 
-use crate::pki::SAMPLE_TEAMS as TEAMS;
+use crate::cli::pki::SAMPLE_TEAMS as TEAMS;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -115,7 +115,7 @@ impl BenchBroker {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let pki = tmp.path().join("pki");
         let data = tmp.path().join("data");
-        crate::pki::init_sample(&pki)?;
+        crate::cli::pki::init_sample(&pki)?;
         let config = tmp.path().join("broker.toml");
         std::fs::write(
             &config,
@@ -483,7 +483,7 @@ async fn fanout(
                         let sent = rec
                             .envelope
                             .as_ref()
-                            .and_then(|e| crate::envelope::decode_body(e).ok())
+                            .and_then(|e| crate::rules::envelope::decode_body(e).ok())
                             .and_then(|b| match b.content {
                                 Some(Content::Incident(i)) => i.title.parse::<u128>().ok(),
                                 _ => None,
@@ -697,8 +697,8 @@ struct LogSummary {
 }
 
 fn log_bench(leaves: u64) -> Result<String, String> {
-    use crate::merkle::{Frontier, consistency_path, inclusion_path};
-    use crate::storage::{Storage, WriteBatch};
+    use crate::log::merkle::{Frontier, consistency_path, inclusion_path};
+    use crate::log::storage::{Storage, WriteBatch};
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let storage = Storage::open(&tmp.path().join("db")).map_err(|e| e.to_string())?;
     let mut frontier = Frontier::new();
@@ -708,7 +708,7 @@ fn log_bench(leaves: u64) -> Result<String, String> {
     let start = Instant::now();
     let mut batch = WriteBatch::default();
     for i in 0..leaves {
-        let leaf = crate::merkle::leaf_hash(&i.to_be_bytes());
+        let leaf = crate::log::merkle::leaf_hash(&i.to_be_bytes());
         for (level, index, hash) in frontier.push(leaf) {
             batch.put_node(level, index, &hash);
         }
@@ -736,8 +736,8 @@ fn log_bench(leaves: u64) -> Result<String, String> {
         let p = inclusion_path(idx, leaves, &storage).map_err(|e| e.to_string())?;
         incl.push(t.elapsed().as_secs_f64() * 1e6);
         max_len = max_len.max(p.len());
-        let leaf = crate::merkle::leaf_hash(&idx.to_be_bytes());
-        crate::verify::verify_inclusion(&leaf, idx, leaves, &p, &root)
+        let leaf = crate::log::merkle::leaf_hash(&idx.to_be_bytes());
+        crate::client::verify::verify_inclusion(&leaf, idx, leaves, &p, &root)
             .map_err(|e| e.to_string())?;
         let old = 1 + idx % leaves;
         let t = Instant::now();

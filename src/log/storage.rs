@@ -46,7 +46,7 @@ use std::sync::{Mutex, RwLock};
 
 use prost::Message;
 
-use crate::merkle::{Frontier, Hash, NodeSource};
+use crate::log::merkle::{Frontier, Hash, NodeSource};
 
 /// A storage failure; always an internal error for clients.
 #[derive(Debug, thiserror::Error)]
@@ -996,7 +996,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merkle::{Frontier, leaf_hash};
+    use crate::log::merkle::{Frontier, leaf_hash};
 
     #[test]
     fn node_positions_follow_push_order() {
@@ -1026,7 +1026,7 @@ mod tests {
         };
         batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);
         storage.commit(batch).unwrap();
-        crate::merkle::root(seq, storage).unwrap()
+        crate::log::merkle::root(seq, storage).unwrap()
     }
 
     #[test]
@@ -1055,7 +1055,7 @@ mod tests {
         {
             let storage = Storage::open(&dir).unwrap();
             assert_eq!(fs::metadata(&nodes).unwrap().len(), nodes_for(37) * 32);
-            assert_eq!(crate::merkle::root(37, &storage).unwrap(), roots[36]);
+            assert_eq!(crate::log::merkle::root(37, &storage).unwrap(), roots[36]);
         }
         // Frames of a commit that never reached sled are cut off on open;
         // a damaged frame is reported, never decoded.
@@ -1102,7 +1102,7 @@ mod tests {
             let storage = Storage::open(&dir).unwrap();
             for size in [20, 37, 38, 40] {
                 assert_eq!(
-                    crate::merkle::root(size, &storage).unwrap(),
+                    crate::log::merkle::root(size, &storage).unwrap(),
                     roots[size as usize - 1]
                 );
             }
@@ -1115,7 +1115,7 @@ mod tests {
         assert_eq!(fs::metadata(&nodes).unwrap().len(), nodes_for(40) * 32);
         for size in 1..=40u64 {
             assert_eq!(
-                crate::merkle::root(size, &storage).unwrap(),
+                crate::log::merkle::root(size, &storage).unwrap(),
                 roots[size as usize - 1]
             );
         }

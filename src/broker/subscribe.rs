@@ -12,12 +12,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::access::TrafficScope;
+use crate::broker::server::Broker;
 use crate::error::Error;
+use crate::log::storage::{Storage, StoredRecord};
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
-use crate::server::Broker;
-use crate::storage::{Storage, StoredRecord};
+use crate::rules::access::TrafficScope;
 
 /// Records read from storage per step.
 const READ_BATCH: u64 = 256;

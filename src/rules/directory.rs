@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::envelope::key_id;
+use crate::rules::envelope::key_id;
 
 /// Why a directory file was refused.
 #[derive(Debug, thiserror::Error)]

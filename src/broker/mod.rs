@@ -1,0 +1,14 @@
+//! The running broker: TLS with per-country anchors, the gRPC services of
+//! SPEC §9 over authenticated connections, the publish checks, the read paths
+//! (get, subscriptions, case views, proofs), configuration and lifecycle.
+//!
+//! [`transport`] is the only module that touches rustls. The broker may use
+//! [`crate::log`], [`crate::rules`], [`crate::proto`] and [`crate::error`],
+//! never `client` or `cli`.
+
+pub mod case_views;
+pub mod config;
+pub mod server;
+pub mod subscribe;
+pub mod transparency;
+pub mod transport;
