@@ -24,7 +24,7 @@ fn request_body(from: &str, to: &str, cc: &[&str], respond_in_secs: i64) -> pb::
             action: pb::Action::PreserveEvidence as i32,
             legal_basis: "MLAT art. 18".into(),
             description: "Preserve logs for 203.0.113.7".into(),
-            respond_by: Some(certex::client::draft::to_timestamp(respond_by)),
+            respond_by: Some(certex::rules::time::to_timestamp(respond_by)),
             priority: pb::Severity::High as i32,
         }),
     )

@@ -34,7 +34,7 @@ async fn sigkill_loses_no_receipted_record() {
     let pki = tmp.path().join("pki");
     let data = tmp.path().join("data");
     make_pki(&pki);
-    let log_key = certex::cli::read_public_key(&pki.join("broker/signing.pub")).unwrap();
+    let log_key = certex::client::audit::read_public_key(&pki.join("broker/signing.pub")).unwrap();
     let publishers = ["CN-CNCERT", "RU-GOVCERT", "BR-CERTBR", "IN-CERTIN"];
     let mut receipted: Vec<(pb::Receipt, pb::Envelope)> = Vec::new();
     let mut heads: Vec<pb::SignedTreeHead> = Vec::new();
@@ -89,7 +89,9 @@ async fn sigkill_loses_no_receipted_record() {
         let broker = BrokerProcess::start(&pki, &data);
         let reader = client(&pki, &broker.url, "US-CISA").await;
         // The head is fetched and its signature checked as `certex log head` does.
-        let (head, root) = certex::cli::fetch_head(&reader, &log_key).await.unwrap();
+        let (head, root) = certex::client::audit::fetch_head(&reader, &log_key)
+            .await
+            .unwrap();
         let max = receipted.iter().map(|(r, _)| r.seq).max().unwrap();
         assert!(
             head.tree_size >= max,

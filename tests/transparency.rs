@@ -45,7 +45,7 @@ async fn proofs_verify_for_every_record_and_size() {
                 .into_inner(),
         );
     }
-    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let key = certex::client::audit::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
     let mut t = cn.transparency();
     for head in &heads {
         let root = verify::hash_from_slice(&head.root_hash).unwrap();
@@ -115,7 +115,7 @@ async fn tampered_proof_and_bad_head_signature_are_rejected() {
         .await
         .unwrap();
     }
-    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let key = certex::client::audit::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
     let head = cn
         .transparency()
         .get_head(pb::GetHeadRequest {})
@@ -170,9 +170,11 @@ async fn tampered_proof_and_bad_head_signature_are_rejected() {
 async fn log_verify_detects_rollback_and_fork() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
-    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let key = certex::client::audit::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
     let state = b.tmp.path().join("audit.json");
-    let first = certex::cli::verify_state(&cn, &key, &state).await.unwrap();
+    let first = certex::client::audit::verify_state(&cn, &key, &state)
+        .await
+        .unwrap();
     assert_eq!((first.previous_size, first.tree_size), (None, 0));
     for i in 0..5 {
         cn.publish(
@@ -187,7 +189,9 @@ async fn log_verify_detects_rollback_and_fork() {
         .await
         .unwrap();
     }
-    let second = certex::cli::verify_state(&cn, &key, &state).await.unwrap();
+    let second = certex::client::audit::verify_state(&cn, &key, &state)
+        .await
+        .unwrap();
     assert_eq!((second.previous_size, second.tree_size), (Some(0), 5));
 
     // The kept head claims a larger log than the broker now shows: rollback.
@@ -196,32 +200,34 @@ async fn log_verify_detects_rollback_and_fork() {
     let mut bigger = kept.clone();
     bigger["tree_size"] = 9.into();
     std::fs::write(&state, bigger.to_string()).unwrap();
-    let err = certex::cli::verify_state(&cn, &key, &state)
+    let err = certex::client::audit::verify_state(&cn, &key, &state)
         .await
         .unwrap_err();
-    assert!(err.0.contains("LOG ROLLBACK"), "{err}");
+    assert!(err.to_string().contains("LOG ROLLBACK"), "{err}");
 
     // Same size, other root: a fork.
     let mut forked = kept.clone();
     forked["root_hash"] = hex::encode([7u8; 32]).into();
     std::fs::write(&state, forked.to_string()).unwrap();
-    let err = certex::cli::verify_state(&cn, &key, &state)
+    let err = certex::client::audit::verify_state(&cn, &key, &state)
         .await
         .unwrap_err();
-    assert!(err.0.contains("LOG INCONSISTENT"), "{err}");
+    assert!(err.to_string().contains("LOG INCONSISTENT"), "{err}");
 
     // An older kept head whose root is not the prefix root: inconsistent.
     let mut smaller_wrong = kept.clone();
     smaller_wrong["tree_size"] = 3.into();
     std::fs::write(&state, smaller_wrong.to_string()).unwrap();
-    let err = certex::cli::verify_state(&cn, &key, &state)
+    let err = certex::client::audit::verify_state(&cn, &key, &state)
         .await
         .unwrap_err();
-    assert!(err.0.contains("LOG INCONSISTENT"), "{err}");
+    assert!(err.to_string().contains("LOG INCONSISTENT"), "{err}");
 
     // The genuine state still verifies.
     std::fs::write(&state, kept.to_string()).unwrap();
-    certex::cli::verify_state(&cn, &key, &state).await.unwrap();
+    certex::client::audit::verify_state(&cn, &key, &state)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,9 +253,9 @@ async fn retracted_records_keep_their_leaf_and_proofs() {
     );
     retraction.references = vec![target.id.clone()];
     cn.publish(cn.seal(&retraction).unwrap()).await.unwrap();
-    let key = certex::cli::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
+    let key = certex::client::audit::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
     // The reader only has the tombstone's leaf hash, which the proof ties to the signed root.
-    let proof = certex::cli::prove(&br, &key, "1", &Default::default())
+    let proof = certex::client::audit::prove(&br, &key, "1", &Default::default())
         .await
         .unwrap();
     assert_eq!(proof.leaf_hash, hex::encode(&r.leaf_hash));

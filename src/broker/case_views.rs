@@ -2,7 +2,8 @@
 //! updates, seen as one case with its derived state, deadline and history,
 //! for the parties the access rule admits (requester, addressee, cc).
 
-use crate::broker::server::Broker;
+use crate::broker::read::view_decoded;
+use crate::broker::state::State;
 use crate::error::Error;
 use crate::log::writer::{now_ms, open_record, timestamp};
 use crate::proto::body::Content;
@@ -38,7 +39,7 @@ fn role_of(team: &str, body: &pb::Body, req: &pb::AssistanceRequest) -> CaseRole
 
 /// Loads case `seq` if `team` may see it in `scope`.
 fn load(
-    broker: &Broker,
+    broker: &State,
     team: &str,
     seq: u64,
     state: i32,
@@ -57,7 +58,7 @@ fn load(
         )));
     };
     let dir = broker.directory();
-    let Some(view) = broker.view_decoded(team, seq, &rec, || env, &body, scope, &dir)? else {
+    let Some(view) = view_decoded(broker, team, seq, &rec, || env, &body, scope, &dir)? else {
         return Ok(None);
     };
     let withheld = view.envelope.is_none();
@@ -105,7 +106,7 @@ fn load(
 
 /// `Cases.ListCases`.
 pub fn list(
-    broker: &Broker,
+    broker: &State,
     team: &str,
     req: &pb::ListCasesRequest,
 ) -> Result<pb::ListCasesResponse, Error> {
@@ -136,7 +137,7 @@ pub fn list(
 }
 
 /// `Cases.GetCase`.
-pub fn get(broker: &Broker, team: &str, req: &pb::GetCaseRequest) -> Result<pb::Case, Error> {
+pub fn get(broker: &State, team: &str, req: &pb::GetCaseRequest) -> Result<pb::Case, Error> {
     let scope = TrafficScope::from_selector(req.exercise.as_ref());
     let storage = broker.log().storage();
     let not_found = || Error::NotFound(format!("case {}", req.id));
@@ -176,7 +177,7 @@ pub fn get(broker: &Broker, team: &str, req: &pb::GetCaseRequest) -> Result<pb::
                 continue;
             };
             let dir = broker.directory();
-            let Some(view) = broker.view_decoded(team, useq, &rec, || env, &body, &scope, &dir)?
+            let Some(view) = view_decoded(broker, team, useq, &rec, || env, &body, &scope, &dir)?
             else {
                 continue;
             };

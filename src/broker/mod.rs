@@ -8,7 +8,13 @@
 
 pub mod case_views;
 pub mod config;
+pub mod limits;
+pub mod publish;
+pub mod read;
+pub mod recent;
 pub mod server;
+pub mod services;
+pub mod state;
 pub mod subscribe;
 pub mod transparency;
 pub mod transport;

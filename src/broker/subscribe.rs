@@ -5,16 +5,16 @@
 //! and other subscribers never wait for it, and it loses nothing because it
 //! reads from the log when it continues.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::broker::server::Broker;
+use crate::broker::read::view_decoded;
+use crate::broker::recent::{Decoded, RECENT, open_head};
+use crate::broker::state::State;
 use crate::error::Error;
-use crate::log::storage::{Storage, StoredRecord};
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
 use crate::rules::access::TrafficScope;
@@ -24,155 +24,10 @@ const READ_BATCH: u64 = 256;
 /// Records buffered per subscription before it waits for its consumer.
 const CHANNEL: usize = 16;
 
-/// Records kept decoded for live subscribers (a ring indexed by seq).
-const RECENT: usize = 4096;
-
-/// A committed record, decoded for delivery.
-pub struct Decoded {
-    pub seq: u64,
-    pub rec: StoredRecord,
-    pub env: pb::Envelope,
-    /// The body's head only (see [`open_head`]): what access rules, filters
-    /// and tombstones read. Readers receive the envelope's exact bytes.
-    pub body: Body,
-}
-
-/// What delivery reads from a body, decoded from the same bytes as
-/// [`pb::Body`] (same tags, same last-one-wins rules) but skipping the free
-/// text (titles, descriptions, observables) that makes up most of it.
-#[derive(Clone, PartialEq, prost::Message)]
-struct BodyHead {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(string, tag = "2")]
-    sender: String,
-    #[prost(int32, tag = "4")]
-    tlp: i32,
-    #[prost(message, optional, tag = "5")]
-    audience: Option<pb::Audience>,
-    #[prost(string, tag = "6")]
-    exercise: String,
-    #[prost(oneof = "HeadContent", tags = "10, 11, 12, 13, 14")]
-    content: Option<HeadContent>,
-}
-
-/// The content's kind and, where it has one, its severity or priority.
-#[derive(Clone, PartialEq, prost::Oneof)]
-enum HeadContent {
-    /// `IncidentReport.severity` is field 4.
-    #[prost(message, tag = "10")]
-    Incident(Level4),
-    /// `Warning.severity` is field 3.
-    #[prost(message, tag = "11")]
-    Warning(Level3),
-    /// `AssistanceRequest.priority` is field 6.
-    #[prost(message, tag = "12")]
-    Request(Level6),
-    #[prost(message, tag = "13")]
-    CaseUpdate(Unread),
-    #[prost(message, tag = "14")]
-    Retraction(Unread),
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Level4 {
-    #[prost(int32, tag = "4")]
-    level: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Level3 {
-    #[prost(int32, tag = "3")]
-    level: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Level6 {
-    #[prost(int32, tag = "6")]
-    level: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Unread {}
-
-/// Decodes a stored record's envelope and the head of its body: a
-/// [`Body`] whose content keeps only its kind and severity/priority.
-fn open_head(rec: &StoredRecord) -> Result<(pb::Envelope, Body), Error> {
-    use prost::Message;
-    let env = pb::Envelope::decode(rec.envelope.clone())
-        .map_err(|e| Error::Internal(format!("stored envelope does not decode: {e}")))?;
-    let head = BodyHead::decode(env.body.clone())
-        .map_err(|e| Error::Internal(format!("stored body does not decode: {e}")))?;
-    let content = head.content.map(|c| match c {
-        HeadContent::Incident(l) => Content::Incident(pb::IncidentReport {
-            severity: l.level,
-            ..Default::default()
-        }),
-        HeadContent::Warning(l) => Content::Warning(pb::Warning {
-            severity: l.level,
-            ..Default::default()
-        }),
-        HeadContent::Request(l) => Content::Request(pb::AssistanceRequest {
-            priority: l.level,
-            ..Default::default()
-        }),
-        HeadContent::CaseUpdate(_) => Content::CaseUpdate(Default::default()),
-        HeadContent::Retraction(_) => Content::Retraction(Default::default()),
-    });
-    let body = Body {
-        id: head.id,
-        sender: head.sender,
-        tlp: head.tlp,
-        audience: head.audience,
-        exercise: head.exercise,
-        content,
-        ..Default::default()
-    };
-    Ok((env, body))
-}
-
 /// A record read by one subscription alone, or shared through the cache.
 enum Shared {
     Owned(Box<Decoded>),
     Cached(Arc<Decoded>),
-}
-
-/// The most recently read records, decoded once and shared by every
-/// subscription (records never change once committed).
-pub struct RecentRecords {
-    slots: Vec<Mutex<Option<Arc<Decoded>>>>,
-}
-
-impl Default for RecentRecords {
-    fn default() -> Self {
-        RecentRecords {
-            slots: (0..RECENT).map(|_| Mutex::new(None)).collect(),
-        }
-    }
-}
-
-impl RecentRecords {
-    /// Record `seq` (which must be committed), decoded.
-    pub fn get(&self, storage: &Storage, seq: u64) -> Result<Arc<Decoded>, Error> {
-        let slot = &self.slots[(seq % RECENT as u64) as usize];
-        if let Some(d) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && d.seq == seq
-        {
-            return Ok(d.clone());
-        }
-        let rec = storage
-            .record(seq)?
-            .ok_or_else(|| Error::Internal(format!("committed record {seq} is missing")))?;
-        let (env, body) = open_head(&rec)?;
-        let d = Arc::new(Decoded {
-            seq,
-            rec,
-            env,
-            body,
-        });
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
-        Ok(d)
-    }
 }
 
 /// A subscription filter, checked against a decoded body.
@@ -247,39 +102,10 @@ pub fn check_durable_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// Open subscriptions per team, bounded.
-pub struct StreamSlots {
-    per_team: usize,
-    teams: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl StreamSlots {
-    pub fn new(per_team: usize) -> Self {
-        StreamSlots {
-            per_team,
-            teams: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn acquire(&self, team: &str) -> Result<OwnedSemaphorePermit, Error> {
-        let sem = self
-            .teams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(team.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_team)))
-            .clone();
-        sem.try_acquire_owned().map_err(|_| Error::TooManyStreams {
-            team: team.to_owned(),
-            limit: self.per_team,
-        })
-    }
-}
-
 /// Starts a subscription for `team`; the stream ends when caught up (without
 /// `follow`), when the consumer goes away, or when the broker shuts down.
 pub fn start(
-    broker: Broker,
+    broker: Arc<State>,
     team: String,
     req: pb::SubscribeRequest,
     closing: watch::Receiver<bool>,
@@ -296,7 +122,7 @@ pub fn start(
         }
         Some(Start::Tail(_)) => *committed.borrow_and_update(),
     };
-    let permit = broker.stream_slots().acquire(&team)?;
+    let permit = broker.slots.acquire(&team)?;
     let (tx, rx) = mpsc::channel(CHANNEL);
     let span = tracing::info_span!("subscription", team = %team);
     tokio::spawn(tracing::Instrument::instrument(
@@ -324,7 +150,7 @@ pub fn start(
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    broker: &Broker,
+    broker: &State,
     team: &str,
     mut cursor: u64,
     follow: bool,
@@ -339,9 +165,7 @@ async fn run(
     loop {
         // The directory in force now: a reload applies to open streams, and
         // a team removed from it is cut off.
-        if broker.directory().team(team).is_none() {
-            return Err(Error::UnknownCaller(team.to_owned()).into());
-        }
+        broker.member(team)?;
         let upto = if follow {
             *committed.borrow_and_update()
         } else {
@@ -371,7 +195,7 @@ async fn run(
                     .map_err(Status::from)?
             } else {
                 (cursor + 1..=last)
-                    .map(|seq| broker.recent().get(storage, seq).map(Shared::Cached))
+                    .map(|seq| broker.recent.get(storage, seq).map(Shared::Cached))
                     .collect::<Result<_, Error>>()
                     .map_err(Status::from)?
             };
@@ -388,9 +212,17 @@ async fn run(
                 // records delivered in full: a tombstone must not reveal the
                 // kind, severity or TLP of what was withheld.
                 let env = || owned_env.unwrap_or_else(|| d.env.clone());
-                let view = broker
-                    .view_decoded(team, d.seq, &d.rec, env, &d.body, &filter.scope, &dir)
-                    .map_err(Status::from)?;
+                let view = view_decoded(
+                    broker,
+                    team,
+                    d.seq,
+                    &d.rec,
+                    env,
+                    &d.body,
+                    &filter.scope,
+                    &dir,
+                )
+                .map_err(Status::from)?;
                 let Some(record) = view else { continue };
                 let wanted = if record.envelope.is_some() {
                     filter.matches(&d.body)
@@ -480,103 +312,6 @@ mod tests {
 
     /// What delivery reads from a body: id, sender, TLP, audience,
     /// exercise, and the content's kind with its severity or priority.
-    type Projection = (
-        String,
-        String,
-        i32,
-        Option<pb::Audience>,
-        String,
-        Option<(Kind, i32)>,
-    );
-
-    fn projection(b: &Body) -> Projection {
-        let content = b.content.as_ref().map(|c| match c {
-            Content::Incident(r) => (Kind::Incident, r.severity),
-            Content::Warning(w) => (Kind::Warning, w.severity),
-            Content::Request(r) => (Kind::Request, r.priority),
-            Content::CaseUpdate(_) => (Kind::CaseUpdate, 0),
-            Content::Retraction(_) => (Kind::Retraction, 0),
-        });
-        (
-            b.id.clone(),
-            b.sender.clone(),
-            b.tlp,
-            b.audience.clone(),
-            b.exercise.clone(),
-            content,
-        )
-    }
-
-    fn stored(body_bytes: Vec<u8>) -> StoredRecord {
-        use prost::Message;
-        let env = pb::Envelope {
-            body: body_bytes.into(),
-            signature: vec![1; 64],
-            key_id: "k".into(),
-        };
-        StoredRecord {
-            envelope: env.encode_to_vec().into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn body_head_reads_what_the_full_body_says() {
-        use prost::Message;
-        let full = |content| Body {
-            id: "id-1".into(),
-            sender: "CN-CNCERT".into(),
-            created_at: None,
-            tlp: Tlp::Amber as i32,
-            audience: Some(pb::Audience {
-                kind: Some(pb::audience::Kind::Community(true)),
-            }),
-            exercise: "BRICS-2026".into(),
-            references: vec!["x".into()],
-            content: Some(content),
-        };
-        let contents = [
-            Content::Incident(pb::IncidentReport {
-                title: "t".into(),
-                description: "d".repeat(2000),
-                severity: Severity::High as i32,
-                ..Default::default()
-            }),
-            Content::Warning(pb::Warning {
-                severity: Severity::Critical as i32,
-                ..Default::default()
-            }),
-            Content::Request(pb::AssistanceRequest {
-                priority: Severity::Low as i32,
-                ..Default::default()
-            }),
-            Content::CaseUpdate(Default::default()),
-            Content::Retraction(pb::Retraction {
-                reason: "wrong".into(),
-                ..Default::default()
-            }),
-        ];
-        for c in contents.iter().cloned() {
-            let body = full(c);
-            let (_, head) = open_head(&stored(body.encode_to_vec())).unwrap();
-            assert_eq!(projection(&head), projection(&body));
-        }
-        // Two contents in one body (crafted bytes): both decoders keep the
-        // last, so filters see what the full body says.
-        let mut bytes = full(contents[0].clone()).encode_to_vec();
-        bytes.extend(
-            Body {
-                content: Some(contents[1].clone()),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        );
-        let (_, head) = open_head(&stored(bytes.clone())).unwrap();
-        let body = Body::decode(bytes.as_slice()).unwrap();
-        assert_eq!(projection(&head), projection(&body));
-        assert!(matches!(head.content, Some(Content::Warning(_))));
-    }
-
     #[test]
     fn durable_names() {
         assert!(check_durable_name("soc-feed.1").is_ok());

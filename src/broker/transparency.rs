@@ -1,16 +1,52 @@
 //! Serving the transparency log (SPEC §8): inclusion and consistency proofs
 //! for any signed size, from the Merkle nodes kept in storage, in O(log n).
 
+use crate::broker::read::view;
+use crate::broker::state::State;
 use crate::error::Error;
 use crate::log::merkle;
 use crate::log::storage::Storage;
+use crate::log::writer::open_record;
 use crate::proto::{
     ConsistencyProof, ConsistencyProofRequest, InclusionProof, InclusionProofRequest,
     inclusion_proof_request::Leaf,
 };
+use crate::rules::access::TrafficScope;
+
+/// `Transparency.GetInclusionProof` for `team`. Proofs follow the read rule:
+/// a record the caller may not read, or that is not yet in a signed tree, is
+/// answered exactly like a leaf that does not exist.
+pub fn inclusion_for(
+    state: &State,
+    team: &str,
+    req: &InclusionProofRequest,
+) -> Result<InclusionProof, Error> {
+    let storage = state.log().storage();
+    let seq = leaf_seq(storage, req)?;
+    let not_found = || match &req.leaf {
+        Some(Leaf::LeafHash(h)) => Error::NotFound(format!("leaf {}", hex::encode(h))),
+        _ => Error::NotFound(format!("record {seq}")),
+    };
+    let head_size = state.log().head().tree_size;
+    if seq > head_size {
+        return Err(not_found());
+    }
+    let rec = storage.record(seq)?.ok_or_else(not_found)?;
+    let dir = state.directory();
+    let (_, body) = open_record(&rec)?;
+    let scope = if body.exercise.is_empty() {
+        TrafficScope::Real
+    } else {
+        TrafficScope::Exercise(body.exercise.clone())
+    };
+    if view(state, team, seq, rec, &scope, &dir)?.is_none() {
+        return Err(not_found());
+    }
+    inclusion(storage, seq, req.tree_size, head_size)
+}
 
 /// Resolves the leaf a request names to its seq.
-pub fn leaf_seq(storage: &Storage, req: &InclusionProofRequest) -> Result<u64, Error> {
+fn leaf_seq(storage: &Storage, req: &InclusionProofRequest) -> Result<u64, Error> {
     match &req.leaf {
         Some(Leaf::Seq(0)) | None => Err(Error::BadRequest(
             "name the leaf by seq (from 1) or by leaf_hash".into(),

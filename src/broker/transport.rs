@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -194,13 +196,19 @@ impl ClientCertVerifier for TeamVerifier {
     }
 }
 
-/// The broker's rustls configuration: TLS 1.3 only, client certificate
-/// required and checked by `verifier`, ALPN `h2`.
+/// The broker's rustls configuration from its PEM certificate chain and key
+/// files: TLS 1.3 only, client certificate required and checked by
+/// `verifier`, ALPN `h2`.
 pub fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: &Path,
+    key: &Path,
     verifier: Arc<TeamVerifier>,
 ) -> Result<ServerConfig, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("broker certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("broker key {}: {e}", key.display()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| format!("TLS configuration: {e}"))?

@@ -17,8 +17,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::client::connection::{Client, ClientFiles};
-use crate::client::draft::to_timestamp;
 use crate::proto::{self as pb, body::Content};
+use crate::rules::time::to_timestamp;
 
 use crate::cli::pki::SAMPLE_TEAMS as TEAMS;
 

@@ -9,10 +9,10 @@ use time::OffsetDateTime;
 use crate::broker::config::BrokerConfig;
 use crate::broker::server::Broker;
 use crate::client::connection::{Client, ClientError, ClientFiles, connect_channel, verify_record};
-use crate::client::draft::to_timestamp;
 use crate::client::verify;
 use crate::proto::{self as pb, body::Content};
 use crate::rules::directory::Directory;
+use crate::rules::time::to_timestamp;
 
 fn say(step: &str, text: &str) {
     println!("\n== {step}\n{text}");
@@ -318,7 +318,7 @@ pub async fn run() -> Result<(), String> {
         "7. BR-CERTBR asks CN-CNCERT for assistance (preserve evidence)",
         &format!(
             "Case {case_id}, respond by {}.",
-            crate::client::draft::format_time(respond_by)
+            crate::rules::time::format_time(respond_by)
         ),
     );
     use pb::CaseState::*;
@@ -354,8 +354,8 @@ pub async fn run() -> Result<(), String> {
     );
 
     // Transparency.
-    let key = crate::cli::read_public_key(&pki.join("broker/signing.pub")).map_err(e)?;
-    let proof = crate::cli::prove(&br, &key, &case_id, &Default::default())
+    let key = crate::client::audit::read_public_key(&pki.join("broker/signing.pub")).map_err(e)?;
+    let proof = crate::client::audit::prove(&br, &key, &case_id, &Default::default())
         .await
         .map_err(e)?;
     let head = broker.log().head();

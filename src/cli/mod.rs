@@ -10,18 +10,18 @@ pub mod pki;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::broker::config::BrokerConfig;
 use crate::broker::server::{Broker, StartError};
-use crate::client::connection::{Client, ClientError, ClientFiles};
+use crate::client::audit::{fetch_head, head_json, prove, read_public_key, verify_state};
+use crate::client::connection::{Client, ClientError, ClientFiles, record_request};
 use crate::client::draft::{BodyJson, ReceiptJson};
-use crate::client::verify;
-use crate::proto::{self as pb, get_request::Selector, inclusion_proof_request::Leaf};
+use crate::proto as pb;
 use crate::rules::access::TrafficScope;
 
 /// A failed command: one clear line for stderr.
@@ -389,24 +389,8 @@ impl Conn {
                 ));
             }
         };
-        read_public_key(&path)
+        Ok(read_public_key(&path)?)
     }
-}
-
-/// Reads a hex Ed25519 public key file.
-pub fn read_public_key(path: &Path) -> Result<VerifyingKey, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?;
-    hex::decode(text.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        .ok_or_else(|| {
-            CliError(format!(
-                "{} is not a hex Ed25519 public key",
-                path.display()
-            ))
-        })
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
@@ -456,7 +440,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             conn,
         } => {
             let client = conn.connect().await?;
-            let rec = client.get(get_request(&what, sender, &scope)).await?;
+            let rec = client
+                .get(record_request(&what, sender, &scope.scope()))
+                .await?;
             print_json(&client.render(&rec))
         }
         Command::Subscribe(args) => subscribe(args).await,
@@ -536,7 +522,7 @@ fn case_line(s: &pb::CaseSummary) -> CaseLine {
         respond_by: s
             .respond_by
             .as_ref()
-            .map(crate::client::draft::timestamp_text)
+            .map(crate::rules::time::timestamp_text)
             .unwrap_or_default(),
         overdue: s.overdue,
         role: match pb::CaseRole::try_from(s.my_role) {
@@ -656,7 +642,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                         at: h
                             .at
                             .as_ref()
-                            .map(crate::client::draft::timestamp_text)
+                            .map(crate::rules::time::timestamp_text)
                             .unwrap_or_default(),
                         transition: word::<pb::CaseState>(h.transition),
                         note: h.note.clone(),
@@ -690,17 +676,6 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
         .update_case(&args.id, transition, &args.note, &args.reason)
         .await?;
     print_json(&ReceiptJson::from(&receipt))
-}
-
-fn get_request(what: &str, sender: Option<String>, scope: &ScopeArgs) -> pb::GetRequest {
-    pb::GetRequest {
-        selector: Some(match what.parse::<u64>() {
-            Ok(seq) => Selector::Seq(seq),
-            Err(_) => Selector::Id(what.to_owned()),
-        }),
-        sender: sender.unwrap_or_default(),
-        exercise: Some(scope.scope().to_selector()),
-    }
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -742,54 +717,6 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A verified tree head as printed and kept by `log verify`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeadJson {
-    pub tree_size: u64,
-    pub root_hash: String,
-    pub timestamp_ms: u64,
-    pub signature: String,
-    pub verified: bool,
-}
-
-/// Fetches the current head and checks its signature.
-pub async fn fetch_head(
-    client: &Client,
-    key: &VerifyingKey,
-) -> Result<(pb::SignedTreeHead, verify::Hash), CliError> {
-    let head = client
-        .transparency()
-        .get_head(pb::GetHeadRequest {})
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
-    let root = verify::hash_from_slice(&head.root_hash).map_err(|e| CliError(e.to_string()))?;
-    verify::verify_tree_head(
-        key,
-        head.tree_size,
-        &root,
-        head.timestamp_ms,
-        &head.signature,
-    )
-    .map_err(|e| {
-        CliError(format!(
-            "tree head of size {} does not verify: {e}",
-            head.tree_size
-        ))
-    })?;
-    Ok((head, root))
-}
-
-fn head_json(h: &pb::SignedTreeHead) -> HeadJson {
-    HeadJson {
-        tree_size: h.tree_size,
-        root_hash: hex::encode(&h.root_hash),
-        timestamp_ms: h.timestamp_ms,
-        signature: hex::encode(&h.signature),
-        verified: true,
-    }
-}
-
 async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
     match cmd {
         LogCommand::Head { conn } => {
@@ -800,7 +727,7 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
         LogCommand::Prove { what, scope, conn } => {
             let client = conn.connect().await?;
             let key = conn.log_key()?;
-            let out = prove(&client, &key, &what, &scope).await?;
+            let out = prove(&client, &key, &what, &scope.scope()).await?;
             print_json(&out)
         }
         LogCommand::Verify { state, conn } => {
@@ -810,127 +737,4 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             print_json(&out)
         }
     }
-}
-
-/// What `log prove` prints.
-#[derive(Debug, Serialize)]
-pub struct ProofJson {
-    pub seq: u64,
-    pub leaf_hash: String,
-    pub tree_size: u64,
-    pub root_hash: String,
-    pub path_len: usize,
-    pub verified: bool,
-}
-
-/// Proves that a record (seq or id) is in the log under the current signed head.
-pub async fn prove(
-    client: &Client,
-    key: &VerifyingKey,
-    what: &str,
-    scope: &ScopeArgs,
-) -> Result<ProofJson, CliError> {
-    let rec = client.get(get_request(what, None, scope)).await?;
-    // The leaf hash is recomputed from the envelope, not taken from the broker.
-    let leaf = match &rec.envelope {
-        Some(env) => verify::leaf_hash(&crate::rules::envelope::log_bytes(env)),
-        None => verify::hash_from_slice(&rec.leaf_hash).map_err(|e| CliError(e.to_string()))?,
-    };
-    let (head, root) = fetch_head(client, key).await?;
-    let proof = client
-        .transparency()
-        .get_inclusion_proof(pb::InclusionProofRequest {
-            leaf: Some(Leaf::Seq(rec.seq)),
-            tree_size: head.tree_size,
-        })
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
-    let path = proof
-        .path
-        .iter()
-        .map(|h| verify::hash_from_slice(h))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError(e.to_string()))?;
-    verify::verify_inclusion(&leaf, rec.seq - 1, head.tree_size, &path, &root)
-        .map_err(|e| CliError(format!("record {} is NOT proven in the log: {e}", rec.seq)))?;
-    Ok(ProofJson {
-        seq: rec.seq,
-        leaf_hash: hex::encode(leaf),
-        tree_size: head.tree_size,
-        root_hash: hex::encode(root),
-        path_len: path.len(),
-        verified: true,
-    })
-}
-
-/// What `log verify` prints.
-#[derive(Debug, Serialize)]
-pub struct AuditJson {
-    pub previous_size: Option<u64>,
-    pub tree_size: u64,
-    pub root_hash: String,
-    pub consistent: bool,
-}
-
-/// Checks the current head against the one kept in `state`, then keeps it.
-pub async fn verify_state(
-    client: &Client,
-    key: &VerifyingKey,
-    state: &Path,
-) -> Result<AuditJson, CliError> {
-    let (head, root) = fetch_head(client, key).await?;
-    let kept: Option<HeadJson> =
-        match std::fs::read_to_string(state) {
-            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                CliError(format!("state file {} is not valid: {e}", state.display()))
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(CliError(format!(
-                    "cannot read state {}: {e}",
-                    state.display()
-                )));
-            }
-        };
-    if let Some(k) = &kept {
-        let kept_root = hex::decode(&k.root_hash)
-            .ok()
-            .and_then(|b| verify::hash_from_slice(&b).ok())
-            .ok_or_else(|| CliError(format!("state file {}: bad root_hash", state.display())))?;
-        if head.tree_size < k.tree_size {
-            return Err(CliError(format!(
-                "LOG ROLLBACK: the broker's head has {} records but {} were seen before",
-                head.tree_size, k.tree_size
-            )));
-        }
-        if head.timestamp_ms < k.timestamp_ms {
-            return Err(CliError(
-                "LOG INCONSISTENT: the new head's timestamp is older than the kept one".into(),
-            ));
-        }
-        let path = client
-            .consistency_proof(k.tree_size, head.tree_size)
-            .await?;
-        verify::check_extends((k.tree_size, &kept_root), (head.tree_size, &root), &path).map_err(
-            |e| {
-                CliError(format!(
-                    "LOG INCONSISTENT: head {} does not extend the kept head {}: {e}",
-                    head.tree_size, k.tree_size
-                ))
-            },
-        )?;
-    }
-    let tmp = state.with_extension("tmp");
-    let text =
-        serde_json::to_string_pretty(&head_json(&head)).map_err(|e| CliError(e.to_string()))?;
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, state))
-        .map_err(|e| CliError(format!("cannot keep the head in {}: {e}", state.display())))?;
-    Ok(AuditJson {
-        previous_size: kept.map(|k| k.tree_size),
-        tree_size: head.tree_size,
-        root_hash: hex::encode(root),
-        consistent: true,
-    })
 }

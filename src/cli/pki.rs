@@ -23,11 +23,11 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::broker::transport::TEAM_URI_PREFIX;
-use crate::client::draft::format_time;
 use crate::rules::directory::{
     AnchorEntry, DirectoryFile, KeyEntry, TeamEntry, check_group_name, check_team_id, country_of,
 };
 use crate::rules::envelope::key_id;
+use crate::rules::time::format_time;
 
 fn mkdir(p: &Path) -> Result<(), String> {
     fs::DirBuilder::new()

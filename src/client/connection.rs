@@ -9,13 +9,15 @@ use ed25519_dalek::SigningKey;
 use time::OffsetDateTime;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::client::draft::{BodyJson, RecordJson, TombstoneJson, timestamp_text};
+use crate::client::draft::{BodyJson, RecordJson, TombstoneJson};
 use crate::proto::directory_client::DirectoryClient;
 use crate::proto::exchange_client::ExchangeClient;
 use crate::proto::transparency_client::TransparencyClient;
 use crate::proto::{self as pb};
+use crate::rules::access::TrafficScope;
 use crate::rules::directory::Directory;
 use crate::rules::envelope;
+use crate::rules::time::timestamp_text;
 use crate::rules::validate::Kind;
 use crate::rules::vocab::Word;
 
@@ -27,6 +29,10 @@ pub enum ClientError {
     Local(String),
     #[error("cannot connect to {url}: {message}")]
     Connect { url: String, message: String },
+    /// The broker's answer failed a check the client makes itself (a
+    /// signature, a proof, the log's consistency with what was seen before).
+    #[error("{0}")]
+    Check(String),
     /// The broker refused the call.
     #[error("broker refused: {} ({:?})", .0.message(), .0.code())]
     Status(#[from] tonic::Status),
@@ -62,6 +68,19 @@ impl ClientFiles {
 fn read(p: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
     std::fs::read(p)
         .map_err(|e| ClientError::Local(format!("cannot read {what} {}: {e}", p.display())))
+}
+
+/// A `Get` request for a record named by seq (all digits) or by id,
+/// optionally of one sender, in the given traffic.
+pub fn record_request(what: &str, sender: Option<String>, scope: &TrafficScope) -> pb::GetRequest {
+    pb::GetRequest {
+        selector: Some(match what.parse::<u64>() {
+            Ok(seq) => pb::get_request::Selector::Seq(seq),
+            Err(_) => pb::get_request::Selector::Id(what.to_owned()),
+        }),
+        sender: sender.unwrap_or_default(),
+        exercise: Some(scope.to_selector()),
+    }
 }
 
 /// A connection to a broker as one team.
@@ -224,7 +243,6 @@ impl Client {
 
     /// Fetches the assistance request `case_id` (real or exercise traffic).
     pub async fn case_request(&self, case_id: &str) -> Result<pb::Body, ClientError> {
-        use crate::rules::access::TrafficScope;
         for scope in [TrafficScope::Real, TrafficScope::AllExercises] {
             let req = pb::GetRequest {
                 selector: Some(pb::get_request::Selector::Id(case_id.to_owned())),
@@ -269,7 +287,7 @@ impl Client {
         let body = pb::Body {
             id: uuid::Uuid::new_v4().to_string(),
             sender: self.team.clone(),
-            created_at: Some(crate::client::draft::to_timestamp(OffsetDateTime::now_utc())),
+            created_at: Some(crate::rules::time::to_timestamp(OffsetDateTime::now_utc())),
             tlp: request.tlp,
             audience: request.audience,
             exercise: request.exercise,

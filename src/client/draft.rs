@@ -4,47 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::proto::audience::Kind as AudienceKind;
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Action, CaseState, Category, ObservableType, Severity, Tlp};
+use crate::rules::time::{format_time, parse_timestamp, timestamp_text};
 use crate::rules::vocab::{self, Word};
-
-/// RFC 3339 in UTC, to the millisecond.
-pub fn format_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_millisecond(t.millisecond())
-        .unwrap_or(t)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-/// Parses an RFC 3339 time into a protobuf timestamp.
-pub fn parse_timestamp(field: &str, s: &str) -> Result<prost_types::Timestamp, String> {
-    let t = OffsetDateTime::parse(s, &Rfc3339)
-        .map_err(|e| format!("{field}: {s:?} is not an RFC 3339 time ({e})"))?;
-    Ok(to_timestamp(t))
-}
-
-pub fn to_timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: t.nanosecond() as i32,
-    }
-}
-
-/// Renders a protobuf timestamp as RFC 3339.
-pub fn timestamp_text(ts: &prost_types::Timestamp) -> String {
-    OffsetDateTime::from_unix_timestamp(ts.seconds)
-        .ok()
-        .and_then(|t| {
-            t.replace_nanosecond(ts.nanos.clamp(0, 999_999_999) as u32)
-                .ok()
-        })
-        .map(format_time)
-        .unwrap_or_else(|| format!("{}s", ts.seconds))
-}
 
 fn opt_time(ts: &Option<prost_types::Timestamp>) -> Option<String> {
     ts.as_ref().map(timestamp_text)

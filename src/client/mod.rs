@@ -7,6 +7,7 @@
 //! `broker` or `cli`: what it verifies must not share code with what it
 //! checks.
 
+pub mod audit;
 pub mod connection;
 pub mod draft;
 pub mod verify;

@@ -332,6 +332,22 @@ impl NodeSource for MemoryTree {
     }
 }
 
+/// Domain-separation prefix of every tree-head signature (SPEC §8).
+pub const TREE_HEAD_CONTEXT: &[u8] = b"certex/v1/tree-head\0";
+
+/// The exact bytes the broker signs for a tree head (SPEC §8):
+/// `b"certex/v1/tree-head\0" || be64(tree_size) || root_hash (32) || be64(timestamp_ms)`.
+/// The client's verifier builds the same bytes on its own
+/// (`client::verify::tree_head_message`); a unit test holds them equal.
+pub fn tree_head_message(tree_size: u64, root: &Hash, timestamp_ms: u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(TREE_HEAD_CONTEXT.len() + 8 + 32 + 8);
+    msg.extend_from_slice(TREE_HEAD_CONTEXT);
+    msg.extend_from_slice(&tree_size.to_be_bytes());
+    msg.extend_from_slice(root);
+    msg.extend_from_slice(&timestamp_ms.to_be_bytes());
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -841,5 +857,16 @@ mod tests {
             Frontier::load(size, &src).unwrap().root(),
             root(size, &src).unwrap()
         );
+    }
+
+    #[test]
+    fn tree_head_bytes_match_the_independent_verifier() {
+        let root = [0xabu8; 32];
+        for (size, ts) in [(0, 0), (1, 1_700_000_000_000), (u64::MAX, u64::MAX)] {
+            assert_eq!(
+                tree_head_message(size, &root, ts),
+                crate::client::verify::tree_head_message(size, &root, ts)
+            );
+        }
     }
 }

@@ -15,9 +15,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::client::verify::tree_head_message;
 use crate::error::Error;
-use crate::log::merkle::{self, Frontier};
+use crate::log::merkle::{self, Frontier, tree_head_message};
 use crate::log::storage::{Storage, StorageError, StoredHead, StoredRecord, WriteBatch};
 use crate::proto::body::Content;
 use crate::proto::{Body, CaseState, Envelope, Receipt, SignedTreeHead};

@@ -11,5 +11,6 @@ pub mod access;
 pub mod cases;
 pub mod directory;
 pub mod envelope;
+pub mod time;
 pub mod validate;
 pub mod vocab;

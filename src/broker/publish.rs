@@ -1,0 +1,90 @@
+//! `Exchange.Publish` before the log (SPEC §4): size, body, sender, key and
+//! signature, clock skew, rate budget and fields, in that order; the writer
+//! then checks what depends on the log (duplicates, retraction targets, case
+//! transitions) atomically with the append.
+
+use time::OffsetDateTime;
+
+use crate::broker::config::Limits;
+use crate::broker::state::State;
+use crate::error::Error;
+use crate::log::writer::Submission;
+use crate::proto as pb;
+use crate::rules::{envelope, time::format_time, validate};
+
+/// Checks `env` as published by `team` and appends it; the receipt comes
+/// back once the record is on the device.
+pub async fn publish(
+    state: &State,
+    team: &str,
+    env: Option<pb::Envelope>,
+) -> Result<pb::Receipt, Error> {
+    let env = env.ok_or_else(|| Error::invalid("envelope", "is required"))?;
+    let limits = &state.config.limits;
+    let size = prost::Message::encoded_len(&env);
+    if size > limits.max_envelope_bytes {
+        return Err(Error::TooLarge {
+            size,
+            limit: limits.max_envelope_bytes,
+        });
+    }
+    let body = envelope::decode_body(&env).map_err(|e| {
+        Error::invalid(
+            "body",
+            format!("is not a valid certex.v1.Body encoding ({e})"),
+        )
+    })?;
+    if body.sender != team {
+        return Err(Error::NotSender {
+            claimed: body.sender,
+            team: team.to_owned(),
+        });
+    }
+    let dir = state.directory();
+    let now = OffsetDateTime::now_utc();
+    let key = dir.active_key(team, &env.key_id, now)?;
+    envelope::verify(&env, &key.public)?;
+    // A retry of a logged message is answered by the writer (original
+    // receipt or ALREADY_EXISTS) even when its created_at is now old.
+    let retry = !body.id.is_empty() && state.log().storage().seq_of(&body.id, team)?.is_some();
+    if !retry {
+        // Only new messages spend the team's rate budget: a retry after a
+        // timeout gets its original receipt.
+        if state.limiter.check_key(&team.to_owned()).is_err() {
+            return Err(Error::RateLimited {
+                team: team.to_owned(),
+                per_second: limits.rate_per_second,
+                burst: limits.rate_burst,
+            });
+        }
+        check_skew(&body, now, limits)?;
+        validate::check_body(&body, &dir)?;
+    }
+    state
+        .log()
+        .append(Submission {
+            envelope: env,
+            body,
+        })
+        .await
+}
+
+fn check_skew(body: &pb::Body, now: OffsetDateTime, limits: &Limits) -> Result<(), Error> {
+    let Some(ts) = &body.created_at else {
+        return Err(Error::invalid("created_at", "is required"));
+    };
+    let created = OffsetDateTime::from_unix_timestamp(ts.seconds)
+        .ok()
+        .filter(|_| (0..1_000_000_000).contains(&ts.nanos))
+        .ok_or_else(|| Error::invalid("created_at", "is not a valid timestamp"))?;
+    let skew = (created - now).whole_seconds();
+    if skew.unsigned_abs() > limits.clock_skew_secs {
+        return Err(Error::Skew {
+            created_at: format_time(created),
+            now: format_time(now),
+            skew_secs: skew,
+            window_secs: limits.clock_skew_secs,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Reading one stored record as a team may see it (SPEC §5): the access rule
+//! applied to a committed record, giving the full record, a tombstone, or
+//! nothing. Every read path (get, subscribe, cases, inclusion proofs) goes
+//! through [`view_decoded`], so "not yours" and "does not exist" look alike
+//! everywhere.
+
+use crate::broker::state::State;
+use crate::error::Error;
+use crate::log::storage::StoredRecord;
+use crate::log::writer::{open_record, timestamp};
+use crate::proto::body::Content;
+use crate::proto::{self as pb, get_request::Selector};
+use crate::rules::access::{self, Distribution, TrafficScope, Visibility};
+use crate::rules::directory::Directory;
+
+/// A record as `reader` may see it, or `None` when hidden.
+pub fn view(
+    state: &State,
+    reader: &str,
+    seq: u64,
+    rec: StoredRecord,
+    scope: &TrafficScope,
+    dir: &Directory,
+) -> Result<Option<pb::Record>, Error> {
+    let (env, body) = open_record(&rec)?;
+    view_decoded(state, reader, seq, &rec, || env, &body, scope, dir)
+}
+
+/// [`view`] for a record whose envelope is already decoded; `env` hands over
+/// the envelope (moved or copied) only if the reader receives it.
+#[allow(clippy::too_many_arguments)]
+pub fn view_decoded(
+    state: &State,
+    reader: &str,
+    seq: u64,
+    rec: &StoredRecord,
+    env: impl FnOnce() -> pb::Envelope,
+    body: &pb::Body,
+    scope: &TrafficScope,
+    dir: &Directory,
+) -> Result<Option<pb::Record>, Error> {
+    let dist = Distribution {
+        sender: &body.sender,
+        audience: body.audience.as_ref(),
+        exercise: &body.exercise,
+        also_readers: &rec.also_readers,
+    };
+    // Who may see it at all is decided before any storage read.
+    if !scope.includes(&body.exercise)
+        || access::visibility(reader, &dist, false, scope, dir) == Visibility::Hidden
+    {
+        return Ok(None);
+    }
+    let storage = state.log().storage();
+    let retraction = storage.retraction_of(seq)?;
+    let mut record = pb::Record {
+        seq,
+        received_at: Some(timestamp(rec.received_at_ms)),
+        leaf_hash: rec.leaf_hash.clone(),
+        envelope: None,
+        retracted: None,
+    };
+    match access::visibility(reader, &dist, retraction.is_some(), scope, dir) {
+        Visibility::Hidden => return Ok(None),
+        Visibility::Full => record.envelope = Some(env()),
+        Visibility::Tombstone => {
+            let by = retraction.unwrap_or_default();
+            let (_, rbody) = open_record(
+                &storage
+                    .record(by)?
+                    .ok_or_else(|| Error::Internal(format!("retraction {by} is missing")))?,
+            )?;
+            let reason = match rbody.content {
+                Some(Content::Retraction(r)) => r.reason,
+                _ => String::new(),
+            };
+            record.retracted = Some(pb::Tombstone {
+                id: body.id.clone(),
+                sender: body.sender.clone(),
+                seq,
+                retracted_by: rbody.id,
+                reason,
+            });
+        }
+    }
+    Ok(Some(record))
+}
+
+/// `Exchange.Get`: a record by seq, or by id (optionally of one sender).
+pub fn get(state: &State, reader: &str, req: pb::GetRequest) -> Result<pb::Record, Error> {
+    let scope = TrafficScope::from_selector(req.exercise.as_ref());
+    let dir = state.directory();
+    let storage = state.log().storage();
+    let (what, mut seqs) = match req.selector {
+        Some(Selector::Seq(seq)) => (format!("record {seq}"), vec![seq]),
+        Some(Selector::Id(id)) => {
+            let mut seqs: Vec<u64> = storage
+                .seqs_of_id(&id)?
+                .into_iter()
+                .filter(|(s, _)| req.sender.is_empty() || *s == req.sender)
+                .map(|(_, seq)| seq)
+                .collect();
+            seqs.sort_unstable();
+            (format!("message {id}"), seqs)
+        }
+        None => return Err(Error::BadRequest("name a record by seq or by id".into())),
+    };
+    let committed = state.committed();
+    for seq in seqs.drain(..).filter(|s| *s <= committed) {
+        if let Some(rec) = storage.record(seq)?
+            && let Some(view) = view(state, reader, seq, rec, &scope, &dir)?
+        {
+            return Ok(view);
+        }
+    }
+    Err(Error::NotFound(what))
+}

@@ -1,0 +1,322 @@
+//! The gRPC services of SPEC §9 (`Exchange`, `Directory`, `Cases`,
+//! `Transparency`) over the broker's shared state. Every call is taken only
+//! from an authenticated connection whose team is in the directory in force,
+//! runs in a span naming the RPC and the team, and turns its error into a
+//! status in one place (`error.rs`). The work itself is in the read paths,
+//! `publish`, `subscribe`, `case_views` and `transparency`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::broker::state::State;
+use crate::broker::transport::Peer;
+use crate::broker::{case_views, publish, read, subscribe, transparency};
+use crate::error::Error;
+use crate::proto::cases_server::{Cases, CasesServer};
+use crate::proto::directory_server::{Directory as DirectoryApi, DirectoryServer};
+use crate::proto::exchange_server::{Exchange, ExchangeServer};
+use crate::proto::transparency_server::{Transparency, TransparencyServer};
+use crate::proto::{self as pb};
+
+/// Sets the health of the whole server ("") and of every certex service.
+pub async fn set_health(
+    h: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    use tonic::server::NamedService;
+    for name in [
+        "",
+        ExchangeServer::<ExchangeService>::NAME,
+        CasesServer::<CasesService>::NAME,
+        DirectoryServer::<DirectoryService>::NAME,
+        TransparencyServer::<TransparencyService>::NAME,
+    ] {
+        h.set_service_status(name, status).await;
+    }
+}
+
+/// The four certex services, ready to add to a tonic router.
+pub struct Services {
+    pub exchange: ExchangeServer<ExchangeService>,
+    pub directory: DirectoryServer<DirectoryService>,
+    pub cases: CasesServer<CasesService>,
+    pub transparency: TransparencyServer<TransparencyService>,
+}
+
+impl Services {
+    pub fn new(state: Arc<State>) -> Self {
+        let svc = Svc(state);
+        Services {
+            exchange: ExchangeServer::new(ExchangeService(svc.clone())),
+            directory: DirectoryServer::new(DirectoryService(svc.clone())),
+            cases: CasesServer::new(CasesService(svc.clone())),
+            transparency: TransparencyServer::new(TransparencyService(svc)),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Svc(Arc<State>);
+
+impl Svc {
+    /// The team of an authenticated call, if it is still in the directory.
+    fn caller<T>(&self, req: &Request<T>) -> Result<String, Error> {
+        let peer = req
+            .extensions()
+            .get::<Peer>()
+            .ok_or_else(|| Error::Internal("call without an authenticated connection".into()))?;
+        self.0.member(&peer.team)?;
+        Ok(peer.team.clone())
+    }
+
+    /// Runs `f` for the authenticated caller inside a span naming the RPC
+    /// and the team; errors become statuses in one place (`error.rs`).
+    async fn call<T, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        req: Request<T>,
+        f: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Arc<State>, String, T) -> Fut,
+        Fut: Future<Output = Result<R, Error>>,
+    {
+        let team = match self.caller(&req) {
+            Ok(t) => t,
+            Err(e) => return Err(e.into()),
+        };
+        let remote = req.extensions().get::<Peer>().map(|p| p.addr);
+        let span = tracing::info_span!("rpc", rpc, team = %team, remote = ?remote.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+        let broker = self.0.clone();
+        async move {
+            let r = f(broker, team, req.into_inner()).await;
+            if let Err(e) = &r {
+                tracing::debug!(code = ?e.code(), error = %e, "refused");
+            }
+            r.map(Response::new).map_err(Status::from)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// `certex.v1.Exchange`.
+pub struct ExchangeService(Svc);
+
+#[tonic::async_trait]
+impl Exchange for ExchangeService {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::Receipt>, Status> {
+        self.0
+            .call("Publish", req, |b, team, r| async move {
+                publish::publish(&b, &team, r.envelope).await
+            })
+            .await
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Record>, Status> {
+        self.0
+            .call(
+                "Get",
+                req,
+                |b, team, r| async move { read::get(&b, &team, r) },
+            )
+            .await
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::Record, Status>>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.0
+            .call("Subscribe", req, |b, team, r| async move {
+                let closing = b.closing.subscribe();
+                subscribe::start(b, team, r, closing)
+            })
+            .await
+    }
+
+    async fn commit_cursor(
+        &self,
+        req: Request<pb::CommitCursorRequest>,
+    ) -> Result<Response<pb::Cursor>, Status> {
+        self.0
+            .call("CommitCursor", req, |b, team, r| async move {
+                subscribe::check_durable_name(&r.durable)?;
+                let size = b.log().head().tree_size;
+                if r.seq > size {
+                    return Err(Error::BadRequest(format!(
+                        "seq {} is beyond the end of the log ({size})",
+                        r.seq
+                    )));
+                }
+                let storage = b.log().storage_arc();
+                let seq = tokio::task::spawn_blocking(move || {
+                    storage
+                        .advance_cursor(&team, &r.durable, r.seq)
+                        .map(|s| (r.durable, s))
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+                Ok(pb::Cursor {
+                    durable: seq.0,
+                    seq: seq.1,
+                })
+            })
+            .await
+    }
+}
+
+/// `certex.v1.Directory`.
+pub struct DirectoryService(Svc);
+
+fn team_proto(t: &crate::rules::directory::Team) -> pb::Team {
+    let ts = |t: Option<OffsetDateTime>| {
+        t.map(|t| prost_types::Timestamp {
+            seconds: t.unix_timestamp(),
+            nanos: t.nanosecond() as i32,
+        })
+    };
+    pb::Team {
+        id: t.id.clone(),
+        country: t.country.clone(),
+        name: t.name.clone(),
+        contact: t.contact.clone(),
+        keys: t
+            .keys
+            .iter()
+            .map(|k| pb::SigningKey {
+                key_id: k.key_id.clone(),
+                public_key: k.public.as_bytes().to_vec(),
+                not_before: ts(k.not_before),
+                not_after: ts(k.not_after),
+                revoked: k.revoked,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryApi for DirectoryService {
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::Team>, Status> {
+        self.0
+            .call("WhoAmI", req, |b, team, _| async move {
+                b.directory()
+                    .team(&team)
+                    .map(team_proto)
+                    .ok_or(Error::UnknownCaller(team))
+            })
+            .await
+    }
+
+    async fn list_teams(
+        &self,
+        req: Request<pb::ListTeamsRequest>,
+    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        self.0
+            .call("ListTeams", req, |b, _, _| async move {
+                Ok(pb::ListTeamsResponse {
+                    teams: b.directory().teams().map(team_proto).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        self.0
+            .call("ListGroups", req, |b, _, _| async move {
+                Ok(pb::ListGroupsResponse {
+                    groups: b
+                        .directory()
+                        .groups()
+                        .map(|(name, members)| pb::Group {
+                            name: name.clone(),
+                            members: members.iter().cloned().collect(),
+                        })
+                        .collect(),
+                })
+            })
+            .await
+    }
+}
+
+/// `certex.v1.Cases`.
+pub struct CasesService(Svc);
+
+#[tonic::async_trait]
+impl Cases for CasesService {
+    async fn list_cases(
+        &self,
+        req: Request<pb::ListCasesRequest>,
+    ) -> Result<Response<pb::ListCasesResponse>, Status> {
+        self.0
+            .call("ListCases", req, |b, team, r| async move {
+                case_views::list(&b, &team, &r)
+            })
+            .await
+    }
+
+    async fn get_case(
+        &self,
+        req: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::Case>, Status> {
+        self.0
+            .call("GetCase", req, |b, team, r| async move {
+                case_views::get(&b, &team, &r)
+            })
+            .await
+    }
+}
+
+/// `certex.v1.Transparency`.
+pub struct TransparencyService(Svc);
+
+#[tonic::async_trait]
+impl Transparency for TransparencyService {
+    async fn get_head(
+        &self,
+        req: Request<pb::GetHeadRequest>,
+    ) -> Result<Response<pb::SignedTreeHead>, Status> {
+        self.0
+            .call("GetHead", req, |b, _, _| async move { Ok(b.log().head()) })
+            .await
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        self.0
+            .call("GetInclusionProof", req, |b, team, r| async move {
+                transparency::inclusion_for(&b, &team, &r)
+            })
+            .await
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        self.0
+            .call("GetConsistencyProof", req, |b, _, r| async move {
+                transparency::consistency(b.log().storage(), &r, b.log().head().tree_size)
+            })
+            .await
+    }
+}

@@ -1,0 +1,99 @@
+//! The broker's shared state, below every service: the configuration, the
+//! directory in force, the log, the per-team budgets, the recently committed
+//! records and the signals that reach open streams (directory reloads,
+//! shutdown). The read paths and the services take this, never the server.
+
+use std::sync::{Arc, RwLock};
+
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
+use tokio::sync::watch;
+
+use crate::broker::config::BrokerConfig;
+use crate::broker::limits::{StreamSlots, rate_quota};
+use crate::broker::recent::RecentRecords;
+use crate::broker::transport::TeamVerifier;
+use crate::error::Error;
+use crate::log::writer::Log;
+use crate::rules::directory::Directory;
+
+/// What every call of a running broker shares.
+pub struct State {
+    pub config: BrokerConfig,
+    /// Open subscriptions per team.
+    pub slots: StreamSlots,
+    /// Publish rate per team.
+    pub limiter: DefaultKeyedRateLimiter<String>,
+    pub recent: RecentRecords,
+    /// Becomes `true` when the broker starts shutting down.
+    pub closing: watch::Sender<bool>,
+    /// Counts successful directory reloads.
+    reloads: watch::Sender<u64>,
+    directory: RwLock<Arc<Directory>>,
+    /// The TLS client verifier, which follows directory reloads.
+    pub verifier: Arc<TeamVerifier>,
+    log: Log,
+}
+
+impl State {
+    pub fn new(
+        config: BrokerConfig,
+        directory: Directory,
+        verifier: Arc<TeamVerifier>,
+        log: Log,
+    ) -> Self {
+        State {
+            slots: StreamSlots::new(config.limits.max_subscriptions_per_team),
+            limiter: RateLimiter::keyed(rate_quota(&config.limits)),
+            recent: Default::default(),
+            closing: watch::channel(false).0,
+            reloads: watch::channel(0).0,
+            config,
+            directory: RwLock::new(Arc::new(directory)),
+            verifier,
+            log,
+        }
+    }
+
+    /// The directory in force.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The durable size of the log: records above it are not yet on the
+    /// device and no read path shows them.
+    pub fn committed(&self) -> u64 {
+        *self.log.committed().borrow()
+    }
+
+    /// Changes once per successful directory reload.
+    pub fn directory_reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Re-reads the directory file. A bad file is refused and the directory
+    /// in force stays.
+    pub fn reload_directory(&self) -> Result<(), String> {
+        let dir = Directory::load(&self.config.directory).map_err(|e| e.to_string())?;
+        self.verifier.reload(&dir)?;
+        *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(dir);
+        self.reloads.send_modify(|n| *n += 1);
+        tracing::info!(path = %self.config.directory.display(), "directory reloaded");
+        Ok(())
+    }
+
+    /// The team of an authenticated connection, if it is still in the
+    /// directory in force.
+    pub fn member(&self, team: &str) -> Result<(), Error> {
+        match self.directory().team(team) {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownCaller(team.to_owned())),
+        }
+    }
+}

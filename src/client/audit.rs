@@ -1,0 +1,209 @@
+//! Log audits a member runs without trusting the broker (SPEC §8): fetch and
+//! verify the signed tree head, prove a record's inclusion, and check that
+//! the log only grew since the head kept in a state file (rollback and fork
+//! detection). `certex log head|prove|verify` and the demo use these.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use crate::client::connection::{Client, ClientError, record_request};
+use crate::client::verify;
+use crate::proto::{self as pb, inclusion_proof_request::Leaf};
+use crate::rules::access::TrafficScope;
+use crate::rules::envelope;
+
+/// Reads a hex Ed25519 public key file.
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, ClientError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Local(format!("cannot read {}: {e}", path.display())))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| {
+            ClientError::Local(format!(
+                "{} is not a hex Ed25519 public key",
+                path.display()
+            ))
+        })
+}
+
+/// A verified tree head as printed and kept by `log verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadJson {
+    pub tree_size: u64,
+    pub root_hash: String,
+    pub timestamp_ms: u64,
+    pub signature: String,
+    pub verified: bool,
+}
+
+/// Fetches the current head and checks its signature.
+pub async fn fetch_head(
+    client: &Client,
+    key: &VerifyingKey,
+) -> Result<(pb::SignedTreeHead, verify::Hash), ClientError> {
+    let head = client
+        .transparency()
+        .get_head(pb::GetHeadRequest {})
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let root =
+        verify::hash_from_slice(&head.root_hash).map_err(|e| ClientError::Check(e.to_string()))?;
+    verify::verify_tree_head(
+        key,
+        head.tree_size,
+        &root,
+        head.timestamp_ms,
+        &head.signature,
+    )
+    .map_err(|e| {
+        ClientError::Check(format!(
+            "tree head of size {} does not verify: {e}",
+            head.tree_size
+        ))
+    })?;
+    Ok((head, root))
+}
+
+/// The printed and kept form of a verified head.
+pub fn head_json(h: &pb::SignedTreeHead) -> HeadJson {
+    HeadJson {
+        tree_size: h.tree_size,
+        root_hash: hex::encode(&h.root_hash),
+        timestamp_ms: h.timestamp_ms,
+        signature: hex::encode(&h.signature),
+        verified: true,
+    }
+}
+
+/// What `log prove` prints.
+#[derive(Debug, Serialize)]
+pub struct ProofJson {
+    pub seq: u64,
+    pub leaf_hash: String,
+    pub tree_size: u64,
+    pub root_hash: String,
+    pub path_len: usize,
+    pub verified: bool,
+}
+
+/// Proves that a record (seq or id) is in the log under the current signed head.
+pub async fn prove(
+    client: &Client,
+    key: &VerifyingKey,
+    what: &str,
+    scope: &TrafficScope,
+) -> Result<ProofJson, ClientError> {
+    let rec = client.get(record_request(what, None, scope)).await?;
+    // The leaf hash is recomputed from the envelope, not taken from the broker.
+    let leaf = match &rec.envelope {
+        Some(env) => verify::leaf_hash(&envelope::log_bytes(env)),
+        None => verify::hash_from_slice(&rec.leaf_hash)
+            .map_err(|e| ClientError::Check(e.to_string()))?,
+    };
+    let (head, root) = fetch_head(client, key).await?;
+    let proof = client
+        .transparency()
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            leaf: Some(Leaf::Seq(rec.seq)),
+            tree_size: head.tree_size,
+        })
+        .await
+        .map_err(ClientError::from)?
+        .into_inner();
+    let path = proof
+        .path
+        .iter()
+        .map(|h| verify::hash_from_slice(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Check(e.to_string()))?;
+    verify::verify_inclusion(&leaf, rec.seq - 1, head.tree_size, &path, &root).map_err(|e| {
+        ClientError::Check(format!("record {} is NOT proven in the log: {e}", rec.seq))
+    })?;
+    Ok(ProofJson {
+        seq: rec.seq,
+        leaf_hash: hex::encode(leaf),
+        tree_size: head.tree_size,
+        root_hash: hex::encode(root),
+        path_len: path.len(),
+        verified: true,
+    })
+}
+
+/// What `log verify` prints.
+#[derive(Debug, Serialize)]
+pub struct AuditJson {
+    pub previous_size: Option<u64>,
+    pub tree_size: u64,
+    pub root_hash: String,
+    pub consistent: bool,
+}
+
+/// Checks the current head against the one kept in `state`, then keeps it.
+pub async fn verify_state(
+    client: &Client,
+    key: &VerifyingKey,
+    state: &Path,
+) -> Result<AuditJson, ClientError> {
+    let (head, root) = fetch_head(client, key).await?;
+    let kept: Option<HeadJson> = match std::fs::read_to_string(state) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            ClientError::Local(format!("state file {} is not valid: {e}", state.display()))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(ClientError::Local(format!(
+                "cannot read state {}: {e}",
+                state.display()
+            )));
+        }
+    };
+    if let Some(k) = &kept {
+        let kept_root = hex::decode(&k.root_hash)
+            .ok()
+            .and_then(|b| verify::hash_from_slice(&b).ok())
+            .ok_or_else(|| {
+                ClientError::Local(format!("state file {}: bad root_hash", state.display()))
+            })?;
+        if head.tree_size < k.tree_size {
+            return Err(ClientError::Check(format!(
+                "LOG ROLLBACK: the broker's head has {} records but {} were seen before",
+                head.tree_size, k.tree_size
+            )));
+        }
+        if head.timestamp_ms < k.timestamp_ms {
+            return Err(ClientError::Check(
+                "LOG INCONSISTENT: the new head's timestamp is older than the kept one".into(),
+            ));
+        }
+        let path = client
+            .consistency_proof(k.tree_size, head.tree_size)
+            .await?;
+        verify::check_extends((k.tree_size, &kept_root), (head.tree_size, &root), &path).map_err(
+            |e| {
+                ClientError::Check(format!(
+                    "LOG INCONSISTENT: head {} does not extend the kept head {}: {e}",
+                    head.tree_size, k.tree_size
+                ))
+            },
+        )?;
+    }
+    let tmp = state.with_extension("tmp");
+    let text = serde_json::to_string_pretty(&head_json(&head))
+        .map_err(|e| ClientError::Check(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, state))
+        .map_err(|e| {
+            ClientError::Local(format!("cannot keep the head in {}: {e}", state.display()))
+        })?;
+    Ok(AuditJson {
+        previous_size: kept.map(|k| k.tree_size),
+        tree_size: head.tree_size,
+        root_hash: hex::encode(root),
+        consistent: true,
+    })
+}
