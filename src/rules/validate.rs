@@ -3,7 +3,7 @@
 //! type, known teams and groups, and the TLP/audience rules.
 //!
 //! Rules that need the log (duplicates, retraction targets, case state) are
-//! checked by the writer, atomically with the append (see `log`).
+//! checked by the writer, atomically with the append (see `log::writer`).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
