@@ -443,7 +443,7 @@ async fn per_team_rate_limit_is_resource_exhausted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn re_encoded_body_fails_verification_original_bytes_verify() {
+async fn exact_bytes_are_forwarded_and_re_encoding_breaks_the_signature() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
     let body = body(
@@ -452,9 +452,7 @@ async fn re_encoded_body_fails_verification_original_bytes_verify() {
         community(),
         incident("exact bytes"),
     );
-    let mut bytes = body.encode_to_vec();
-    // An unknown field (number 99, varint 1) that prost drops on decode.
-    bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let bytes = body.encode_to_vec();
     let key = envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap();
     let env = envelope::seal(bytes.clone(), &key);
     cn.publish(env.clone()).await.unwrap();
@@ -465,15 +463,221 @@ async fn re_encoded_body_fails_verification_original_bytes_verify() {
     envelope::verify(&got, &key.verifying_key()).unwrap();
     assert!(cn.render(&rec).verified);
 
-    let reencoded = pb::Envelope {
-        body: pb::Body::decode(bytes.as_slice())
-            .unwrap()
-            .encode_to_vec()
-            .into(),
+    // Any other encoding of the same body (here: an unknown field that a
+    // decoder drops) is other bytes, and the signature does not hold.
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let other = pb::Envelope {
+        body: longer.into(),
         ..got
     };
-    assert_ne!(reencoded.body, bytes);
-    assert!(envelope::verify(&reencoded, &key.verifying_key()).is_err());
+    assert!(envelope::verify(&other, &key.verifying_key()).is_err());
+}
+
+/// Appends one length-delimited protobuf field.
+fn field(out: &mut Vec<u8>, number: u32, value: &[u8]) {
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_canonical_bodies_are_accepted() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let key = envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap();
+    let good = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("one"));
+    let good_bytes = good.encode_to_vec();
+    let warning = match warning("two", pb::Severity::High) {
+        Content::Warning(w) => w.encode_to_vec(),
+        _ => unreachable!(),
+    };
+
+    // Each way of breaking the rule, built field by field, correctly signed.
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut two = good_bytes.clone();
+    field(&mut two, 11, &warning);
+    cases.push(("incident then warning", two, "two contents"));
+    let mut sender_twice = good_bytes.clone();
+    field(&mut sender_twice, 2, b"CN-CNCERT");
+    cases.push(("sender twice", sender_twice, "more than once"));
+    let mut id_twice = Vec::new();
+    field(&mut id_twice, 1, good.id.as_bytes());
+    id_twice.extend_from_slice(&good_bytes);
+    cases.push(("id twice", id_twice, "more than once"));
+    let mut unknown = good_bytes.clone();
+    field(&mut unknown, 99, &[7u8; 1000]);
+    cases.push(("unknown field", unknown, "unknown field number 99"));
+    // sender (2) before id (1).
+    let mut reordered = Vec::new();
+    field(&mut reordered, 2, b"CN-CNCERT");
+    field(&mut reordered, 1, good.id.as_bytes());
+    reordered.extend_from_slice(&good_bytes[2 + good.id.len() + 2 + "CN-CNCERT".len()..]);
+    cases.push(("out of order", reordered, "field-number order"));
+    let mut default_written = good_bytes.clone();
+    field(&mut default_written, 6, b"");
+    cases.push(("default written", default_written, "default value"));
+
+    for (what, bytes, says) in cases {
+        assert!(
+            pb::Body::decode(bytes.as_slice()).is_ok(),
+            "{what}: decodes"
+        );
+        let (c, msg) = code(cn.publish(envelope::seal(bytes, &key)).await);
+        assert_eq!(c, Code::InvalidArgument, "{what}: {msg}");
+        assert!(
+            msg.contains("field body") && msg.contains(says),
+            "{what}: {msg}"
+        );
+    }
+    // Nothing malformed was stored; the canonical body is accepted.
+    assert_eq!(b.broker.log().head().tree_size, 0);
+    cn.publish(envelope::seal(good_bytes, &key)).await.unwrap();
+    assert_eq!(b.broker.log().head().tree_size, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_invalid_argument() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+
+    // No envelope, an empty body, a body without sender, no key id, no signature.
+    let (c, msg) = code(
+        cn.exchange()
+            .publish(pb::PublishRequest { envelope: None })
+            .await
+            .map_err(Into::into),
+    );
+    assert_eq!(
+        (c, msg.contains("envelope")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let key = envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/signing.key")).unwrap();
+    let (c, msg) = code(cn.publish(envelope::seal(vec![], &key)).await);
+    assert_eq!(
+        (c, msg.contains("field body")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let mut no_sender = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x"));
+    no_sender.sender.clear();
+    let (c, msg) = code(cn.publish(envelope::seal_body(&no_sender, &key)).await);
+    assert_eq!(
+        (c, msg.contains("field sender")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let good = envelope::seal_body(
+        &body("CN-CNCERT", pb::Tlp::Clear, community(), incident("x")),
+        &key,
+    );
+    let (c, msg) = code(
+        cn.publish(pb::Envelope {
+            key_id: String::new(),
+            ..good.clone()
+        })
+        .await,
+    );
+    assert_eq!(
+        (c, msg.contains("field key_id")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    let (c, msg) = code(
+        cn.publish(pb::Envelope {
+            signature: vec![],
+            ..good.clone()
+        })
+        .await,
+    );
+    assert_eq!(
+        (c, msg.contains("field signature")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+
+    // A truncated PublishRequest, sent as raw gRPC bytes.
+    let req = pb::PublishRequest {
+        envelope: Some(good),
+    }
+    .encode_to_vec();
+    let truncated = &req[..req.len() - 10];
+    let status = raw_unary(&cn, "/certex.v1.Exchange/Publish", truncated).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // A leaf hash that is not 32 bytes.
+    let (c, msg) = code(
+        cn.transparency()
+            .get_inclusion_proof(pb::InclusionProofRequest {
+                leaf: Some(pb::inclusion_proof_request::Leaf::LeafHash(vec![1, 2])),
+                tree_size: 0,
+            })
+            .await
+            .map_err(Into::into),
+    );
+    assert_eq!(
+        (c, msg.contains("32-byte")),
+        (Code::InvalidArgument, true),
+        "{msg}"
+    );
+    assert_eq!(b.broker.log().head().tree_size, 0);
+}
+
+/// Sends `message` as the raw protobuf of a unary call and returns the status.
+async fn raw_unary(
+    client: &certex::client::connection::Client,
+    path: &str,
+    message: &[u8],
+) -> tonic::Status {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    /// Passes bytes through unchanged.
+    #[derive(Default)]
+    struct Raw;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let v = src.chunk().to_vec();
+            src.advance(v.len());
+            Ok(Some(v))
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(client.channel());
+    grpc.ready().await.unwrap();
+    match grpc
+        .unary(
+            tonic::Request::new(message.to_vec()),
+            http::uri::PathAndQuery::from_static(Box::leak(path.to_owned().into_boxed_str())),
+            Raw,
+        )
+        .await
+    {
+        Ok(_) => tonic::Status::ok("accepted"),
+        Err(s) => s,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

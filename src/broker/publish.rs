@@ -10,6 +10,7 @@ use crate::broker::state::State;
 use crate::error::Error;
 use crate::log::writer::Submission;
 use crate::proto as pb;
+use crate::rules::canonical::decode_canonical;
 use crate::rules::{envelope, time::format_time, validate};
 
 /// Checks `env` as published by `team` and appends it; the receipt comes
@@ -28,12 +29,19 @@ pub async fn publish(
             limit: limits.max_envelope_bytes,
         });
     }
-    let body = envelope::decode_body(&env).map_err(|e| {
-        Error::invalid(
-            "body",
-            format!("is not a valid certex.v1.Body encoding ({e})"),
-        )
-    })?;
+    if env.body.is_empty() {
+        return Err(Error::invalid("body", "is required"));
+    }
+    let body = decode_canonical(&env.body).map_err(|e| Error::invalid("body", e.to_string()))?;
+    if body.sender.is_empty() {
+        return Err(Error::invalid("sender", "is required"));
+    }
+    if env.key_id.is_empty() {
+        return Err(Error::invalid("key_id", "is required"));
+    }
+    if env.signature.is_empty() {
+        return Err(Error::invalid("signature", "is required"));
+    }
     if body.sender != team {
         return Err(Error::NotSender {
             claimed: body.sender,

@@ -106,7 +106,7 @@ impl Broker {
         let router = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(
                 move |resp: http::Response<tonic::body::Body>| {
-                    oversize_to_resource_exhausted(resp, max_message, envelope_limit)
+                    refusal_statuses(resp, max_message, envelope_limit)
                 },
             ))
             .add_service(health_service)
@@ -144,28 +144,37 @@ impl Broker {
     }
 }
 
-/// SPEC §4: an envelope over the size limit is `RESOURCE_EXHAUSTED`. A
-/// request message so large that tonic refuses to decode it at all (over
+/// SPEC §4 statuses for requests tonic refuses before a service sees them.
+/// A request message so large that tonic refuses to decode it at all (over
 /// four times the envelope limit, so it is never buffered) comes back from
-/// tonic as `OUT_OF_RANGE`; this gives it the status and a message the spec
-/// promises.
-fn oversize_to_resource_exhausted(
+/// tonic as `OUT_OF_RANGE`: it becomes `RESOURCE_EXHAUSTED` naming the limit.
+/// A request that is not a valid protobuf message of its type (truncated,
+/// wrong wire types) comes back as `INTERNAL`: it becomes `INVALID_ARGUMENT`,
+/// since the fault is the caller's.
+fn refusal_statuses(
     resp: http::Response<tonic::body::Body>,
     max_message: usize,
     envelope_limit: usize,
 ) -> http::Response<tonic::body::Body> {
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-    let oversize = header("grpc-status") == Some("11")
-        && header("grpc-message").is_some_and(|m| {
-            m.contains("decoded message length too large")
-                || m.contains("decoded%20message%20length%20too%20large")
-        });
-    if !oversize {
-        return resp;
+    // grpc-message is percent-encoded on the wire.
+    let message_has = |text: &str| {
+        header("grpc-message")
+            .is_some_and(|m| m.contains(text) || m.contains(&text.replace(' ', "%20")))
+    };
+    match header("grpc-status") {
+        Some("11") if message_has("decoded message length too large") => {
+            Status::resource_exhausted(format!(
+                "the request message is over {max_message} bytes and was not read; \
+                 an envelope may be at most the broker's limit of {envelope_limit} bytes"
+            ))
+            .into_http()
+        }
+        Some("13") if message_has("failed to decode Protobuf message") => Status::invalid_argument(
+            "the request is not a valid protobuf message of its type (truncated or malformed); \
+                 nothing was stored",
+        )
+        .into_http(),
+        _ => resp,
     }
-    Status::resource_exhausted(format!(
-        "the request message is over {max_message} bytes and was not read; \
-         an envelope may be at most the broker's limit of {envelope_limit} bytes"
-    ))
-    .into_http()
 }

@@ -52,6 +52,10 @@ fn leaf_seq(storage: &Storage, req: &InclusionProofRequest) -> Result<u64, Error
             "name the leaf by seq (from 1) or by leaf_hash".into(),
         )),
         Some(Leaf::Seq(s)) => Ok(*s),
+        Some(Leaf::LeafHash(h)) if h.len() != 32 => Err(Error::BadRequest(format!(
+            "leaf_hash must be a 32-byte SHA-256 hash, got {} bytes",
+            h.len()
+        ))),
         Some(Leaf::LeafHash(h)) => storage
             .seq_of_leaf(h)?
             .ok_or_else(|| Error::NotFound(format!("leaf {}", hex::encode(h)))),

@@ -15,6 +15,7 @@ use crate::proto::exchange_client::ExchangeClient;
 use crate::proto::transparency_client::TransparencyClient;
 use crate::proto::{self as pb};
 use crate::rules::access::TrafficScope;
+use crate::rules::canonical::decode_canonical;
 use crate::rules::directory::Directory;
 use crate::rules::envelope;
 use crate::rules::time::timestamp_text;
@@ -168,6 +169,11 @@ impl Client {
         ExchangeClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 
+    /// The underlying channel, for calls the typed clients do not cover.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn transparency(&self) -> TransparencyClient<Channel> {
         TransparencyClient::new(self.channel.clone())
     }
@@ -319,7 +325,7 @@ pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<pb::Body, Stri
     {
         return Err("leaf hash does not match the envelope".into());
     }
-    let body = envelope::decode_body(env).map_err(|e| format!("body does not decode: {e}"))?;
+    let body = decode_canonical(&env.body).map_err(|e| format!("body {e}"))?;
     let created = body
         .created_at
         .as_ref()

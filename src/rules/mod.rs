@@ -8,6 +8,7 @@
 //! other, never `log`, `broker`, `client` or `cli`.
 
 pub mod access;
+pub mod canonical;
 pub mod cases;
 pub mod directory;
 pub mod envelope;
