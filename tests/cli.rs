@@ -264,3 +264,57 @@ async fn pki_init_writes_the_spec_layout() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("XX-NOPE is not one of --teams"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_exits_non_zero_only_when_a_signature_does_not_verify() {
+    let b = TestBroker::start().await;
+    let draft_path = b.tmp.path().join("draft.json");
+    std::fs::write(&draft_path, DRAFT).unwrap();
+    let out = certex(&b, "CN-CNCERT")
+        .arg("submit")
+        .arg(&draft_path)
+        .output()
+        .await
+        .unwrap();
+    json_line(&out);
+
+    // A directory in which CN's key is another key: the signature fails.
+    let text = std::fs::read_to_string(b.pki().join("directory.toml")).unwrap();
+    let mut file: certex::rules::directory::DirectoryFile = toml::from_str(&text).unwrap();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]).verifying_key();
+    let cn = file.teams.iter_mut().find(|t| t.id == "CN-CNCERT").unwrap();
+    cn.keys[0].public_key = hex::encode(other.as_bytes());
+    cn.keys[0].key_id = None;
+    let forged = b.pki().join("forged-directory.toml");
+    std::fs::write(&forged, toml::to_string(&file).unwrap()).unwrap();
+    let out = certex(&b, "BR-CERTBR")
+        .args(["get", "1", "--directory"])
+        .arg(&forged)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a record that does not verify must fail the command"
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["verified"], false);
+    assert!(
+        printed["verify_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a signing key"),
+        "{printed}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did NOT verify"));
+
+    // The genuine directory: verified, the key active, exit 0.
+    let out = certex(&b, "BR-CERTBR")
+        .args(["get", "1"])
+        .output()
+        .await
+        .unwrap();
+    let printed = json_line(&out);
+    assert_eq!(printed["verified"], true);
+    assert_eq!(printed["key_status"], "active");
+}

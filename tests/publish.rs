@@ -91,42 +91,166 @@ async fn unknown_key_and_bad_signature_are_unauthenticated() {
     assert_eq!(b.broker.log().head().tree_size, 0);
 }
 
+/// Rewrites the broker's directory file through its typed form and reloads.
+fn edit_directory(b: &TestBroker, edit: impl FnOnce(&mut certex::rules::directory::DirectoryFile)) {
+    let path = b.pki().join("directory.toml");
+    let mut file: certex::rules::directory::DirectoryFile =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut file);
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    b.broker.reload_directory().unwrap();
+}
+
+fn now_text() -> String {
+    certex::rules::time::format_time(time::OffsetDateTime::now_utc())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_key_is_unauthenticated_after_reload() {
+async fn revocation_has_a_time_and_does_not_erase_the_past() {
     let b = TestBroker::start().await;
     let cn = b.client("CN-CNCERT").await;
-    let path = b.pki().join("directory.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let key_id = cn
+    let br = b.client("BR-CERTBR").await;
+    let before = cn
         .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("before"),
+        ))
+        .unwrap();
+    let receipt = cn.publish(before.clone()).await.unwrap();
+    let json = br.render(&br.get(get_seq(1)).await.unwrap());
+    assert_eq!(
+        (json.verified, json.key_status.as_deref()),
+        (true, Some("active"))
+    );
+
+    // `revoked = true` without a time is refused: the old directory stays.
+    let path = b.pki().join("directory.toml");
+    let kept = std::fs::read_to_string(&path).unwrap();
+    let mut file: certex::rules::directory::DirectoryFile = toml::from_str(&kept).unwrap();
+    file.teams
+        .iter_mut()
+        .find(|t| t.id == "CN-CNCERT")
+        .unwrap()
+        .keys[0]
+        .revoked = true;
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    let err = b.broker.reload_directory().unwrap_err();
+    assert!(err.contains("revoked_at"), "{err}");
+    std::fs::write(&path, &kept).unwrap();
+
+    // Revoked from now on.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    edit_directory(&b, |f| {
+        f.teams
+            .iter_mut()
+            .find(|t| t.id == "CN-CNCERT")
+            .unwrap()
+            .keys[0]
+            .revoked_at = Some(now_text());
+    });
+    let after = cn
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident("after"),
+        ))
+        .unwrap();
+    let (c, msg) = code(cn.publish(after).await);
+    assert_eq!(c, Code::Unauthenticated);
+    assert!(msg.contains("revoked"), "{msg}");
+
+    // The exact bytes logged before the revocation: the original receipt.
+    let again = cn.publish(before.clone()).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (receipt.seq, true));
+    assert_eq!(again.leaf_hash, receipt.leaf_hash);
+    // Other bytes under the same id are refused for the key, not stored.
+    let mut changed = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        incident("changed"),
+    );
+    changed.id = receipt.id.clone();
+    let (c, _) = code(cn.publish(cn.seal(&changed).unwrap()).await);
+    assert_eq!(c, Code::Unauthenticated);
+
+    // The past record is still evidence, with the key's fate shown (a client
+    // verifies against its local copy of the directory: a fresh one).
+    let br = b.client("BR-CERTBR").await;
+    let json = br.render(&br.get(get_seq(1)).await.unwrap());
+    assert!(json.verified, "{:?}", json.verify_error);
+    assert_eq!(json.key_status.as_deref(), Some("revoked-after-signing"));
+    assert_eq!(b.broker.log().head().tree_size, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_team_cannot_connect_and_its_records_still_verify() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    cn.publish(
+        cn.seal(&body(
             "CN-CNCERT",
             pb::Tlp::Clear,
             community(),
             incident("x"),
         ))
-        .unwrap()
-        .key_id;
-    let revoked = text.replace(
-        &format!("key_id = \"{key_id}\""),
-        &format!("key_id = \"{key_id}\"\nrevoked = true"),
-    );
-    assert_ne!(text, revoked);
-    std::fs::write(&path, revoked).unwrap();
-    b.broker.reload_directory().unwrap();
-    let (c, msg) = code(
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    edit_directory(&b, |f| {
+        f.teams
+            .iter_mut()
+            .find(|t| t.id == "CN-CNCERT")
+            .unwrap()
+            .retired_at = Some(now_text());
+    });
+    // The open connection's calls are refused; a new one fails the handshake.
+    let (c, _) = code(cn.get(get_seq(1)).await);
+    assert_eq!(c, Code::Unauthenticated);
+    let (c, _) = code(
         cn.publish(
             cn.seal(&body(
                 "CN-CNCERT",
                 pb::Tlp::Clear,
                 community(),
-                incident("x"),
+                incident("y"),
             ))
             .unwrap(),
         )
         .await,
     );
     assert_eq!(c, Code::Unauthenticated);
-    assert!(msg.contains("revoked"), "{msg}");
+    let files = certex::client::connection::ClientFiles::from_pki(&b.pki(), "CN-CNCERT");
+    let fresh = certex::client::connection::Client::connect(&b.url(), &files, "CN-CNCERT").await;
+    let refused = match fresh {
+        Err(_) => true,
+        Ok(c) => c.get(get_seq(1)).await.is_err(),
+    };
+    assert!(refused, "a retired team's new connection must be refused");
+    // Its keys stay listed: the past record verifies, its key now expired.
+    let br = b.client("BR-CERTBR").await;
+    let json = br.render(&br.get(get_seq(1)).await.unwrap());
+    assert!(json.verified, "{:?}", json.verify_error);
+    assert_eq!(json.key_status.as_deref(), Some("expired"));
+    // Nobody can address it any more.
+    let (c, msg) = code(
+        br.publish(
+            br.seal(&body(
+                "BR-CERTBR",
+                pb::Tlp::Amber,
+                teams(&["CN-CNCERT"]),
+                incident("z"),
+            ))
+            .unwrap(),
+        )
+        .await,
+    );
+    assert_eq!(c, Code::InvalidArgument, "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

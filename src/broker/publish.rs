@@ -50,11 +50,30 @@ pub async fn publish(
     }
     let dir = state.directory();
     let now = OffsetDateTime::now_utc();
-    let key = dir.active_key(team, &env.key_id, now)?;
-    envelope::verify(&env, &key.public)?;
+    let storage = state.log().storage();
+    let logged = match body.id.is_empty() {
+        true => None,
+        false => storage.seq_of(&body.id, team)?,
+    };
+    match dir.active_key(team, &env.key_id, now) {
+        Ok(key) => envelope::verify(&env, &key.public)?,
+        // The exact bytes of a record logged while its key was valid: the
+        // retry gets its original receipt even after a revocation.
+        Err(problem) => {
+            let same = match logged {
+                Some(seq) => storage
+                    .record(seq)?
+                    .is_some_and(|r| r.envelope == envelope::log_bytes(&env)),
+                None => false,
+            };
+            if !same {
+                return Err(problem.into());
+            }
+        }
+    }
     // A retry of a logged message is answered by the writer (original
     // receipt or ALREADY_EXISTS) even when its created_at is now old.
-    let retry = !body.id.is_empty() && state.log().storage().seq_of(&body.id, team)?.is_some();
+    let retry = logged.is_some();
     if !retry {
         // Only new messages spend the team's rate budget: a retry after a
         // timeout gets its original receipt.

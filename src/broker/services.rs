@@ -200,9 +200,11 @@ fn team_proto(t: &crate::rules::directory::Team) -> pb::Team {
                 public_key: k.public.as_bytes().to_vec(),
                 not_before: ts(k.not_before),
                 not_after: ts(k.not_after),
-                revoked: k.revoked,
+                revoked: k.revoked_at.is_some(),
+                revoked_at: ts(k.revoked_at),
             })
             .collect(),
+        retired_at: ts(t.retired_at),
     }
 }
 

@@ -88,12 +88,16 @@ impl State {
         Ok(())
     }
 
-    /// The team of an authenticated connection, if it is still in the
-    /// directory in force.
+    /// Whether the team of an authenticated connection is still a member:
+    /// in the directory in force and not retired.
     pub fn member(&self, team: &str) -> Result<(), Error> {
-        match self.directory().team(team) {
-            Some(_) => Ok(()),
-            None => Err(Error::UnknownCaller(team.to_owned())),
+        if self
+            .directory()
+            .is_member(team, time::OffsetDateTime::now_utc())
+        {
+            Ok(())
+        } else {
+            Err(Error::UnknownCaller(team.to_owned()))
         }
     }
 }

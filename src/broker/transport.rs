@@ -7,7 +7,7 @@
 //! takes the country from the id, and checks the chain against that country's
 //! anchor alone. The team is never taken from anything the client sends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -72,7 +72,8 @@ pub fn team_of_certificate(der: &[u8]) -> Result<String, String> {
 #[derive(Debug)]
 struct Anchors {
     by_country: BTreeMap<String, Arc<dyn ClientCertVerifier>>,
-    teams: BTreeSet<String>,
+    /// Team id → when it retired, if it has.
+    teams: BTreeMap<String, Option<time::OffsetDateTime>>,
 }
 
 impl Anchors {
@@ -92,7 +93,7 @@ impl Anchors {
         }
         Ok(Anchors {
             by_country,
-            teams: dir.teams().map(|t| t.id.clone()).collect(),
+            teams: dir.teams().map(|t| (t.id.clone(), t.retired_at)).collect(),
         })
     }
 }
@@ -144,8 +145,12 @@ impl TeamVerifier {
             .map_err(|e| {
                 format!("certificate for {team} does not chain to the {country} anchor: {e}")
             })?;
-        if !anchors.teams.contains(&team) {
-            return Err(format!("team {team} is not in the directory"));
+        match anchors.teams.get(&team) {
+            None => return Err(format!("team {team} is not in the directory")),
+            Some(Some(retired)) if time::OffsetDateTime::now_utc() >= *retired => {
+                return Err(format!("team {team} has retired"));
+            }
+            Some(_) => {}
         }
         Ok(team)
     }

@@ -149,7 +149,7 @@ pub async fn run() -> Result<(), String> {
         ),
     );
     let rec = br.get(get(r.seq)).await.map_err(e)?;
-    let body = verify_record(&rec, &directory)?;
+    let (body, _) = verify_record(&rec, &directory)?;
     println!(
         "BR-CERTBR reads record {}: {:?} from {}, signature verified against the directory key.",
         rec.seq,
@@ -381,6 +381,68 @@ pub async fn run() -> Result<(), String> {
             proof.tree_size,
             proof.path_len,
             &proof.root_hash[..16]
+        ),
+    );
+
+    // Key rotation: CN-CNCERT's key is replaced; what it signed before stays evidence.
+    let at = OffsetDateTime::now_utc();
+    let new_key = crate::cli::pki::rotate_signing_key(&pki, "CN-CNCERT", at)?;
+    broker.reload_directory()?;
+    let stale = cn
+        .publish(
+            cn.seal(&new_body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                pb::audience::Kind::Community(true),
+                Content::Warning(pb::Warning {
+                    title: "Signed with the old key".into(),
+                    severity: pb::Severity::Low as i32,
+                    ..Default::default()
+                }),
+            ))
+            .map_err(e)?,
+        )
+        .await;
+    let cn = connect("CN-CNCERT").await?;
+    let fresh = cn
+        .publish(
+            cn.seal(&new_body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                pb::audience::Kind::Community(true),
+                Content::Warning(pb::Warning {
+                    title: "Signed with the new key".into(),
+                    summary: "CN-CNCERT rotated its signing key.".into(),
+                    severity: pb::Severity::Low as i32,
+                    ..Default::default()
+                }),
+            ))
+            .map_err(e)?,
+        )
+        .await
+        .map_err(e)?;
+    let br = connect("BR-CERTBR").await?;
+    let old = br.render(&br.get(get(1)).await.map_err(e)?);
+    let new = br.render(&br.get(get(fresh.seq)).await.map_err(e)?);
+    if !(old.verified && new.verified) {
+        return Err(format!(
+            "a record failed verification after the key rotation: {:?} {:?}",
+            old.verify_error, new.verify_error
+        ));
+    }
+    say(
+        "9. A key rotation",
+        &format!(
+            "CN-CNCERT rotates its signing key (new key {new_key}); the old key is revoked from now on.\n\
+             A message signed with the old key: {}\n\
+             Record {} (new key): verified {}, key {}.\n\
+             Record 1, logged before the revocation: verified {}, key {} - revocation does not erase the past.",
+            refused(stale),
+            fresh.seq,
+            new.verified,
+            new.key_status.as_deref().unwrap_or("?"),
+            old.verified,
+            old.key_status.as_deref().unwrap_or("?"),
         ),
     );
 

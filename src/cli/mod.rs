@@ -20,7 +20,7 @@ use crate::broker::config::BrokerConfig;
 use crate::broker::server::{Broker, StartError};
 use crate::client::audit::{fetch_head, head_json, prove, read_public_key, verify_state};
 use crate::client::connection::{Client, ClientError, ClientFiles, record_request};
-use crate::client::draft::{BodyJson, ReceiptJson};
+use crate::client::draft::{BodyJson, ReceiptJson, RecordJson};
 use crate::proto as pb;
 use crate::rules::access::TrafficScope;
 
@@ -443,7 +443,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let rec = client
                 .get(record_request(&what, sender, &scope.scope()))
                 .await?;
-            print_json(&client.render(&rec))
+            let json = client.render(&rec);
+            print_json(&json)?;
+            unverified(&[&json])
         }
         Command::Subscribe(args) => subscribe(args).await,
         Command::Log(cmd) => log_command(cmd).await,
@@ -463,11 +465,16 @@ async fn subscribe(args: SubscribeArgs) -> Result<(), CliError> {
         .map_err(ClientError::from)?
         .into_inner();
     let mut printed = 0u64;
+    let mut failed = Vec::new();
     while args.limit.is_none_or(|l| printed < l) {
         let Some(rec) = stream.message().await.map_err(ClientError::from)? else {
             break;
         };
-        print_json(&client.render(&rec))?;
+        let json = client.render(&rec);
+        print_json(&json)?;
+        if json.verify_error.is_some() {
+            failed.push(json);
+        }
         printed += 1;
         if let Some(name) = &args.durable {
             client
@@ -480,7 +487,30 @@ async fn subscribe(args: SubscribeArgs) -> Result<(), CliError> {
                 .map_err(ClientError::from)?;
         }
     }
-    Ok(())
+    unverified(&failed.iter().collect::<Vec<_>>())
+}
+
+/// A non-zero exit when a printed record's signature does not verify (a
+/// key revoked or expired after the record was logged is not a failure:
+/// `key_status` says so). Tombstones carry no signature to check.
+fn unverified(records: &[&RecordJson]) -> Result<(), CliError> {
+    let bad: Vec<String> = records
+        .iter()
+        .filter_map(|r| {
+            r.verify_error
+                .as_ref()
+                .map(|e| format!("record {}: {e}", r.seq))
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError(format!(
+            "{} record(s) did NOT verify: {}",
+            bad.len(),
+            bad.join("; ")
+        )))
+    }
 }
 
 /// A case summary as `case list` prints it.

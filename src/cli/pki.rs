@@ -276,8 +276,10 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
                 key_id: Some(id),
                 not_before: Some(format_time(now - Duration::days(1))),
                 not_after: None,
+                revoked_at: None,
                 revoked: false,
             }],
+            retired_at: None,
         });
     }
     let file = DirectoryFile {
@@ -294,4 +296,43 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         false,
     )?;
     Ok(())
+}
+
+/// Rotates `team`'s signing key in a development PKI: a new key is written to
+/// `teams/<TEAM>/signing.key` and listed from `at`, and every earlier key of
+/// the team is revoked at `at` (records logged before stay valid evidence).
+/// Returns the new key id. The broker sees it after a directory reload.
+pub fn rotate_signing_key(dir: &Path, team: &str, at: OffsetDateTime) -> Result<String, String> {
+    let path = dir.join("directory.toml");
+    let text =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut file: DirectoryFile =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entry = file
+        .teams
+        .iter_mut()
+        .find(|t| t.id == team)
+        .ok_or_else(|| format!("team {team} is not in {}", path.display()))?;
+    for k in &mut entry.keys {
+        if k.revoked_at.is_none() {
+            k.revoked_at = Some(format_time(at));
+        }
+    }
+    let (pem, public, id) = signing_key()?;
+    entry.keys.push(KeyEntry {
+        public_key: public,
+        key_id: Some(id.clone()),
+        not_before: Some(format_time(at)),
+        not_after: None,
+        revoked_at: None,
+        revoked: false,
+    });
+    write(
+        &dir.join("teams").join(team).join("signing.key"),
+        pem.as_bytes(),
+        true,
+    )?;
+    let text = toml::to_string_pretty(&file).map_err(|e| format!("cannot write directory: {e}"))?;
+    write(&path, text.as_bytes(), false)?;
+    Ok(id)
 }

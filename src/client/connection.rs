@@ -16,7 +16,7 @@ use crate::proto::transparency_client::TransparencyClient;
 use crate::proto::{self as pb};
 use crate::rules::access::TrafficScope;
 use crate::rules::canonical::decode_canonical;
-use crate::rules::directory::Directory;
+use crate::rules::directory::{Directory, KeyStatus};
 use crate::rules::envelope;
 use crate::rules::time::timestamp_text;
 use crate::rules::validate::Kind;
@@ -315,10 +315,12 @@ impl Client {
     }
 }
 
-/// Checks a record end to end: leaf hash over the envelope bytes, body
-/// decodes, signature by a key the local directory lists for the sender,
-/// valid when the message was created. Returns the body if all hold.
-pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<pb::Body, String> {
+/// Checks a record end to end: leaf hash over the envelope bytes, a
+/// canonical body, a signature by a key the local directory lists for the
+/// sender, and that key valid when the broker logged the record (its receipt
+/// time; a key revoked or a team retired since still verifies what was logged
+/// before). Returns the body and what has happened to the key since.
+pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<(pb::Body, KeyStatus), String> {
     let env = rec.envelope.as_ref().ok_or("record carries no envelope")?;
     if crate::client::verify::leaf_hash(&envelope::log_bytes(env)).as_slice()
         != rec.leaf_hash.as_slice()
@@ -326,16 +328,33 @@ pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<pb::Body, Stri
         return Err("leaf hash does not match the envelope".into());
     }
     let body = decode_canonical(&env.body).map_err(|e| format!("body {e}"))?;
-    let created = body
-        .created_at
+    let time = |t: &prost_types::Timestamp| {
+        OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
+        )
+        .ok()
+    };
+    let logged_at = rec
+        .received_at
         .as_ref()
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t.seconds).ok())
-        .ok_or("body has no created_at")?;
-    let key = dir
-        .active_key(&body.sender, &env.key_id, created)
-        .map_err(|e| e.to_string())?;
+        .or(body.created_at.as_ref())
+        .and_then(time)
+        .ok_or("record has neither a receipt time nor created_at")?;
+    let (key, status) = dir
+        .key_for_record(
+            &body.sender,
+            &env.key_id,
+            logged_at,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| {
+            format!(
+                "{e} (when the record was logged, {})",
+                crate::rules::time::format_time(logged_at)
+            )
+        })?;
     envelope::verify(env, &key.public).map_err(|e| e.to_string())?;
-    Ok(body)
+    Ok((body, status))
 }
 
 /// The §11 JSON form of a record.
@@ -357,6 +376,8 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
             received_at,
             leaf_hash: hex::encode(&rec.leaf_hash),
             verified: false,
+            key_status: None,
+            verify_error: None,
             body: None,
             retracted: Some(TombstoneJson {
                 id: t.id.clone(),
@@ -372,9 +393,14 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
         .as_ref()
         .and_then(|e| envelope::decode_body(e).ok())
         .unwrap_or_default();
-    if let Some(Err(why)) = &verified {
-        tracing::warn!(seq = rec.seq, reason = %why, "record failed verification");
-    }
+    let (key_status, verify_error) = match &verified {
+        Some(Ok((_, status))) => (Some(status.word().to_owned()), None),
+        Some(Err(why)) => (None, Some(why.clone())),
+        None => (
+            None,
+            Some("no directory to verify against: give --directory or --pki".to_owned()),
+        ),
+    };
     RecordJson {
         seq: rec.seq,
         id: body.id.clone(),
@@ -388,6 +414,8 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
         received_at,
         leaf_hash: hex::encode(&rec.leaf_hash),
         verified: matches!(verified, Some(Ok(_))),
+        key_status,
+        verify_error,
         body: Some(BodyJson::from_body(&body)),
         retracted: None,
     }

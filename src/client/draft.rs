@@ -403,6 +403,12 @@ pub struct RecordJson {
     pub received_at: String,
     pub leaf_hash: String,
     pub verified: bool,
+    /// For a verified record: `active`, `expired` or `revoked-after-signing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_status: Option<String>,
+    /// For a record that does not verify: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<BodyJson>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -67,6 +67,10 @@ pub struct TeamEntry {
     pub contact: String,
     #[serde(default, rename = "key")]
     pub keys: Vec<KeyEntry>,
+    /// RFC 3339; from then on the team can neither connect nor publish. Its
+    /// keys stay so its past records still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +87,11 @@ pub struct KeyEntry {
     /// RFC 3339; the key is not valid after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// RFC 3339; the key is no longer trusted from this instant. Records
+    /// the broker logged before it stay valid evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Kept so an old file gets a clear message: revocation needs a time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
 }
@@ -104,6 +113,8 @@ pub struct Team {
     pub name: String,
     pub contact: String,
     pub keys: Vec<SigningKey>,
+    /// The team has left the federation from this instant.
+    pub retired_at: Option<OffsetDateTime>,
 }
 
 /// One of a team's Ed25519 signing keys.
@@ -113,7 +124,31 @@ pub struct SigningKey {
     pub public: VerifyingKey,
     pub not_before: Option<OffsetDateTime>,
     pub not_after: Option<OffsetDateTime>,
-    pub revoked: bool,
+    /// The key is no longer trusted from this instant.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A verified record's key, as of now (SPEC §2): the record was logged while
+/// the key was valid; this says what has happened to the key since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Still valid.
+    Active,
+    /// Its validity window ended, or its team retired, after the record was logged.
+    Expired,
+    /// Revoked after the record was logged.
+    RevokedAfterSigning,
+}
+
+impl KeyStatus {
+    /// The word `get` and `subscribe` print.
+    pub fn word(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::RevokedAfterSigning => "revoked-after-signing",
+        }
+    }
 }
 
 /// Why a key cannot be used to sign at a given time.
@@ -123,6 +158,8 @@ pub enum KeyProblem {
     Unknown { team: String, key_id: String },
     #[error("key {key_id} of {team} is revoked")]
     Revoked { team: String, key_id: String },
+    #[error("team {team} has retired: it can no longer sign")]
+    Retired { team: String, key_id: String },
     #[error("key {key_id} of {team} is not valid yet")]
     NotYetValid { team: String, key_id: String },
     #[error("key {key_id} of {team} has expired")]
@@ -249,6 +286,19 @@ impl Directory {
                     .map(parse_time)
                     .transpose()
                     .map_err(at)?;
+                let revoked_at = k
+                    .revoked_at
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(at)?;
+                if k.revoked && revoked_at.is_none() {
+                    return Err(at(
+                        "revoked = true needs revoked_at = \"<RFC 3339 time>\": the instant from \
+                         which the key is no longer trusted (records logged before it stay valid)"
+                            .into(),
+                    ));
+                }
                 if let Some((owner, _)) = keys.get(&id) {
                     return Err(at(format!("key {id} is already a key of {owner}")));
                 }
@@ -258,7 +308,7 @@ impl Directory {
                     public,
                     not_before,
                     not_after,
-                    revoked: k.revoked,
+                    revoked_at,
                 });
             }
             let team = Team {
@@ -267,6 +317,12 @@ impl Directory {
                 name: t.name.clone(),
                 contact: t.contact.clone(),
                 keys: team_keys,
+                retired_at: t
+                    .retired_at
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(|e| format!("team {}: retired_at: {e}", t.id))?,
             };
             if teams.insert(t.id.clone(), team).is_some() {
                 return Err(format!("team {} is listed twice", t.id));
@@ -316,8 +372,48 @@ impl Directory {
         &self.anchors
     }
 
+    /// Whether `id` is a team of the directory that has not retired by `at`:
+    /// only members connect, publish and read.
+    pub fn is_member(&self, id: &str, at: OffsetDateTime) -> bool {
+        self.teams
+            .get(id)
+            .is_some_and(|t| t.retired_at.is_none_or(|r| at < r))
+    }
+
     /// The key `key_id` of `team` if it may sign at `at`.
     pub fn active_key(
+        &self,
+        team: &str,
+        key_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<&SigningKey, KeyProblem> {
+        self.key_valid_at(team, key_id, at)
+    }
+
+    /// The key `key_id` of `team` that signed a record the broker logged at
+    /// `logged_at`, and what has happened to the key since (as of `now`).
+    /// A key revoked, or a team retired, after the record was logged still
+    /// verifies it: revocation does not erase the past.
+    pub fn key_for_record(
+        &self,
+        team: &str,
+        key_id: &str,
+        logged_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(&SigningKey, KeyStatus), KeyProblem> {
+        let key = self.key_valid_at(team, key_id, logged_at)?;
+        let retired = self.teams[team].retired_at;
+        let status = if key.revoked_at.is_some() {
+            KeyStatus::RevokedAfterSigning
+        } else if key.not_after.is_some_and(|na| now > na) || retired.is_some_and(|r| now >= r) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        };
+        Ok((key, status))
+    }
+
+    fn key_valid_at(
         &self,
         team: &str,
         key_id: &str,
@@ -328,8 +424,11 @@ impl Directory {
             Some((owner, idx)) if owner == team => &self.teams[owner].keys[*idx],
             _ => return Err(problem(|team, key_id| KeyProblem::Unknown { team, key_id })),
         };
-        if key.revoked {
+        if key.revoked_at.is_some_and(|r| at >= r) {
             return Err(problem(|team, key_id| KeyProblem::Revoked { team, key_id }));
+        }
+        if self.teams[team].retired_at.is_some_and(|r| at >= r) {
+            return Err(problem(|team, key_id| KeyProblem::Retired { team, key_id }));
         }
         if key.not_before.is_some_and(|nb| at < nb) {
             return Err(problem(|team, key_id| KeyProblem::NotYetValid {

@@ -287,10 +287,13 @@ fn time(field: &str, ts: &Option<prost_types::Timestamp>, required: bool) -> Res
 }
 
 fn known_team(field: &str, team: &str, dir: &Directory) -> Result<(), Error> {
-    if dir.team(team).is_none() {
+    if dir.team(team).is_none_or(|t| {
+        t.retired_at
+            .is_some_and(|r| time::OffsetDateTime::now_utc() >= r)
+    }) {
         return Err(Error::invalid(
             field,
-            format!("team {team:?} is not in the directory"),
+            format!("team {team:?} is not a member of the directory (absent or retired)"),
         ));
     }
     Ok(())
