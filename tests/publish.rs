@@ -900,3 +900,76 @@ async fn a_retry_gets_its_receipt_even_when_the_rate_budget_is_spent() {
     assert!(again.duplicate);
     assert_eq!(again.seq, first.seq);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_audience_is_fixed_when_the_record_is_accepted() {
+    let b = TestBroker::start().await;
+    let ru = b.client("RU-GOVCERT").await;
+    let br = b.client("BR-CERTBR").await;
+    let first = ru
+        .publish(
+            ru.seal(&body(
+                "RU-GOVCERT",
+                pb::Tlp::Amber,
+                group("SCO"),
+                incident("before BR joined"),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (c, _) = code(br.get(get_seq(first.seq)).await);
+    assert_eq!(c, Code::NotFound, "BR is not in SCO");
+
+    // BR joins SCO; IN leaves it.
+    edit_directory(&b, |f| {
+        let sco = f.groups.get_mut("SCO").unwrap();
+        sco.push("BR-CERTBR".into());
+        sco.retain(|t| t != "IN-CERTIN");
+    });
+    let (c, _) = code(br.get(get_seq(first.seq)).await);
+    assert_eq!(
+        c,
+        Code::NotFound,
+        "a team that joins later does not read the history"
+    );
+    let ind = b.client("IN-CERTIN").await;
+    ind.get(get_seq(first.seq))
+        .await
+        .expect("a member when the record was accepted still reads it");
+
+    let second = ru
+        .publish(
+            ru.seal(&body(
+                "RU-GOVCERT",
+                pb::Tlp::Amber,
+                group("SCO"),
+                incident("after BR joined"),
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    br.get(get_seq(second.seq))
+        .await
+        .expect("BR reads what was shared after it joined");
+    let (c, _) = code(ind.get(get_seq(second.seq)).await);
+    assert_eq!(c, Code::NotFound, "IN left before the second record");
+
+    // The same on a subscription from the start.
+    let mut stream = br
+        .exchange()
+        .subscribe(pb::SubscribeRequest {
+            start: Some(pb::subscribe_request::Start::AfterSeq(0)),
+            filter: None,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        seen.push(r.seq);
+    }
+    assert_eq!(seen, vec![second.seq]);
+}

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::log::writer::Submission;
 use crate::proto as pb;
 use crate::rules::canonical::decode_canonical;
+use crate::rules::directory::Directory;
 use crate::rules::{envelope, time::format_time, validate};
 
 /// Checks `env` as published by `team` and appends it; the receipt comes
@@ -90,10 +91,22 @@ pub async fn publish(
     state
         .log()
         .append(Submission {
+            group_members: group_members(&body, &dir),
             envelope: env,
             body,
         })
         .await
+}
+
+/// The members of a `group` audience now, to be stored with the record.
+fn group_members(body: &pb::Body, dir: &Directory) -> Vec<String> {
+    match body.audience.as_ref().and_then(|a| a.kind.as_ref()) {
+        Some(pb::audience::Kind::Group(name)) => dir
+            .group(name)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 fn check_skew(body: &pb::Body, now: OffsetDateTime, limits: &Limits) -> Result<(), Error> {

@@ -47,7 +47,8 @@ pub fn view_decoded(
     };
     // Who may see it at all is decided before any storage read.
     if !scope.includes(&body.exercise)
-        || access::visibility(reader, &dist, false, scope, dir) == Visibility::Hidden
+        || dir.team(reader).is_none()
+        || access::visibility(reader, &dist, false, scope) == Visibility::Hidden
     {
         return Ok(None);
     }
@@ -60,7 +61,7 @@ pub fn view_decoded(
         envelope: None,
         retracted: None,
     };
-    match access::visibility(reader, &dist, retraction.is_some(), scope, dir) {
+    match access::visibility(reader, &dist, retraction.is_some(), scope) {
         Visibility::Hidden => return Ok(None),
         Visibility::Full => record.envelope = Some(env()),
         Visibility::Tombstone => {

@@ -38,6 +38,9 @@ impl From<StorageError> for Error {
 pub struct Submission {
     pub envelope: Envelope,
     pub body: Body,
+    /// For a `group` audience: the group's members at acceptance, stored
+    /// with the record as its readers (SPEC §5).
+    pub group_members: Vec<String>,
 }
 
 struct Job {
@@ -357,7 +360,7 @@ impl Writer {
         }
 
         let seq = self.frontier.size() + 1;
-        let mut also_readers = Vec::new();
+        let mut also_readers = sub.group_members;
         match &body.content {
             Some(Content::Retraction(r)) => {
                 let target = self.find(group, &r.target, &body.sender)?.ok_or_else(|| {

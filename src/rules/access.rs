@@ -9,7 +9,6 @@
 
 use crate::proto::audience::Kind as AudienceKind;
 use crate::proto::{Audience, ExerciseSelector, exercise_selector::Scope};
-use crate::rules::directory::Directory;
 
 /// What a reader asked for: real-world traffic, one drill, or every drill.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,16 +56,19 @@ pub struct Distribution<'a> {
     pub sender: &'a str,
     pub audience: Option<&'a Audience>,
     pub exercise: &'a str,
-    /// Teams admitted beyond the audience (an assistance case's requester).
+    /// Teams admitted beyond the audience: a group's members when the record
+    /// was accepted, an assistance case's requester.
     pub also_readers: &'a [String],
 }
 
-/// Whether an audience admits `team` under the current directory.
-pub fn audience_admits(audience: Option<&Audience>, team: &str, dir: &Directory) -> bool {
+/// Whether an audience admits `team` by itself. A `group` audience admits
+/// nobody here: its members *as they were when the record was accepted* are
+/// stored with the record and admitted through [`Distribution::also_readers`],
+/// so a team that joins the group later does not read its history.
+pub fn audience_admits(audience: Option<&Audience>, team: &str) -> bool {
     match audience.and_then(|a| a.kind.as_ref()) {
         Some(AudienceKind::Community(true)) => true,
         Some(AudienceKind::Teams(list)) => list.teams.iter().any(|t| t == team),
-        Some(AudienceKind::Group(name)) => dir.group(name).is_some_and(|g| g.contains(team)),
         _ => false,
     }
 }
@@ -88,7 +90,6 @@ pub fn visibility(
     record: &Distribution<'_>,
     retracted: bool,
     scope: &TrafficScope,
-    dir: &Directory,
 ) -> Visibility {
     if !scope.includes(record.exercise) {
         return Visibility::Hidden;
@@ -96,8 +97,8 @@ pub fn visibility(
     if reader == record.sender {
         return Visibility::Full;
     }
-    let admitted = record.also_readers.iter().any(|t| t == reader)
-        || audience_admits(record.audience, reader, dir);
+    let admitted =
+        record.also_readers.iter().any(|t| t == reader) || audience_admits(record.audience, reader);
     match (admitted, retracted) {
         (false, _) => Visibility::Hidden,
         (true, false) => Visibility::Full,
@@ -109,14 +110,6 @@ pub fn visibility(
 mod tests {
     use super::*;
     use crate::proto::TeamList;
-    use crate::rules::directory::DirectoryFile;
-
-    fn dir() -> Directory {
-        // A directory with groups only needs teams; anchors are checked for
-        // teams, so build a file whose teams' countries have anchors is not
-        // possible without certificates: use no teams and an empty group set.
-        Directory::from_file(DirectoryFile::default(), std::path::Path::new(".")).unwrap()
-    }
 
     fn teams(list: &[&str]) -> Audience {
         Audience {
@@ -135,28 +128,15 @@ mod tests {
             exercise: "",
             also_readers: &[],
         };
-        let dir = dir();
         let real = TrafficScope::Real;
+        assert_eq!(visibility("CN-CNCERT", &d, true, &real), Visibility::Full);
         assert_eq!(
-            visibility("CN-CNCERT", &d, true, &real, &dir),
-            Visibility::Full
-        );
-        assert_eq!(
-            visibility("BR-CERTBR", &d, true, &real, &dir),
+            visibility("BR-CERTBR", &d, true, &real),
             Visibility::Tombstone
         );
-        assert_eq!(
-            visibility("BR-CERTBR", &d, false, &real, &dir),
-            Visibility::Full
-        );
-        assert_eq!(
-            visibility("US-CISA", &d, false, &real, &dir),
-            Visibility::Hidden
-        );
-        assert_eq!(
-            visibility("US-CISA", &d, true, &real, &dir),
-            Visibility::Hidden
-        );
+        assert_eq!(visibility("BR-CERTBR", &d, false, &real), Visibility::Full);
+        assert_eq!(visibility("US-CISA", &d, false, &real), Visibility::Hidden);
+        assert_eq!(visibility("US-CISA", &d, true, &real), Visibility::Hidden);
     }
 
     #[test]
@@ -174,53 +154,58 @@ mod tests {
             exercise: "",
             ..drill
         };
-        let dir = dir();
         let r = TrafficScope::Real;
         let e = TrafficScope::Exercise("CYBER-STORM-1".into());
         let other = TrafficScope::Exercise("OTHER".into());
         let all = TrafficScope::AllExercises;
         assert_eq!(
-            visibility("BR-CERTBR", &drill, false, &r, &dir),
+            visibility("BR-CERTBR", &drill, false, &r),
             Visibility::Hidden
         );
         assert_eq!(
-            visibility("CN-CNCERT", &drill, false, &r, &dir),
+            visibility("CN-CNCERT", &drill, false, &r),
+            Visibility::Hidden
+        );
+        assert_eq!(visibility("BR-CERTBR", &drill, false, &e), Visibility::Full);
+        assert_eq!(
+            visibility("BR-CERTBR", &drill, false, &other),
             Visibility::Hidden
         );
         assert_eq!(
-            visibility("BR-CERTBR", &drill, false, &e, &dir),
+            visibility("BR-CERTBR", &drill, false, &all),
             Visibility::Full
         );
         assert_eq!(
-            visibility("BR-CERTBR", &drill, false, &other, &dir),
+            visibility("BR-CERTBR", &real, false, &e),
             Visibility::Hidden
         );
         assert_eq!(
-            visibility("BR-CERTBR", &drill, false, &all, &dir),
-            Visibility::Full
-        );
-        assert_eq!(
-            visibility("BR-CERTBR", &real, false, &e, &dir),
+            visibility("BR-CERTBR", &real, false, &all),
             Visibility::Hidden
         );
-        assert_eq!(
-            visibility("BR-CERTBR", &real, false, &all, &dir),
-            Visibility::Hidden
-        );
-        assert_eq!(
-            visibility("BR-CERTBR", &real, false, &r, &dir),
-            Visibility::Full
-        );
+        assert_eq!(visibility("BR-CERTBR", &real, false, &r), Visibility::Full);
     }
 
     #[test]
-    fn unknown_group_and_missing_audience_admit_nobody() {
-        let dir = dir();
+    fn groups_admit_their_members_when_accepted_only() {
         let g = Audience {
             kind: Some(AudienceKind::Group("SCO".into())),
         };
-        assert!(!audience_admits(Some(&g), "CN-CNCERT", &dir));
-        assert!(!audience_admits(None, "CN-CNCERT", &dir));
+        assert!(!audience_admits(Some(&g), "CN-CNCERT"));
+        assert!(!audience_admits(None, "CN-CNCERT"));
+        let members = vec!["CN-CNCERT".to_string(), "RU-GOVCERT".to_string()];
+        let d = Distribution {
+            sender: "RU-GOVCERT",
+            audience: Some(&g),
+            exercise: "",
+            also_readers: &members,
+        };
+        let real = TrafficScope::Real;
+        assert_eq!(visibility("CN-CNCERT", &d, false, &real), Visibility::Full);
+        assert_eq!(
+            visibility("IN-CERTIN", &d, false, &real),
+            Visibility::Hidden
+        );
         let also = vec!["US-CISA".to_string()];
         let d = Distribution {
             sender: "CN-CNCERT",
@@ -229,7 +214,7 @@ mod tests {
             also_readers: &also,
         };
         assert_eq!(
-            visibility("US-CISA", &d, false, &TrafficScope::Real, &dir),
+            visibility("US-CISA", &d, false, &TrafficScope::Real),
             Visibility::Full
         );
     }
