@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes, spki::der::pem::LineEnding};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -99,15 +99,27 @@ pub fn issue_team_certificate(
 /// A fresh Ed25519 key: (PKCS#8 PEM, public key hex, key id).
 fn signing_key() -> Result<(String, String, String), String> {
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| format!("cannot encode signing key: {e}"))?;
     let public = key.verifying_key();
     Ok((
-        pem.to_string(),
+        signing_key_pem(&key)?,
         hex::encode(public.as_bytes()),
         key_id(&public),
     ))
+}
+
+/// `key` as a PKCS#8 v1 PEM (RFC 8410: version 0, id-Ed25519, the 32-byte
+/// seed, no public key), the form OpenSSL 3 and Python `cryptography` read.
+/// ed25519-dalek's own `to_pkcs8_pem` writes v2 (public key embedded), which
+/// both refuse.
+fn signing_key_pem(key: &ed25519_dalek::SigningKey) -> Result<String, String> {
+    let v1 = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let pem = v1
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| format!("cannot encode signing key: {e}"))?;
+    Ok(pem.to_string())
 }
 
 /// The federation the demo, the benchmarks and the tests use.
@@ -335,4 +347,41 @@ pub fn rotate_signing_key(dir: &Path, team: &str, at: OffsetDateTime) -> Result<
     let text = toml::to_string_pretty(&file).map_err(|e| format!("cannot write directory: {e}"))?;
     write(&path, text.as_bytes(), false)?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    use super::*;
+
+    /// RFC 8410 §7 with the seed left out: SEQUENCE { INTEGER 0,
+    /// SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }.
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+
+    #[test]
+    fn signing_keys_are_written_as_pkcs8_v1_and_read_back() {
+        let (pem, public, id) = signing_key().unwrap();
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines.first(), Some(&"-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(lines.last(), Some(&"-----END PRIVATE KEY-----"));
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(lines[1..lines.len() - 1].concat())
+            .unwrap();
+        // Version 0 and nothing after the seed: no public key, no attributes.
+        assert_eq!(der.len(), 48, "{}", hex::encode(&der));
+        assert_eq!(der[..16], V1_PREFIX, "{}", hex::encode(&der));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        write(&path, pem.as_bytes(), true).unwrap();
+        let key = crate::rules::envelope::read_signing_key(&path).unwrap();
+        assert_eq!(key.to_bytes(), der[16..]);
+        assert_eq!(hex::encode(key.verifying_key().as_bytes()), public);
+        assert_eq!(key_id(&key.verifying_key()), id);
+        assert_eq!(signing_key_pem(&key).unwrap(), pem);
+    }
 }

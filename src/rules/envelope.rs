@@ -70,13 +70,49 @@ pub fn log_bytes(envelope: &Envelope) -> Vec<u8> {
     envelope.encode_to_vec()
 }
 
-/// Reads an Ed25519 signing key from a PKCS#8 PEM file.
+/// Reads an Ed25519 signing key from a PKCS#8 PEM file
+/// (`-----BEGIN PRIVATE KEY-----`): v1 (RFC 8410, what `certex pki init`,
+/// OpenSSL and Python `cryptography` write) or v2 (with the public key,
+/// which must match; what earlier development PKIs hold).
 pub fn read_signing_key(path: &std::path::Path) -> Result<SigningKey, String> {
-    use ed25519_dalek::pkcs8::DecodePrivateKey;
     let pem = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read signing key {}: {e}", path.display()))?;
-    SigningKey::from_pkcs8_pem(&pem)
-        .map_err(|e| format!("{} is not a PKCS#8 Ed25519 key: {e}", path.display()))
+    signing_key_from_pem(&pem).map_err(|why| format!("signing key {}: {why}", path.display()))
+}
+
+/// The key in a PKCS#8 PEM text, or what is wrong with it.
+fn signing_key_from_pem(pem: &str) -> Result<SigningKey, String> {
+    use ed25519_dalek::pkcs8::{self, PrivateKeyInfo, SecretDocument};
+    const NOT_PKCS8: &str = "expected an unencrypted PKCS#8 Ed25519 key \
+                             (-----BEGIN PRIVATE KEY-----)";
+    let (label, der) =
+        SecretDocument::from_pem(pem).map_err(|_| format!("not PEM; {NOT_PKCS8}"))?;
+    match label {
+        "PRIVATE KEY" => {}
+        "ENCRYPTED PRIVATE KEY" => {
+            return Err("the key is encrypted; certex reads unencrypted keys \
+                        (decrypt it with `openssl pkey`)"
+                .into());
+        }
+        other => return Err(format!("a PEM {other:?} block; {NOT_PKCS8}")),
+    }
+    let info = PrivateKeyInfo::try_from(der.as_bytes())
+        .map_err(|e| format!("not a PKCS#8 private key ({e}); {NOT_PKCS8}"))?;
+    if info.algorithm.oid != pkcs8::ALGORITHM_OID {
+        return Err(format!(
+            "not an Ed25519 key (algorithm {}, expected {})",
+            info.algorithm.oid,
+            pkcs8::ALGORITHM_OID
+        ));
+    }
+    let has_public = info.public_key.is_some();
+    SigningKey::try_from(info).map_err(|e| {
+        if has_public {
+            format!("malformed Ed25519 key, or its public key does not match its private key ({e})")
+        } else {
+            format!("malformed Ed25519 key ({e})")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -118,5 +154,85 @@ mod tests {
             key_id: key_id(&k.verifying_key()),
         };
         assert!(verify(&env, &k.verifying_key()).is_err());
+    }
+
+    /// RFC 8410 §10.3's example key, v1 and v2 (with an attribute and the
+    /// public key); OpenSSL 3 derives public key 19bf44…66e1 from both.
+    const RFC8410_V1: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+    const RFC8410_V2: &str = "-----BEGIN PRIVATE KEY-----
+MHICAQEwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+oB8wHQYKKoZIhvcNAQkJFDEPDA1DdXJkbGUgQ2hhaXJzgSEAGb9ECWmEzf6FQbrB
+Z9w7lshQhqowtrbLDFw4rXAxZuE=
+-----END PRIVATE KEY-----
+";
+    const RFC8410_PUBLIC: &str = "19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1";
+
+    fn read_text(text: &str) -> Result<SigningKey, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.key");
+        std::fs::write(&path, text).unwrap();
+        read_signing_key(&path)
+    }
+
+    #[test]
+    fn reads_pkcs8_v1_and_v2_keys() {
+        for pem in [RFC8410_V1, RFC8410_V2] {
+            let k = read_text(pem).unwrap();
+            assert_eq!(hex::encode(k.verifying_key().as_bytes()), RFC8410_PUBLIC);
+        }
+        // What ed25519-dalek's own encoder writes (and earlier `pki init`
+        // wrote): v2, the public key embedded.
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let v2 = key().to_pkcs8_pem(Default::default()).unwrap();
+        let der = ed25519_dalek::pkcs8::SecretDocument::from_pem(&v2)
+            .unwrap()
+            .1;
+        assert_eq!(&der.as_bytes()[2..5], [0x02, 0x01, 0x01], "version 1 (v2)");
+        assert_eq!(read_text(&v2).unwrap().to_bytes(), key().to_bytes());
+    }
+
+    #[test]
+    fn unreadable_keys_are_refused_naming_the_file_and_the_problem() {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes, PublicKeyBytes};
+        let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+        let mismatched = KeypairBytes {
+            secret_key: key().to_bytes(),
+            public_key: Some(PublicKeyBytes(other.to_bytes())),
+        }
+        .to_pkcs8_pem(Default::default())
+        .unwrap();
+        // An ECDSA P-256 key from `openssl genpkey -algorithm EC`.
+        let p256 = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgyNn13g/4MeZ9pokc
+XKjokOhLAdP1dGiEe/m+IOVykYShRANCAAQcajhbNU3B5GZflZxRQa0cC4vFNjgd
+pOuq0wrss725KjqxQ8aCUssk6+Mzi2FXYHeSBbwUBEdtVOHFuPKsShaG
+-----END PRIVATE KEY-----
+";
+        let cases: [(&str, &str); 5] = [
+            (mismatched.as_str(), "does not match"),
+            (p256, "not an Ed25519 key (algorithm 1.2.840.10045.2.1"),
+            ("ed25519 seed 0707…", "not PEM"),
+            (
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                "encrypted",
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nMAA=\n-----END OPENSSH PRIVATE KEY-----\n",
+                "\"OPENSSH PRIVATE KEY\" block",
+            ),
+        ];
+        for (text, why) in cases {
+            let e = read_text(text).unwrap_err();
+            assert!(e.contains("signing.key"), "{e}");
+            assert!(e.contains(why), "{why:?} not in {e:?}");
+        }
+        let e = read_signing_key(std::path::Path::new("/nonexistent/signing.key")).unwrap_err();
+        assert!(
+            e.contains("cannot read signing key /nonexistent/signing.key"),
+            "{e}"
+        );
     }
 }
