@@ -1,6 +1,7 @@
 //! The running broker: TLS with per-country anchors, the gRPC services of
 //! SPEC §9 over authenticated connections, the publish checks, the read paths
-//! (get, subscriptions, case views, proofs), configuration and lifecycle.
+//! (get, subscriptions, case views, proofs), server reflection for generic
+//! tools, configuration and lifecycle.
 //!
 //! [`transport`] is the only module that touches rustls. The broker may use
 //! [`crate::log`], [`crate::rules`], [`crate::proto`] and [`crate::error`],
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod publish;
 pub mod read;
 pub mod recent;
+pub mod reflection;
 pub mod server;
 pub mod services;
 pub mod state;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 
 use crate::broker::config::BrokerConfig;
+use crate::broker::reflection::Reflection;
 use crate::broker::services::{Services, set_health};
 use crate::broker::state::State;
 use crate::broker::transport::{self, TeamVerifier};
@@ -88,17 +89,13 @@ impl Broker {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, tonic_health::ServingStatus::Serving).await;
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| StartError::Serve(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| StartError::Serve(e.to_string()))?;
+        let reflection = Reflection::new(&[
+            FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ])
+        .map_err(StartError::Serve)?;
 
         let max_message = c.limits.max_envelope_bytes.saturating_mul(4);
         let envelope_limit = c.limits.max_envelope_bytes;
@@ -110,8 +107,8 @@ impl Broker {
                 },
             ))
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_service(reflection.v1())
+            .add_service(reflection.v1alpha())
             .add_service(services.exchange.max_decoding_message_size(max_message))
             .add_service(services.directory)
             .add_service(services.cases)
