@@ -14,6 +14,11 @@ pub enum Error {
     /// The connection's certificate names no team of the current directory.
     #[error("team {0} is not in the broker's directory")]
     UnknownCaller(String),
+    /// A directory reload withdrew the certificate of this connection.
+    #[error(
+        "the certificate of this connection ({team}) is no longer accepted by the directory in force; reconnect with a valid certificate"
+    )]
+    Withdrawn { team: String },
     /// `body.sender` is not the team of the TLS client certificate.
     #[error(
         "body.sender is {claimed} but this connection is authenticated as {team}: a team may only publish as itself"
@@ -85,7 +90,10 @@ impl Error {
     /// The gRPC status code of SPEC §4 for this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::UnknownCaller(_) | Error::Key(_) | Error::Signature(_) => Code::Unauthenticated,
+            Error::UnknownCaller(_)
+            | Error::Withdrawn { .. }
+            | Error::Key(_)
+            | Error::Signature(_) => Code::Unauthenticated,
             Error::NotSender { .. } => Code::PermissionDenied,
             Error::Skew { .. } | Error::Invalid { .. } | Error::BadRequest(_) => {
                 Code::InvalidArgument

@@ -85,7 +85,12 @@ impl Broker {
         let c = &self.state.config;
         let tls = transport::server_config(&c.cert, &c.key, self.state.verifier.clone())
             .map_err(StartError::Config)?;
-        let incoming = transport::incoming(listener, Arc::new(tls), c.limits.max_connections);
+        let incoming = transport::incoming(
+            listener,
+            Arc::new(tls),
+            self.state.verifier.clone(),
+            c.limits.max_connections,
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, tonic_health::ServingStatus::Serving).await;

@@ -72,6 +72,11 @@ impl Svc {
             .get::<Peer>()
             .ok_or_else(|| Error::Internal("call without an authenticated connection".into()))?;
         self.0.member(&peer.team)?;
+        if !peer.conn.is_valid() {
+            return Err(Error::Withdrawn {
+                team: peer.team.clone(),
+            });
+        }
         Ok(peer.team.clone())
     }
 
@@ -138,10 +143,11 @@ impl Exchange for ExchangeService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let conn = req.extensions().get::<Peer>().map(|p| p.conn.clone());
         self.0
             .call("Subscribe", req, |b, team, r| async move {
                 let closing = b.closing.subscribe();
-                subscribe::start(b, team, r, closing)
+                subscribe::start(b, team, r, closing, conn)
             })
             .await
     }

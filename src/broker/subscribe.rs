@@ -14,6 +14,7 @@ use tonic::Status;
 use crate::broker::read::view_decoded;
 use crate::broker::recent::{Decoded, RECENT, open_head};
 use crate::broker::state::State;
+use crate::broker::transport::ConnState;
 use crate::error::Error;
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
@@ -109,6 +110,7 @@ pub fn start(
     team: String,
     req: pb::SubscribeRequest,
     closing: watch::Receiver<bool>,
+    conn: Option<Arc<ConnState>>,
 ) -> Result<ReceiverStream<Result<pb::Record, Status>>, Error> {
     let filter = Filter::from_proto(req.filter.as_ref())?;
     let storage = broker.log().storage();
@@ -137,6 +139,7 @@ pub fn start(
                 &tx,
                 &mut committed,
                 closing,
+                conn.as_deref(),
             )
             .await
             {
@@ -158,7 +161,22 @@ async fn run(
     tx: &mpsc::Sender<Result<pb::Record, Status>>,
     committed: &mut watch::Receiver<u64>,
     mut closing: watch::Receiver<bool>,
+    conn: Option<&ConnState>,
 ) -> Result<(), Status> {
+    // A directory reload that withdraws the connection's certificate or
+    // removes the team ends the stream at once, also mid catch-up.
+    let standing = |dir: &crate::rules::directory::Directory| -> Result<(), Status> {
+        if dir.team(team).is_none() {
+            return Err(Error::UnknownCaller(team.to_owned()).into());
+        }
+        if conn.is_some_and(|c| !c.is_valid()) {
+            return Err(Error::Withdrawn {
+                team: team.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    };
     let storage = broker.log().storage();
     let end = *committed.borrow_and_update();
     let mut reloads = broker.directory_reloads();
@@ -174,6 +192,7 @@ async fn run(
         while cursor < upto {
             let last = upto.min(cursor + READ_BATCH);
             let dir = broker.directory();
+            standing(&dir)?;
             // Far behind: one range scan. Near the tail, where live
             // subscribers read the same new records: the shared cache, so a
             // record is read and decoded once for all of them.
@@ -208,6 +227,9 @@ async fn run(
                     Shared::Cached(d) => (d, None),
                 };
                 cursor = d.seq;
+                if conn.is_some_and(|c| !c.is_valid()) {
+                    standing(&dir)?;
+                }
                 // Content filters look at the body, so they apply only to
                 // records delivered in full: a tombstone must not reveal the
                 // kind, severity or TLP of what was withheld.
@@ -245,6 +267,7 @@ async fn run(
                 return Err(Status::unavailable("the broker is shutting down; resume from your last seq"));
             }
             _ = tx.closed() => return Ok(()),
+            _ = async { match conn { Some(c) => c.withdrawn().await, None => std::future::pending().await } } => {}
         }
     }
 }

@@ -7,12 +7,14 @@
 //! takes the country from the id, and checks the chain against that country's
 //! anchor alone. The team is never taken from anything the client sends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,9 +27,11 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,6 +41,10 @@ use crate::rules::directory::{Directory, country_of};
 
 /// The SAN URI prefix that names a team.
 pub const TEAM_URI_PREFIX: &str = "urn:certex:team:";
+
+/// How long a connection whose certificate a reload withdrew stays open, so
+/// that its calls and streams can be answered `UNAUTHENTICATED` first.
+const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,14 +80,42 @@ pub fn team_of_certificate(der: &[u8]) -> Result<String, String> {
 #[derive(Debug)]
 struct Anchors {
     by_country: BTreeMap<String, Arc<dyn ClientCertVerifier>>,
-    /// Team id → when it retired, if it has.
-    teams: BTreeMap<String, Option<time::OffsetDateTime>>,
+    /// Country → each anchor's subject and path length.
+    path_limits: BTreeMap<String, Vec<AnchorLimit>>,
+    /// Intermediate CAs the directory allows below an anchor.
+    max_chain_depth: u32,
+    teams: BTreeMap<String, TeamAuth>,
+}
+
+/// An anchor's subject (DER) and its basicConstraints path length.
+type AnchorLimit = (Vec<u8>, Option<u32>);
+
+/// What the directory says about a team's TLS certificates.
+#[derive(Debug)]
+struct TeamAuth {
+    retired_at: Option<OffsetDateTime>,
+    revoked: BTreeSet<String>,
+    pin: Option<String>,
 }
 
 impl Anchors {
     fn build(dir: &Directory, provider: &Arc<CryptoProvider>) -> Result<Self, String> {
         let mut by_country = BTreeMap::new();
+        let mut path_limits: BTreeMap<String, Vec<AnchorLimit>> = BTreeMap::new();
         for (country, certs) in dir.anchors() {
+            for c in certs {
+                let (_, cert) = x509_parser::parse_x509_certificate(c)
+                    .map_err(|e| format!("anchor {country}: certificate does not parse: {e}"))?;
+                let path_len = cert
+                    .basic_constraints()
+                    .ok()
+                    .flatten()
+                    .and_then(|b| b.value.path_len_constraint);
+                path_limits
+                    .entry(country.clone())
+                    .or_default()
+                    .push((cert.subject().as_raw().to_vec(), path_len));
+            }
             let mut roots = RootCertStore::empty();
             for c in certs {
                 roots.add(c.clone()).map_err(|e| {
@@ -93,7 +129,21 @@ impl Anchors {
         }
         Ok(Anchors {
             by_country,
-            teams: dir.teams().map(|t| (t.id.clone(), t.retired_at)).collect(),
+            path_limits,
+            max_chain_depth: dir.max_chain_depth(),
+            teams: dir
+                .teams()
+                .map(|t| {
+                    (
+                        t.id.clone(),
+                        TeamAuth {
+                            retired_at: t.retired_at,
+                            revoked: t.revoked_certificates.clone(),
+                            pin: t.certificate_sha256.clone(),
+                        },
+                    )
+                })
+                .collect(),
         })
     }
 }
@@ -102,6 +152,9 @@ impl Anchors {
 #[derive(Debug)]
 pub struct TeamVerifier {
     anchors: RwLock<Arc<Anchors>>,
+    /// Every open authenticated connection, re-checked on each reload.
+    live: Mutex<HashMap<u64, Live>>,
+    next_id: AtomicU64,
     algorithms: WebPkiSupportedAlgorithms,
     provider: Arc<CryptoProvider>,
 }
@@ -111,16 +164,39 @@ impl TeamVerifier {
         let provider = provider();
         Ok(Arc::new(TeamVerifier {
             anchors: RwLock::new(Arc::new(Anchors::build(dir, &provider)?)),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
             algorithms: provider.signature_verification_algorithms,
             provider,
         }))
     }
 
-    /// Switches to the anchors and teams of a newly loaded directory.
+    /// Switches to the anchors and teams of a newly loaded directory, then
+    /// re-verifies every live connection's certificate against it: those that
+    /// no longer pass are withdrawn (their calls and streams end
+    /// `UNAUTHENTICATED`) and closed a moment later.
     pub fn reload(&self, dir: &Directory) -> Result<(), String> {
         let anchors = Arc::new(Anchors::build(dir, &self.provider)?);
         *self.anchors.write().unwrap_or_else(|p| p.into_inner()) = anchors;
+        let live: Vec<Live> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for conn in live {
+            if let Err(why) = self.check(&conn.chain[0], &conn.chain[1..], UnixTime::now()) {
+                tracing::info!(team = %conn.team, reason = %why, "connection withdrawn by the directory reload");
+                conn.state.withdraw();
+            }
+        }
         Ok(())
+    }
+
+    /// The number of open authenticated connections.
+    pub fn live_connections(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn check(
@@ -145,12 +221,68 @@ impl TeamVerifier {
             .map_err(|e| {
                 format!("certificate for {team} does not chain to the {country} anchor: {e}")
             })?;
-        match anchors.teams.get(&team) {
-            None => return Err(format!("team {team} is not in the directory")),
-            Some(Some(retired)) if time::OffsetDateTime::now_utc() >= *retired => {
-                return Err(format!("team {team} has retired"));
+        let auth = anchors
+            .teams
+            .get(&team)
+            .ok_or_else(|| format!("team {team} is not in the directory"))?;
+        if auth
+            .retired_at
+            .is_some_and(|r| OffsetDateTime::now_utc() >= r)
+        {
+            return Err(format!("team {team} has retired"));
+        }
+        let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
+        let (_, leaf) = x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|e| format!("client certificate does not parse: {e}"))?;
+        let serial = hex::encode(leaf.raw_serial());
+        let serial = serial.trim_start_matches('0');
+        if auth
+            .revoked
+            .iter()
+            .any(|r| *r == fingerprint || r.trim_start_matches('0') == serial)
+        {
+            return Err(format!(
+                "certificate {fingerprint} of {team} is revoked in the directory"
+            ));
+        }
+        if auth.pin.as_ref().is_some_and(|pin| *pin != fingerprint) {
+            return Err(format!(
+                "certificate {fingerprint} of {team} is not the certificate the directory pins"
+            ));
+        }
+        // webpki honours the path length of intermediates, not of anchors:
+        // count the intermediates between the leaf and its anchor here.
+        let limits = anchors
+            .path_limits
+            .get(country)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let chain: Vec<_> = intermediates
+            .iter()
+            .filter_map(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c))
+            .collect();
+        let mut issuer = leaf.issuer().as_raw();
+        let mut depth = 0u32;
+        let anchor_len = loop {
+            if let Some((_, len)) = limits.iter().find(|(subject, _)| subject == issuer) {
+                break *len;
             }
-            Some(_) => {}
+            let next = chain
+                .iter()
+                .find(|c| c.subject().as_raw() == issuer)
+                .filter(|_| (depth as usize) < chain.len())
+                .ok_or_else(|| {
+                    format!("certificate chain of {team} does not lead to the {country} anchor")
+                })?;
+            depth += 1;
+            issuer = next.issuer().as_raw();
+        };
+        let allowed = anchors.max_chain_depth.min(anchor_len.unwrap_or(u32::MAX));
+        if depth > allowed {
+            return Err(format!(
+                "certificate chain of {team} has {depth} intermediate CA(s) below the {country} anchor; \
+                 at most {allowed} allowed (anchor path length and the directory's max_chain_depth)"
+            ));
         }
         Ok(team)
     }
@@ -234,13 +366,104 @@ pub fn server_config(
 pub struct Peer {
     pub team: String,
     pub addr: SocketAddr,
+    /// Whether the connection's certificate still passes the directory.
+    pub conn: Arc<ConnState>,
+}
+
+/// A live connection's standing: valid, withdrawn by a directory reload (its
+/// calls and streams are refused), then closed.
+#[derive(Debug)]
+pub struct ConnState {
+    phase: watch::Sender<u8>,
+}
+
+const VALID: u8 = 0;
+const WITHDRAWN: u8 = 1;
+const CLOSED: u8 = 2;
+
+impl ConnState {
+    fn new() -> Arc<Self> {
+        Arc::new(ConnState {
+            phase: watch::channel(VALID).0,
+        })
+    }
+
+    /// Whether the certificate still passes the directory in force.
+    pub fn is_valid(&self) -> bool {
+        *self.phase.borrow() == VALID
+    }
+
+    /// Completes once the connection is withdrawn.
+    pub async fn withdrawn(&self) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(|p| *p != VALID).await;
+    }
+
+    fn withdraw(self: &Arc<Self>) {
+        self.phase.send_if_modified(|p| {
+            let changed = *p == VALID;
+            *p = (*p).max(WITHDRAWN);
+            changed
+        });
+        let state = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(WITHDRAW_GRACE).await;
+                    state.phase.send_replace(CLOSED);
+                });
+            }
+            Err(_) => {
+                self.phase.send_replace(CLOSED);
+            }
+        }
+    }
+}
+
+/// A registered live connection.
+#[derive(Debug, Clone)]
+struct Live {
+    team: String,
+    chain: Vec<CertificateDer<'static>>,
+    state: Arc<ConnState>,
 }
 
 /// An authenticated TLS connection handed to tonic.
 pub struct TlsConnection {
     inner: TlsStream<TcpStream>,
     peer: Peer,
+    /// Completes when the connection must close (certificate withdrawn).
+    closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+    closed: bool,
+    id: u64,
+    verifier: Arc<TeamVerifier>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl TlsConnection {
+    /// An error once the connection's certificate was withdrawn and the
+    /// grace period is over.
+    fn check_closed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if !self.closed && self.closing.as_mut().poll(cx).is_ready() {
+            self.closed = true;
+        }
+        self.closed.then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection's certificate is no longer accepted",
+            )
+        })
+    }
+}
+
+impl Drop for TlsConnection {
+    fn drop(&mut self) {
+        self.verifier
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Connected for TlsConnection {
@@ -256,7 +479,11 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(e) = this.check_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -266,7 +493,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(e) = this.check_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
@@ -279,7 +510,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(e) = this.check_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -293,6 +528,7 @@ impl AsyncWrite for TlsConnection {
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    verifier: Arc<TeamVerifier>,
     max_connections: usize,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
@@ -317,6 +553,7 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let verifier = verifier.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
@@ -330,19 +567,47 @@ pub fn incoming(
                         return;
                     }
                 };
-                let team = tls
+                let chain: Vec<CertificateDer<'static>> = tls
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|c| c.first())
+                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let team = chain
+                    .first()
                     .ok_or_else(|| "no client certificate".to_string())
                     .and_then(|c| team_of_certificate(c));
                 match team {
                     Ok(team) => {
                         tracing::debug!(%addr, %team, "connection authenticated");
+                        let state = ConnState::new();
+                        let id = verifier.next_id.fetch_add(1, Ordering::Relaxed);
+                        verifier
+                            .live
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(
+                                id,
+                                Live {
+                                    team: team.clone(),
+                                    chain,
+                                    state: state.clone(),
+                                },
+                            );
+                        let mut phase = state.phase.subscribe();
                         let conn = TlsConnection {
                             inner: tls,
-                            peer: Peer { team, addr },
+                            peer: Peer {
+                                team,
+                                addr,
+                                conn: state,
+                            },
+                            closing: Box::pin(async move {
+                                let _ = phase.wait_for(|p| *p == CLOSED).await;
+                            }),
+                            closed: false,
+                            id,
+                            verifier,
                             _permit: permit,
                         };
                         let _ = tx.send(Ok(conn)).await;

@@ -96,6 +96,32 @@ pub fn issue_team_certificate(
     Ok((cert.pem(), leaf_key.serialize_pem()))
 }
 
+/// A CA certificate: self-signed when `parent` (certificate PEM, key PEM) is
+/// `None`, else issued by it; `path_len` `None` leaves the path length
+/// unconstrained. Returns (certificate PEM, key PEM). Tests use it to forge
+/// sub-CAs and replacement anchors.
+pub fn issue_ca(
+    cn: &str,
+    parent: Option<(&str, &str)>,
+    path_len: Option<u8>,
+) -> Result<(String, String), String> {
+    let mut p = ca_params(cn, OffsetDateTime::now_utc());
+    p.is_ca = IsCa::Ca(match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    let key = KeyPair::generate().map_err(rc)?;
+    let cert = match parent {
+        None => p.self_signed(&key).map_err(rc)?,
+        Some((cert, pkey)) => {
+            let issuer_key = KeyPair::from_pem(pkey).map_err(rc)?;
+            let issuer = Issuer::from_ca_cert_pem(cert, issuer_key).map_err(rc)?;
+            p.signed_by(&key, &issuer).map_err(rc)?
+        }
+    };
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// A fresh Ed25519 key: (PKCS#8 PEM, public key hex, key id).
 fn signing_key() -> Result<(String, String, String), String> {
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
@@ -292,9 +318,12 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
                 revoked: false,
             }],
             retired_at: None,
+            revoked_certificates: vec![],
+            certificate_sha256: None,
         });
     }
     let file = DirectoryFile {
+        max_chain_depth: None,
         anchors,
         teams: entries,
         groups: group_map,

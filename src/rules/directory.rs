@@ -39,6 +39,11 @@ pub enum DirectoryError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryFile {
+    /// How many intermediate CAs may stand between a country anchor and a
+    /// team certificate (default 1). An anchor's own basicConstraints path
+    /// length, when smaller, wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chain_depth: Option<u32>,
     /// One or more CA certificates per country.
     #[serde(default, rename = "anchor")]
     pub anchors: Vec<AnchorEntry>,
@@ -71,6 +76,14 @@ pub struct TeamEntry {
     /// keys stay so its past records still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<String>,
+    /// Withdrawn TLS certificates of the team: each the certificate's serial
+    /// number or its SHA-256 fingerprint, in hex (colons allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_certificates: Vec<String>,
+    /// Optional pin: the SHA-256 fingerprint (hex) of the one certificate the
+    /// team may connect with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +112,7 @@ pub struct KeyEntry {
 /// A validated directory.
 #[derive(Debug, Clone)]
 pub struct Directory {
+    max_chain_depth: u32,
     teams: BTreeMap<String, Team>,
     anchors: BTreeMap<String, Vec<CertificateDer<'static>>>,
     groups: BTreeMap<String, BTreeSet<String>>,
@@ -115,6 +129,11 @@ pub struct Team {
     pub keys: Vec<SigningKey>,
     /// The team has left the federation from this instant.
     pub retired_at: Option<OffsetDateTime>,
+    /// Withdrawn TLS certificates: serial numbers or SHA-256 fingerprints,
+    /// lowercase hex without separators.
+    pub revoked_certificates: BTreeSet<String>,
+    /// The only certificate fingerprint accepted, if pinned.
+    pub certificate_sha256: Option<String>,
 }
 
 /// One of a team's Ed25519 signing keys.
@@ -216,6 +235,8 @@ impl Directory {
     /// Validates a parsed directory; `base` resolves certificate paths.
     pub fn from_file(file: DirectoryFile, base: &Path) -> Result<Self, String> {
         let mut anchors: BTreeMap<String, Vec<CertificateDer<'static>>> = BTreeMap::new();
+        // A CA's public key → the country it anchors.
+        let mut anchor_countries: BTreeMap<Vec<u8>, String> = BTreeMap::new();
         for a in &file.anchors {
             if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(format!(
@@ -239,6 +260,28 @@ impl Directory {
                     a.country,
                     p.display()
                 ));
+            }
+            for c in &certs {
+                let key = anchor_identity(c).map_err(|e| {
+                    format!(
+                        "anchor {}: {} is not a certificate: {e}",
+                        a.country,
+                        p.display()
+                    )
+                })?;
+                match anchor_countries.get(&key) {
+                    Some(other) if *other != a.country => {
+                        return Err(format!(
+                            "anchor {}: the CA in {} is already the anchor of {other}; \
+                             a CA may be the anchor of one country only",
+                            a.country,
+                            p.display()
+                        ));
+                    }
+                    _ => {
+                        anchor_countries.insert(key, a.country.clone());
+                    }
+                }
             }
             anchors.entry(a.country.clone()).or_default().extend(certs);
         }
@@ -323,6 +366,18 @@ impl Directory {
                     .map(parse_time)
                     .transpose()
                     .map_err(|e| format!("team {}: retired_at: {e}", t.id))?,
+                revoked_certificates: t
+                    .revoked_certificates
+                    .iter()
+                    .map(|c| certificate_ref(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("team {}: revoked_certificates: {e}", t.id))?,
+                certificate_sha256: t
+                    .certificate_sha256
+                    .as_deref()
+                    .map(certificate_ref)
+                    .transpose()
+                    .map_err(|e| format!("team {}: certificate_sha256: {e}", t.id))?,
             };
             if teams.insert(t.id.clone(), team).is_some() {
                 return Err(format!("team {} is listed twice", t.id));
@@ -343,7 +398,18 @@ impl Directory {
             }
             groups.insert(name.clone(), set);
         }
+        if anchors.is_empty() {
+            return Err(
+                "the directory lists no [[anchor]]: no team could connect; refusing it".into(),
+            );
+        }
+        if teams.is_empty() {
+            return Err(
+                "the directory lists no [[team]]: every team would be cut off; refusing it".into(),
+            );
+        }
         Ok(Directory {
+            max_chain_depth: file.max_chain_depth.unwrap_or(1),
             teams,
             anchors,
             groups,
@@ -365,6 +431,11 @@ impl Directory {
 
     pub fn groups(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
         self.groups.iter()
+    }
+
+    /// Intermediate CAs allowed between an anchor and a team certificate.
+    pub fn max_chain_depth(&self) -> u32 {
+        self.max_chain_depth
     }
 
     /// Country code → CA certificates.
@@ -441,6 +512,28 @@ impl Directory {
         }
         Ok(key)
     }
+}
+
+/// What makes two anchor certificates the same CA: its public key.
+fn anchor_identity(der: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
+/// A certificate serial or fingerprint as written in the directory:
+/// hex, colons allowed; kept lowercase without separators.
+fn certificate_ref(s: &str) -> Result<String, String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not a certificate serial or SHA-256 fingerprint in hex"
+        ));
+    }
+    Ok(hex)
 }
 
 /// Sharing group names: `[A-Z0-9-]`, 2–32 characters (e.g. `SCO`, `ASEAN-ARF`).
