@@ -40,10 +40,16 @@ async fn open_case(requester: &Client, to: &str, cc: &[&str], respond_in_secs: i
 }
 
 async fn case(c: &Client, id: &str) -> pb::Case {
+    case_of(c, "", id).await
+}
+
+/// The case `(requester, id)`; `""` leaves the requester out.
+async fn case_of(c: &Client, requester: &str, id: &str) -> pb::Case {
     c.cases()
         .get_case(pb::GetCaseRequest {
             id: id.into(),
             exercise: None,
+            requester: requester.into(),
         })
         .await
         .unwrap()
@@ -303,6 +309,7 @@ async fn a_third_team_sees_nothing_of_the_case() {
         .get_case(pb::GetCaseRequest {
             id: id.clone(),
             exercise: None,
+            requester: String::new(),
         })
         .await
         .unwrap_err();
@@ -487,7 +494,7 @@ async fn lifecycle_through_the_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_case_id_cannot_be_shadowed_and_retracted_requests_are_frozen() {
+async fn a_case_is_its_requester_and_id_and_retracted_requests_are_frozen() {
     let b = TestBroker::start().await;
     let us = b.client("US-CISA").await;
     let br = b.client("BR-CERTBR").await;
@@ -495,18 +502,82 @@ async fn a_case_id_cannot_be_shadowed_and_retracted_requests_are_frozen() {
     // US asks CN, with BR in copy; BR learns the id and tries to reuse it.
     let real = request_body("US-CISA", "CN-CNCERT", &["BR-CERTBR"], 3600);
     us.publish(us.seal(&real).unwrap()).await.unwrap();
-    let mut fake = request_body("BR-CERTBR", "CN-CNCERT", &["US-CISA"], 3600);
-    fake.id = real.id.clone();
-    let (c, msg) = code(br.publish(br.seal(&fake).unwrap()).await);
-    assert_eq!(c, Code::FailedPrecondition);
-    assert!(msg.contains("already exists"), "{msg}");
-    cn.update_case(&real.id, CaseState::Acknowledged, "", "")
+    // Ids are the requester's own: BR's request under the same id is a
+    // separate case (BR, id) and cannot shadow US's.
+    let mut other = request_body("BR-CERTBR", "CN-CNCERT", &["US-CISA"], 3600);
+    other.id = real.id.clone();
+    br.publish(br.seal(&other).unwrap()).await.unwrap();
+    // No existence oracle: a team that cannot see either request reuses the
+    // id as freely as a fresh one.
+    let za = b.client("ZA-CSIRT").await;
+    let mut unrelated = request_body("ZA-CSIRT", "DE-CERTBUND", &[], 3600);
+    unrelated.id = real.id.clone();
+    za.publish(za.seal(&unrelated).unwrap()).await.unwrap();
+    // CN reads two requests under this id: it must say whose it means.
+    let (c, msg) = code(cn.get(get_id(&real.id)).await);
+    assert_eq!(c, Code::InvalidArgument, "{msg}");
+    assert!(
+        msg.contains("give the sender") && !msg.contains("ZA-CSIRT"),
+        "{msg}"
+    );
+    let (c, _) = code(
+        cn.update_case(&real.id, CaseState::Acknowledged, "", "")
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    let ack = cn
+        .update_case_of(Some("US-CISA"), &real.id, CaseState::Acknowledged, "", "")
         .await
         .unwrap();
+    let us_case = case_of(&us, "US-CISA", &real.id).await;
+    assert_eq!(us_case.summary.as_ref().unwrap().requester, "US-CISA");
+    assert_eq!(state_of(&us_case), CaseState::Acknowledged);
     assert_eq!(
-        case(&us, &real.id).await.summary.unwrap().requester,
-        "US-CISA"
+        state_of(&case_of(&br, "BR-CERTBR", &real.id).await),
+        CaseState::Open
     );
+    assert_eq!(state_of(&case(&za, &real.id).await), CaseState::Open);
+    let (c, msg) = code(
+        cn.cases()
+            .get_case(pb::GetCaseRequest {
+                id: real.id.clone(),
+                exercise: None,
+                requester: String::new(),
+            })
+            .await
+            .map_err(Into::into),
+    );
+    assert_eq!(c, Code::InvalidArgument, "{msg}");
+
+    // A case update cannot be retracted: a case is corrected by a further update.
+    let retract_ack = body(
+        "CN-CNCERT",
+        pb::Tlp::Amber,
+        teams(&["CN-CNCERT", "BR-CERTBR"]),
+        Content::Retraction(pb::Retraction {
+            target: ack.id.clone(),
+            reason: "mistake".into(),
+        }),
+    );
+    let (c, msg) = code(cn.publish(cn.seal(&retract_ack).unwrap()).await);
+    assert_eq!(c, Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("cannot be retracted"), "{msg}");
+    // An update must name the requester.
+    let nameless = body(
+        "CN-CNCERT",
+        pb::Tlp::Amber,
+        teams(&["CN-CNCERT", "BR-CERTBR"]),
+        Content::CaseUpdate(pb::CaseUpdate {
+            case_id: real.id.clone(),
+            transition: CaseState::Accepted as i32,
+            note: String::new(),
+            reason: String::new(),
+            requester: String::new(),
+        }),
+    );
+    let (c, msg) = code(cn.publish(cn.seal(&nameless).unwrap()).await);
+    assert_eq!(c, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("case_update.requester"), "{msg}");
 
     // A retracted request takes no more updates, and its summary shows only
     // what a tombstone may.
@@ -531,6 +602,7 @@ async fn a_case_id_cannot_be_shadowed_and_retracted_requests_are_frozen() {
                 transition: CaseState::Accepted as i32,
                 note: String::new(),
                 reason: String::new(),
+                requester: "US-CISA".into(),
             }),
         );
         cn.seal(&update).unwrap()
@@ -538,7 +610,7 @@ async fn a_case_id_cannot_be_shadowed_and_retracted_requests_are_frozen() {
     let (c, msg) = code(cn.publish(env).await);
     assert_eq!(c, Code::FailedPrecondition);
     assert!(msg.contains("retracted"), "{msg}");
-    let seen = case(&cn, &real.id).await;
+    let seen = case_of(&cn, "US-CISA", &real.id).await;
     assert!(seen.request.unwrap().retracted.is_some());
     let s = seen.summary.unwrap();
     assert_eq!(

@@ -973,3 +973,35 @@ async fn a_group_audience_is_fixed_when_the_record_is_accepted() {
     }
     assert_eq!(seen, vec![second.seq]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_name_a_sender_and_an_id() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let first = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("first"));
+    cn.publish(cn.seal(&first).unwrap()).await.unwrap();
+    let mut follow_up = body(
+        "CN-CNCERT",
+        pb::Tlp::Clear,
+        community(),
+        incident("follow-up"),
+    );
+    follow_up.references = vec![pb::Reference {
+        sender: "XX-NOBODY".into(),
+        id: first.id.clone(),
+    }];
+    let (c, msg) = code(cn.publish(cn.seal(&follow_up).unwrap()).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(msg.contains("references[0].sender"), "{msg}");
+    follow_up.references[0].sender = "CN-CNCERT".into();
+    cn.publish(cn.seal(&follow_up).unwrap()).await.unwrap();
+    let json = b
+        .client("BR-CERTBR")
+        .await
+        .render(&b.client("BR-CERTBR").await.get(get_seq(2)).await.unwrap());
+    let refs = &json.body.unwrap().references;
+    assert_eq!(
+        (refs[0].sender.as_str(), refs[0].id.as_str()),
+        ("CN-CNCERT", first.id.as_str())
+    );
+}

@@ -251,7 +251,10 @@ async fn retracted_records_keep_their_leaf_and_proofs() {
             reason: "duplicate report".into(),
         }),
     );
-    retraction.references = vec![target.id.clone()];
+    retraction.references = vec![pb::Reference {
+        sender: target.sender.clone(),
+        id: target.id.clone(),
+    }];
     cn.publish(cn.seal(&retraction).unwrap()).await.unwrap();
     let key = certex::client::audit::read_public_key(&b.pki().join("broker/signing.pub")).unwrap();
     // The reader only has the tombstone's leaf hash, which the proof ties to the signed root.

@@ -143,9 +143,12 @@ pub fn get(broker: &State, team: &str, req: &pb::GetCaseRequest) -> Result<pb::C
     let not_found = || Error::NotFound(format!("case {}", req.id));
     let now = now_ms();
     let committed = broker.committed();
-    for (_, seq) in storage.seqs_of_id(&req.id)? {
-        if seq > committed {
-            continue; // not yet durable
+    // A case is (requester, request id); without a requester, the id must
+    // name one case the caller may read (hidden ones are never counted).
+    let mut found: Vec<(String, pb::Case)> = Vec::new();
+    for (requester, seq) in storage.seqs_of_id(&req.id)? {
+        if seq > committed || (!req.requester.is_empty() && requester != req.requester) {
+            continue; // not yet durable, or another requester's
         }
         let Some(state) = storage.case_state(seq)? else {
             continue; // not a request
@@ -203,7 +206,19 @@ pub fn get(broker: &State, team: &str, req: &pb::GetCaseRequest) -> Result<pb::C
             case.updates.push(view);
         }
         case.summary = Some(seen.summary);
-        return Ok(case);
+        found.push((requester, case));
     }
-    Err(not_found())
+    match found.len() {
+        0 => Err(not_found()),
+        1 => Ok(found.remove(0).1),
+        _ => Err(Error::BadRequest(format!(
+            "case {} names several cases you may read (requested by {}); give the requester",
+            req.id,
+            found
+                .iter()
+                .map(|(r, _)| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }

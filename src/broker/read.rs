@@ -92,27 +92,41 @@ pub fn get(state: &State, reader: &str, req: pb::GetRequest) -> Result<pb::Recor
     let scope = TrafficScope::from_selector(req.exercise.as_ref());
     let dir = state.directory();
     let storage = state.log().storage();
-    let (what, mut seqs) = match req.selector {
-        Some(Selector::Seq(seq)) => (format!("record {seq}"), vec![seq]),
+    let (what, mut seqs) = match &req.selector {
+        Some(Selector::Seq(seq)) => (format!("record {seq}"), vec![(String::new(), *seq)]),
         Some(Selector::Id(id)) => {
-            let mut seqs: Vec<u64> = storage
-                .seqs_of_id(&id)?
+            let mut seqs: Vec<(String, u64)> = storage
+                .seqs_of_id(id)?
                 .into_iter()
                 .filter(|(s, _)| req.sender.is_empty() || *s == req.sender)
-                .map(|(_, seq)| seq)
                 .collect();
-            seqs.sort_unstable();
+            seqs.sort_unstable_by_key(|(_, seq)| *seq);
             (format!("message {id}"), seqs)
         }
         None => return Err(Error::BadRequest("name a record by seq or by id".into())),
     };
+    // Ids are unique per sender only: an id alone may name several visible
+    // records, and the caller must say whose it means. Records it may not
+    // read are never counted, so nothing hidden is disclosed.
     let committed = state.committed();
-    for seq in seqs.drain(..).filter(|s| *s <= committed) {
+    let mut found: Vec<(String, pb::Record)> = Vec::new();
+    for (sender, seq) in seqs.drain(..).filter(|(_, s)| *s <= committed) {
         if let Some(rec) = storage.record(seq)?
             && let Some(view) = view(state, reader, seq, rec, &scope, &dir)?
         {
-            return Ok(view);
+            found.push((sender, view));
         }
     }
-    Err(Error::NotFound(what))
+    match found.len() {
+        0 => Err(Error::NotFound(what)),
+        1 => Ok(found.remove(0).1),
+        _ => Err(Error::BadRequest(format!(
+            "{what} names several records you may read (from {}); give the sender",
+            found
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }

@@ -211,7 +211,10 @@ mod tests {
                 kind: Some(pb::audience::Kind::Community(true)),
             }),
             exercise: "BRICS-2026".into(),
-            references: vec!["x".into()],
+            references: vec![pb::Reference {
+                sender: "CN-CNCERT".into(),
+                id: "x".into(),
+            }],
             content: Some(content),
         };
         let contents = [

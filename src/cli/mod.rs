@@ -310,6 +310,9 @@ pub enum CaseCommand {
 pub struct UpdateArgs {
     /// The case id (the request's id).
     pub id: String,
+    /// The requester (the request's sender), when several visible cases share the id.
+    #[arg(long)]
+    pub requester: Option<String>,
     #[arg(long, default_value = "")]
     pub note: String,
     #[arg(long, default_value = "")]
@@ -645,6 +648,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                 .get_case(pb::GetCaseRequest {
                     id,
                     exercise: Some(scope.scope().to_selector()),
+                    requester: String::new(),
                 })
                 .await
                 .map_err(ClientError::from)?
@@ -703,7 +707,13 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
     }
     let client = args.conn.connect().await?;
     let receipt = client
-        .update_case(&args.id, transition, &args.note, &args.reason)
+        .update_case_of(
+            args.requester.as_deref(),
+            &args.id,
+            transition,
+            &args.note,
+            &args.reason,
+        )
         .await?;
     print_json(&ReceiptJson::from(&receipt))
 }

@@ -247,12 +247,18 @@ impl Client {
         Ok(self.exchange().get(req).await?.into_inner())
     }
 
-    /// Fetches the assistance request `case_id` (real or exercise traffic).
-    pub async fn case_request(&self, case_id: &str) -> Result<pb::Body, ClientError> {
+    /// Fetches the assistance request `case_id` (real or exercise traffic),
+    /// of `requester` when given; without it the id must name one request
+    /// the team may read.
+    pub async fn case_request(
+        &self,
+        case_id: &str,
+        requester: Option<&str>,
+    ) -> Result<pb::Body, ClientError> {
         for scope in [TrafficScope::Real, TrafficScope::AllExercises] {
             let req = pb::GetRequest {
                 selector: Some(pb::get_request::Selector::Id(case_id.to_owned())),
-                sender: String::new(),
+                sender: requester.unwrap_or_default().to_owned(),
                 exercise: Some(scope.to_selector()),
             };
             match self.get(req).await {
@@ -289,7 +295,20 @@ impl Client {
         note: &str,
         reason: &str,
     ) -> Result<pb::Receipt, ClientError> {
-        let request = self.case_request(case_id).await?;
+        self.update_case_of(None, case_id, transition, note, reason)
+            .await
+    }
+
+    /// [`Client::update_case`] for the case `(requester, case_id)`.
+    pub async fn update_case_of(
+        &self,
+        requester: Option<&str>,
+        case_id: &str,
+        transition: pb::CaseState,
+        note: &str,
+        reason: &str,
+    ) -> Result<pb::Receipt, ClientError> {
+        let request = self.case_request(case_id, requester).await?;
         let body = pb::Body {
             id: uuid::Uuid::new_v4().to_string(),
             sender: self.team.clone(),
@@ -297,9 +316,13 @@ impl Client {
             tlp: request.tlp,
             audience: request.audience,
             exercise: request.exercise,
-            references: vec![case_id.to_owned()],
+            references: vec![pb::Reference {
+                sender: request.sender.clone(),
+                id: case_id.to_owned(),
+            }],
             content: Some(pb::body::Content::CaseUpdate(pb::CaseUpdate {
                 case_id: case_id.to_owned(),
+                requester: request.sender.clone(),
                 transition: transition as i32,
                 note: note.to_owned(),
                 reason: reason.to_owned(),

@@ -34,6 +34,14 @@ fn parse_word<T: Word + Into<i32>>(field: &str, w: &str) -> Result<i32, String> 
         .map_err(|e| format!("{field}: {e}"))
 }
 
+/// A message named by its sender and id: `{"sender": "CN-CNCERT", "id": "…"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceJson {
+    pub sender: String,
+    pub id: String,
+}
+
 /// `"community"`, `{"teams": [...]}` or `{"group": "SCO"}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -99,6 +107,8 @@ pub struct RequestJson {
 #[serde(deny_unknown_fields)]
 pub struct CaseUpdateJson {
     pub case_id: String,
+    /// The request's sender (a case is requester + request id).
+    pub requester: String,
     pub transition: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
@@ -128,7 +138,7 @@ pub struct BodyJson {
     #[serde(default)]
     pub exercise: String,
     #[serde(default)]
-    pub references: Vec<String>,
+    pub references: Vec<ReferenceJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<IncidentJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +249,7 @@ impl BodyJson {
         } else if let Some(u) = &self.case_update {
             Content::CaseUpdate(pb::CaseUpdate {
                 case_id: u.case_id.clone(),
+                requester: u.requester.clone(),
                 transition: parse_word::<CaseState>("case_update.transition", &u.transition)?,
                 note: u.note.clone(),
                 reason: u.reason.clone(),
@@ -258,7 +269,14 @@ impl BodyJson {
             tlp: parse_word::<Tlp>("tlp", &self.tlp)?,
             audience: Some(audience_in(&self.audience)?),
             exercise: self.exercise.clone(),
-            references: self.references.clone(),
+            references: self
+                .references
+                .iter()
+                .map(|r| pb::Reference {
+                    sender: r.sender.clone(),
+                    id: r.id.clone(),
+                })
+                .collect(),
             content: Some(content),
         })
     }
@@ -293,7 +311,14 @@ impl BodyJson {
             tlp: word::<Tlp>(b.tlp),
             audience: audience_out(b.audience.as_ref()),
             exercise: b.exercise.clone(),
-            references: b.references.clone(),
+            references: b
+                .references
+                .iter()
+                .map(|r| ReferenceJson {
+                    sender: r.sender.clone(),
+                    id: r.id.clone(),
+                })
+                .collect(),
             incident: None,
             warning: None,
             request: None,
@@ -336,6 +361,7 @@ impl BodyJson {
             Some(Content::CaseUpdate(u)) => {
                 j.case_update = Some(CaseUpdateJson {
                     case_id: u.case_id.clone(),
+                    requester: u.requester.clone(),
                     transition: word::<CaseState>(u.transition),
                     note: u.note.clone(),
                     reason: u.reason.clone(),

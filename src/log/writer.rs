@@ -376,6 +376,13 @@ impl Writer {
                         r.target
                     )));
                 }
+                if matches!(tbody.content, Some(Content::CaseUpdate(_))) {
+                    return Err(Error::Precondition(format!(
+                        "message {} is a case update and cannot be retracted: \
+                         correct the case with a further update",
+                        r.target
+                    )));
+                }
                 if group.retracted.contains(&target)
                     || self.storage.retraction_of(target)?.is_some()
                 {
@@ -390,7 +397,8 @@ impl Writer {
                 group.batch.put_retraction(target, seq);
             }
             Some(Content::CaseUpdate(u)) => {
-                let (request_seq, request) = self.find_case(group, &u.case_id, &body.sender)?;
+                let (request_seq, request) =
+                    self.find_case(group, &u.requester, &u.case_id, &body.sender)?;
                 if group.retracted.contains(&request_seq)
                     || self.storage.retraction_of(request_seq)?.is_some()
                 {
@@ -422,14 +430,9 @@ impl Writer {
                 also_readers = vec![request.sender.clone()];
             }
             Some(Content::Request(_)) => {
-                // A case id must name one request only, whoever sent it:
-                // otherwise a party could shadow another team's case.
-                if self.request_exists(group, &body.id)? {
-                    return Err(Error::Precondition(format!(
-                        "an assistance request with id {} already exists; use a new id",
-                        body.id
-                    )));
-                }
+                // A case is (requester, request id): the id is the
+                // requester's own, so no other team's ids are consulted and
+                // none is disclosed.
                 group.case_states.insert(seq, CaseState::Open);
                 group.batch.put_case_state(seq, CaseState::Open as i32);
             }
@@ -468,50 +471,26 @@ impl Writer {
         Ok(Outcome::After(seq, false))
     }
 
-    /// Whether any team's assistance request already uses `id`.
-    fn request_exists(&self, group: &Group, id: &str) -> Result<bool, Error> {
-        let mut seqs: Vec<u64> = self
-            .storage
-            .seqs_of_id(id)?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
-        seqs.extend(
-            group
-                .by_id
-                .iter()
-                .filter(|((i, _), _)| i == id)
-                .map(|(_, s)| *s),
-        );
-        for seq in seqs {
-            if matches!(self.load(group, seq)?.0.content, Some(Content::Request(_))) {
-                return Ok(true);
-            }
+    /// The assistance request `(requester, case_id)` that `team` is a party
+    /// to. Not found and not a party are answered alike.
+    fn find_case(
+        &self,
+        group: &Group,
+        requester: &str,
+        case_id: &str,
+        team: &str,
+    ) -> Result<(u64, Body), Error> {
+        let missing = || {
+            Error::Precondition(format!(
+                "no assistance request {case_id} of {requester} of which you are the requester or the addressee"
+            ))
+        };
+        let seq = self.find(group, case_id, requester)?.ok_or_else(missing)?;
+        let (body, _) = self.load(group, seq)?;
+        match &body.content {
+            Some(Content::Request(req)) if body.sender == team || req.to == team => Ok((seq, body)),
+            _ => Err(missing()),
         }
-        Ok(false)
-    }
-
-    /// The assistance request `case_id` that `team` is a party to.
-    fn find_case(&self, group: &Group, case_id: &str, team: &str) -> Result<(u64, Body), Error> {
-        let mut candidates: Vec<(String, u64)> = self.storage.seqs_of_id(case_id)?;
-        candidates.extend(
-            group
-                .by_id
-                .iter()
-                .filter(|((id, _), _)| id == case_id)
-                .map(|((_, sender), seq)| (sender.clone(), *seq)),
-        );
-        for (_, seq) in candidates {
-            let (body, _) = self.load(group, seq)?;
-            if let Some(Content::Request(req)) = &body.content
-                && (body.sender == team || req.to == team)
-            {
-                return Ok((seq, body));
-            }
-        }
-        Err(Error::Precondition(format!(
-            "no assistance request {case_id} of which you are the requester or the addressee"
-        )))
     }
 }
 

@@ -146,6 +146,7 @@ fn nested_canonical(number: u32, value: &[u8]) -> bool {
         5 => same::<pb::Audience>(value),
         10 => same::<pb::IncidentReport>(value),
         11 => same::<pb::Warning>(value),
+        7 => same::<pb::Reference>(value),
         12 => same::<pb::AssistanceRequest>(value),
         13 => same::<pb::CaseUpdate>(value),
         14 => same::<pb::Retraction>(value),

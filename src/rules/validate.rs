@@ -379,7 +379,8 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
     }
     list_len("references", &body.references, limits::REFERENCES)?;
     for (i, r) in body.references.iter().enumerate() {
-        check_id(&format!("references[{i}]"), r)?;
+        check_id(&format!("references[{i}].id"), &r.id)?;
+        known_team(&format!("references[{i}].sender"), &r.sender, dir)?;
     }
     let content = body.content.as_ref().ok_or_else(|| {
         Error::invalid(
@@ -471,6 +472,13 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
         }
         Content::CaseUpdate(u) => {
             check_id("case_update.case_id", &u.case_id)?;
+            if u.requester.is_empty() {
+                return Err(Error::invalid(
+                    "case_update.requester",
+                    "is required: a case is named by its requester and request id",
+                ));
+            }
+            known_team("case_update.requester", &u.requester, dir)?;
             let t: CaseState = enum_field("case_update.transition", u.transition)?;
             if t == CaseState::Open {
                 return Err(Error::invalid(
