@@ -230,6 +230,22 @@ async fn one_ca_never_anchors_two_countries_and_an_empty_directory_is_refused() 
     .unwrap_err();
     assert!(err.contains("already the anchor of"), "{err}");
     std::fs::write(&path, &good).unwrap();
+    // An RU anchor issued by the CN anchor: CN's CA could mint RU teams.
+    let cn_ca = std::fs::read_to_string(b.pki().join("ca/CN.pem")).unwrap();
+    let cn_key = std::fs::read_to_string(b.pki().join("ca/CN.key")).unwrap();
+    let (nested, _) =
+        certex::cli::pki::issue_ca("RU under CN", Some((&cn_ca, &cn_key)), Some(0)).unwrap();
+    std::fs::write(b.pki().join("ca/RU-nested.pem"), nested).unwrap();
+    let err = edit_directory(&b, |f| {
+        f.anchors
+            .iter_mut()
+            .find(|a| a.country == "RU")
+            .unwrap()
+            .certificate = "ca/RU-nested.pem".into();
+    })
+    .unwrap_err();
+    assert!(err.contains("issued by the CN anchor"), "{err}");
+    std::fs::write(&path, &good).unwrap();
     // No teams, no anchors: refused at reload and at boot.
     let err = edit_directory(&b, |f| {
         f.teams.clear();

@@ -47,7 +47,7 @@ pub fn view_decoded(
     };
     // Who may see it at all is decided before any storage read.
     if !scope.includes(&body.exercise)
-        || dir.team(reader).is_none()
+        || !dir.is_member(reader, time::OffsetDateTime::now_utc())
         || access::visibility(reader, &dist, false, scope) == Visibility::Hidden
     {
         return Ok(None);

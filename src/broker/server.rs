@@ -159,24 +159,27 @@ fn refusal_statuses(
     envelope_limit: usize,
 ) -> http::Response<tonic::body::Body> {
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-    // grpc-message is percent-encoded on the wire.
-    let message_has = |text: &str| {
-        header("grpc-message")
-            .is_some_and(|m| m.contains(text) || m.contains(&text.replace(' ', "%20")))
-    };
+    // grpc-message is percent-encoded on the wire. The texts are tonic's
+    // own; the broker's internal errors never carry them (they reach clients
+    // as a generic message), and the decode failure must open the message.
+    let message = header("grpc-message")
+        .unwrap_or_default()
+        .replace("%20", " ");
     match header("grpc-status") {
-        Some("11") if message_has("decoded message length too large") => {
+        Some("11") if message.contains("decoded message length too large") => {
             Status::resource_exhausted(format!(
                 "the request message is over {max_message} bytes and was not read; \
                  an envelope may be at most the broker's limit of {envelope_limit} bytes"
             ))
             .into_http()
         }
-        Some("13") if message_has("failed to decode Protobuf message") => Status::invalid_argument(
-            "the request is not a valid protobuf message of its type (truncated or malformed); \
+        Some("13") if message.starts_with("failed to decode Protobuf message") => {
+            Status::invalid_argument(
+                "the request is not a valid protobuf message of its type (truncated or malformed); \
                  nothing was stored",
-        )
-        .into_http(),
+            )
+            .into_http()
+        }
         _ => resp,
     }
 }

@@ -166,7 +166,7 @@ async fn run(
     // A directory reload that withdraws the connection's certificate or
     // removes the team ends the stream at once, also mid catch-up.
     let standing = |dir: &crate::rules::directory::Directory| -> Result<(), Status> {
-        if dir.team(team).is_none() {
+        if !dir.is_member(team, time::OffsetDateTime::now_utc()) {
             return Err(Error::UnknownCaller(team.to_owned()).into());
         }
         if conn.is_some_and(|c| !c.is_valid()) {

@@ -80,14 +80,14 @@ pub fn team_of_certificate(der: &[u8]) -> Result<String, String> {
 #[derive(Debug)]
 struct Anchors {
     by_country: BTreeMap<String, Arc<dyn ClientCertVerifier>>,
-    /// Country → each anchor's subject and path length.
+    /// Country → each anchor's certificate (DER) and path length.
     path_limits: BTreeMap<String, Vec<AnchorLimit>>,
     /// Intermediate CAs the directory allows below an anchor.
     max_chain_depth: u32,
     teams: BTreeMap<String, TeamAuth>,
 }
 
-/// An anchor's subject (DER) and its basicConstraints path length.
+/// An anchor's certificate (DER) and its basicConstraints path length.
 type AnchorLimit = (Vec<u8>, Option<u32>);
 
 /// What the directory says about a team's TLS certificates.
@@ -114,7 +114,7 @@ impl Anchors {
                 path_limits
                     .entry(country.clone())
                     .or_default()
-                    .push((cert.subject().as_raw().to_vec(), path_len));
+                    .push((c.as_ref().to_vec(), path_len));
             }
             let mut roots = RootCertStore::empty();
             for c in certs {
@@ -250,37 +250,27 @@ impl TeamVerifier {
                 "certificate {fingerprint} of {team} is not the certificate the directory pins"
             ));
         }
-        // webpki honours the path length of intermediates, not of anchors:
-        // count the intermediates between the leaf and its anchor here.
+        // webpki honours the path length of intermediates, not of anchors.
+        // Count what the client presented (less copies of an anchor), not a
+        // path walked by names, which forged or colliding names could
+        // shorten: at most the smallest path length of the country's anchors
+        // and the directory's max_chain_depth.
         let limits = anchors
             .path_limits
             .get(country)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let chain: Vec<_> = intermediates
+        let presented = intermediates
             .iter()
-            .filter_map(|d| x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c))
-            .collect();
-        let mut issuer = leaf.issuer().as_raw();
-        let mut depth = 0u32;
-        let anchor_len = loop {
-            if let Some((_, len)) = limits.iter().find(|(subject, _)| subject == issuer) {
-                break *len;
-            }
-            let next = chain
-                .iter()
-                .find(|c| c.subject().as_raw() == issuer)
-                .filter(|_| (depth as usize) < chain.len())
-                .ok_or_else(|| {
-                    format!("certificate chain of {team} does not lead to the {country} anchor")
-                })?;
-            depth += 1;
-            issuer = next.issuer().as_raw();
-        };
-        let allowed = anchors.max_chain_depth.min(anchor_len.unwrap_or(u32::MAX));
-        if depth > allowed {
+            .filter(|d| !limits.iter().any(|(der, _)| der.as_slice() == d.as_ref()))
+            .count();
+        let allowed = limits
+            .iter()
+            .filter_map(|(_, len)| *len)
+            .fold(anchors.max_chain_depth, u32::min) as usize;
+        if presented > allowed {
             return Err(format!(
-                "certificate chain of {team} has {depth} intermediate CA(s) below the {country} anchor; \
+                "certificate chain of {team} carries {presented} intermediate CA(s) below the {country} anchor; \
                  at most {allowed} allowed (anchor path length and the directory's max_chain_depth)"
             ));
         }
@@ -582,11 +572,19 @@ pub fn incoming(
                         tracing::debug!(%addr, %team, "connection authenticated");
                         let state = ConnState::new();
                         let id = verifier.next_id.fetch_add(1, Ordering::Relaxed);
-                        verifier
-                            .live
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(
+                        {
+                            // Checked again and registered under one lock: a
+                            // reload that swapped the anchors while this
+                            // handshake was in flight either sees this
+                            // connection or is seen by this check.
+                            let mut live = verifier.live.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Err(why) =
+                                verifier.check(&chain[0], &chain[1..], UnixTime::now())
+                            {
+                                tracing::info!(%addr, reason = %why, "connection refused after a directory reload");
+                                return;
+                            }
+                            live.insert(
                                 id,
                                 Live {
                                     team: team.clone(),
@@ -594,6 +592,7 @@ pub fn incoming(
                                     state: state.clone(),
                                 },
                             );
+                        }
                         let mut phase = state.phase.subscribe();
                         let conn = TlsConnection {
                             inner: tls,

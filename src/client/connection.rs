@@ -248,36 +248,37 @@ impl Client {
     }
 
     /// Fetches the assistance request `case_id` (real or exercise traffic),
-    /// of `requester` when given; without it the id must name one request
-    /// the team may read.
+    /// of `requester` when given; without it the id must name one case the
+    /// team may read. Asks `Cases.GetCase`, which counts requests only, so a
+    /// record of another kind under the same id cannot get in the way.
     pub async fn case_request(
         &self,
         case_id: &str,
         requester: Option<&str>,
     ) -> Result<pb::Body, ClientError> {
         for scope in [TrafficScope::Real, TrafficScope::AllExercises] {
-            let req = pb::GetRequest {
-                selector: Some(pb::get_request::Selector::Id(case_id.to_owned())),
-                sender: requester.unwrap_or_default().to_owned(),
+            let req = pb::GetCaseRequest {
+                id: case_id.to_owned(),
                 exercise: Some(scope.to_selector()),
+                requester: requester.unwrap_or_default().to_owned(),
             };
-            match self.get(req).await {
-                Ok(rec) => {
-                    let env = rec.envelope.ok_or_else(|| {
-                        ClientError::Local(format!("assistance request {case_id} was retracted"))
-                    })?;
-                    let body = envelope::decode_body(&env).map_err(|e| {
+            match self.cases().get_case(req).await {
+                Ok(case) => {
+                    let env = case
+                        .into_inner()
+                        .request
+                        .and_then(|r| r.envelope)
+                        .ok_or_else(|| {
+                            ClientError::Local(format!(
+                                "assistance request {case_id} was retracted"
+                            ))
+                        })?;
+                    return envelope::decode_body(&env).map_err(|e| {
                         ClientError::Local(format!("request {case_id} does not decode: {e}"))
-                    })?;
-                    if !matches!(body.content, Some(pb::body::Content::Request(_))) {
-                        return Err(ClientError::Local(format!(
-                            "{case_id} is not an assistance request"
-                        )));
-                    }
-                    return Ok(body);
+                    });
                 }
-                Err(ClientError::Status(s)) if s.code() == tonic::Code::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(s) if s.code() == tonic::Code::NotFound => continue,
+                Err(s) => return Err(s.into()),
             }
         }
         Err(ClientError::Local(format!(
@@ -357,12 +358,13 @@ pub fn verify_record(rec: &pb::Record, dir: &Directory) -> Result<(pb::Body, Key
         )
         .ok()
     };
+    // The broker's receipt time, never the signer's own created_at: a
+    // stolen key could backdate that.
     let logged_at = rec
         .received_at
         .as_ref()
-        .or(body.created_at.as_ref())
         .and_then(time)
-        .ok_or("record has neither a receipt time nor created_at")?;
+        .ok_or("record has no receipt time")?;
     let (key, status) = dir
         .key_for_record(
             &body.sender,

@@ -285,6 +285,7 @@ impl Directory {
             }
             anchors.entry(a.country.clone()).or_default().extend(certs);
         }
+        check_anchor_nesting(&anchors)?;
 
         let mut teams = BTreeMap::new();
         let mut keys = HashMap::new();
@@ -474,7 +475,7 @@ impl Directory {
     ) -> Result<(&SigningKey, KeyStatus), KeyProblem> {
         let key = self.key_valid_at(team, key_id, logged_at)?;
         let retired = self.teams[team].retired_at;
-        let status = if key.revoked_at.is_some() {
+        let status = if key.revoked_at.is_some_and(|r| r <= now) {
             KeyStatus::RevokedAfterSigning
         } else if key.not_after.is_some_and(|na| now > na) || retired.is_some_and(|r| now >= r) {
             KeyStatus::Expired
@@ -512,6 +513,39 @@ impl Directory {
         }
         Ok(key)
     }
+}
+
+/// Refuses an anchor issued by another country's anchor: that CA could then
+/// mint identities for the other country's teams.
+fn check_anchor_nesting(
+    anchors: &BTreeMap<String, Vec<CertificateDer<'static>>>,
+) -> Result<(), String> {
+    let mut subjects: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut issuers: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+    for (country, certs) in anchors {
+        for c in certs {
+            let (_, cert) = x509_parser::parse_x509_certificate(c)
+                .map_err(|e| format!("anchor {country}: certificate does not parse: {e}"))?;
+            subjects.push((country.clone(), cert.subject().as_raw().to_vec()));
+            issuers.push((
+                country.clone(),
+                cert.issuer().as_raw().to_vec(),
+                cert.subject().as_raw().to_vec(),
+            ));
+        }
+    }
+    for (country, issuer, subject) in &issuers {
+        if issuer == subject {
+            continue; // self-issued
+        }
+        if let Some((other, _)) = subjects.iter().find(|(c, s)| c != country && s == issuer) {
+            return Err(format!(
+                "anchor {country}: its CA is issued by the {other} anchor; \
+                 a CA may vouch for one country only"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What makes two anchor certificates the same CA: its public key.

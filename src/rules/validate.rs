@@ -286,6 +286,18 @@ fn time(field: &str, ts: &Option<prost_types::Timestamp>, required: bool) -> Res
     }
 }
 
+/// A team of the directory, retired or not: past messages of a retired team
+/// can still be referred to, and its open cases still moved by the other side.
+fn listed_team(field: &str, team: &str, dir: &Directory) -> Result<(), Error> {
+    if dir.team(team).is_none() {
+        return Err(Error::invalid(
+            field,
+            format!("team {team:?} is not in the directory"),
+        ));
+    }
+    Ok(())
+}
+
 fn known_team(field: &str, team: &str, dir: &Directory) -> Result<(), Error> {
     if dir.team(team).is_none_or(|t| {
         t.retired_at
@@ -380,7 +392,7 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
     list_len("references", &body.references, limits::REFERENCES)?;
     for (i, r) in body.references.iter().enumerate() {
         check_id(&format!("references[{i}].id"), &r.id)?;
-        known_team(&format!("references[{i}].sender"), &r.sender, dir)?;
+        listed_team(&format!("references[{i}].sender"), &r.sender, dir)?;
     }
     let content = body.content.as_ref().ok_or_else(|| {
         Error::invalid(
@@ -478,7 +490,7 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
                     "is required: a case is named by its requester and request id",
                 ));
             }
-            known_team("case_update.requester", &u.requester, dir)?;
+            listed_team("case_update.requester", &u.requester, dir)?;
             let t: CaseState = enum_field("case_update.transition", u.transition)?;
             if t == CaseState::Open {
                 return Err(Error::invalid(
