@@ -388,36 +388,29 @@ pub async fn run() -> Result<(), String> {
     let at = OffsetDateTime::now_utc();
     let new_key = crate::cli::pki::rotate_signing_key(&pki, "CN-CNCERT", at)?;
     broker.reload_directory()?;
+    let low_warning = |title: &str| {
+        new_body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            pb::audience::Kind::Community(true),
+            Content::Warning(pb::Warning {
+                title: title.into(),
+                severity: pb::Severity::Low as i32,
+                ..Default::default()
+            }),
+        )
+    };
     let stale = cn
         .publish(
-            cn.seal(&new_body(
-                "CN-CNCERT",
-                pb::Tlp::Clear,
-                pb::audience::Kind::Community(true),
-                Content::Warning(pb::Warning {
-                    title: "Signed with the old key".into(),
-                    severity: pb::Severity::Low as i32,
-                    ..Default::default()
-                }),
-            ))
-            .map_err(e)?,
+            cn.seal(&low_warning("Signed with the old key"))
+                .map_err(e)?,
         )
         .await;
     let cn = connect("CN-CNCERT").await?;
     let fresh = cn
         .publish(
-            cn.seal(&new_body(
-                "CN-CNCERT",
-                pb::Tlp::Clear,
-                pb::audience::Kind::Community(true),
-                Content::Warning(pb::Warning {
-                    title: "Signed with the new key".into(),
-                    summary: "CN-CNCERT rotated its signing key.".into(),
-                    severity: pb::Severity::Low as i32,
-                    ..Default::default()
-                }),
-            ))
-            .map_err(e)?,
+            cn.seal(&low_warning("Signed with the new key"))
+                .map_err(e)?,
         )
         .await
         .map_err(e)?;
