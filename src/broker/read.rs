@@ -46,8 +46,10 @@ pub fn view_decoded(
         also_readers: &rec.also_readers,
     };
     // Who may see it at all is decided before any storage read.
+    // A reader absent from the directory reads nothing (retirement, which
+    // needs the clock, is checked once per call and per subscription batch).
     if !scope.includes(&body.exercise)
-        || !dir.is_member(reader, time::OffsetDateTime::now_utc())
+        || dir.team(reader).is_none()
         || access::visibility(reader, &dist, false, scope) == Visibility::Hidden
     {
         return Ok(None);
