@@ -36,18 +36,22 @@ const DRAFT: &str = r#"{"tlp": "amber", "audience": {"teams": ["BR-CERTBR"]}, "e
               "sectors": ["energy"], "detected_at": "2026-11-25T10:00:00Z",
               "observables": [{"type": "ipv4", "value": "203.0.113.7"}]}}"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_get_and_log_commands() {
-    let b = TestBroker::start().await;
+/// `certex submit` of [`DRAFT`] as `team`; the command's output.
+async fn submit_draft(b: &TestBroker, team: &str) -> Output {
     let draft_path = b.tmp.path().join("draft.json");
     std::fs::write(&draft_path, DRAFT).unwrap();
-
-    let out = certex(&b, "CN-CNCERT")
+    certex(b, team)
         .arg("submit")
         .arg(&draft_path)
         .output()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_get_and_log_commands() {
+    let b = TestBroker::start().await;
+    let out = submit_draft(&b, "CN-CNCERT").await;
     let receipt = json_line(&out);
     assert_eq!(receipt["seq"], 1);
     assert_eq!(receipt["duplicate"], false);
@@ -268,15 +272,7 @@ async fn pki_init_writes_the_spec_layout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_exits_non_zero_only_when_a_signature_does_not_verify() {
     let b = TestBroker::start().await;
-    let draft_path = b.tmp.path().join("draft.json");
-    std::fs::write(&draft_path, DRAFT).unwrap();
-    let out = certex(&b, "CN-CNCERT")
-        .arg("submit")
-        .arg(&draft_path)
-        .output()
-        .await
-        .unwrap();
-    json_line(&out);
+    json_line(&submit_draft(&b, "CN-CNCERT").await);
 
     // A directory in which CN's key is another key: the signature fails.
     let text = std::fs::read_to_string(b.pki().join("directory.toml")).unwrap();
