@@ -321,17 +321,7 @@ async fn a_third_team_sees_nothing_of_the_case() {
         .unwrap()
         .into_inner();
     assert!(list.cases.is_empty());
-    let mut s = us
-        .exchange()
-        .subscribe(pb::SubscribeRequest {
-            start: Some(pb::subscribe_request::Start::AfterSeq(0)),
-            filter: None,
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(s.message().await.unwrap().is_none());
+    assert!(catch_up(&us).await.is_empty());
     let err = us
         .transparency()
         .get_inclusion_proof(pb::InclusionProofRequest {

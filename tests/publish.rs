@@ -957,20 +957,7 @@ async fn a_group_audience_is_fixed_when_the_record_is_accepted() {
     assert_eq!(c, Code::NotFound, "IN left before the second record");
 
     // The same on a subscription from the start.
-    let mut stream = br
-        .exchange()
-        .subscribe(pb::SubscribeRequest {
-            start: Some(pb::subscribe_request::Start::AfterSeq(0)),
-            filter: None,
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = Vec::new();
-    while let Some(r) = stream.message().await.unwrap() {
-        seen.push(r.seq);
-    }
+    let seen: Vec<u64> = catch_up(&br).await.iter().map(|r| r.seq).collect();
     assert_eq!(seen, vec![second.seq]);
 }
 

@@ -286,3 +286,22 @@ impl Drop for BrokerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Every record `c` may read from the start of the log, without following.
+pub async fn catch_up(c: &Client) -> Vec<pb::Record> {
+    let mut stream = c
+        .exchange()
+        .subscribe(pb::SubscribeRequest {
+            start: Some(pb::subscribe_request::Start::AfterSeq(0)),
+            filter: None,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        out.push(r);
+    }
+    out
+}
