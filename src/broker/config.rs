@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Limits of SPEC §4, with their defaults.
+/// Limits of SPEC §4 and §15, with their defaults. Every limit is per broker
+/// unless its name says per team, per connection or per subscription; the
+/// README states what each bounds and the memory formula they add up to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -15,25 +17,104 @@ pub struct Limits {
     pub max_envelope_bytes: usize,
     /// Allowed distance of `created_at` from the broker clock, in seconds.
     pub clock_skew_secs: u64,
-    /// Sustained publishes per second per team.
+    /// Sustained new messages per second per team.
     pub rate_per_second: u32,
-    /// Publishes a team may burst above the sustained rate.
+    /// New messages a team may burst above the sustained rate.
     pub rate_burst: u32,
-    /// Open connections the broker accepts at once.
+    /// Sustained envelope bytes per second per team.
+    pub rate_bytes_per_second: u32,
+    /// Envelope bytes a team may burst above the sustained byte rate.
+    pub rate_bytes_burst: u32,
+    /// Sustained retries (re-publishes of a logged id) per second per team.
+    pub retry_rate_per_second: u32,
+    /// Retries a team may burst above the sustained retry rate.
+    pub retry_burst: u32,
+    /// Envelope bytes a team may publish per UTC day (0: no quota).
+    pub team_bytes_per_day: u64,
+    /// Open authenticated connections the broker keeps at once.
     pub max_connections: usize,
+    /// Open authenticated connections per team.
+    pub max_connections_per_team: usize,
+    /// Connection slots kept for teams holding fewer than two connections.
+    pub connection_reserve: usize,
+    /// TLS handshakes in progress at once (before any certificate is seen).
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address.
+    pub max_handshakes_per_source: usize,
+    /// How long a client may take to complete the TLS handshake, in ms.
+    pub handshake_timeout_ms: u64,
+    /// HTTP/2 streams (calls) open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive ping interval, in seconds.
+    pub keepalive_secs: u64,
+    /// How long a keepalive ping may go unanswered before the connection is closed, in seconds.
+    pub keepalive_timeout_secs: u64,
+    /// A connection is asked to go away (GOAWAY) after this long, in seconds.
+    pub max_connection_age_secs: u64,
+    /// Calls still open on a connection past its age end after this long, in seconds.
+    pub max_connection_age_grace_secs: u64,
+    /// A connection with no open call for this long is closed, in ms.
+    pub idle_timeout_ms: u64,
+    /// Deadline of a unary call, reading its request included, in ms.
+    pub call_timeout_ms: u64,
+    /// Request bytes a team may have in flight (received, not yet answered).
+    pub max_inflight_bytes_per_team: usize,
+    /// Request bytes all teams together may have in flight.
+    pub max_inflight_bytes: usize,
     /// Open subscriptions per team; more are refused with RESOURCE_EXHAUSTED.
     pub max_subscriptions_per_team: usize,
+    /// Open subscriptions on the broker.
+    pub max_subscriptions: usize,
+    /// Bytes of records a subscription queues ahead of its consumer (one
+    /// record always fits, however large).
+    pub subscription_buffer_bytes: usize,
+    /// Entries in each list of a subscription filter (`kinds`, `senders`, `tlps`).
+    pub max_filter_entries: usize,
+    /// Durable subscription names per team.
+    pub max_durable_names_per_team: usize,
+    /// Bytes of recently committed records kept decoded for live subscribers.
+    pub recent_cache_bytes: usize,
+    /// Free space the data directory's device must keep; below it Publish
+    /// is refused with RESOURCE_EXHAUSTED while reads go on.
+    pub min_free_disk_bytes: u64,
 }
+
+const MIB: usize = 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_envelope_bytes: 1024 * 1024,
+            max_envelope_bytes: MIB,
             clock_skew_secs: 600,
             rate_per_second: 2000,
             rate_burst: 4000,
+            rate_bytes_per_second: 16 * MIB as u32,
+            rate_bytes_burst: 64 * MIB as u32,
+            retry_rate_per_second: 500,
+            retry_burst: 2000,
+            team_bytes_per_day: 0,
             max_connections: 4096,
+            max_connections_per_team: 32,
+            connection_reserve: 256,
+            max_handshakes: 128,
+            max_handshakes_per_source: 16,
+            handshake_timeout_ms: 5000,
+            max_streams_per_connection: 64,
+            keepalive_secs: 30,
+            keepalive_timeout_secs: 20,
+            max_connection_age_secs: 24 * 3600,
+            max_connection_age_grace_secs: 600,
+            idle_timeout_ms: 600_000,
+            call_timeout_ms: 30_000,
+            max_inflight_bytes_per_team: 8 * MIB,
+            max_inflight_bytes: 128 * MIB,
             max_subscriptions_per_team: 32,
+            max_subscriptions: 4096,
+            subscription_buffer_bytes: 256 * 1024,
+            max_filter_entries: 1024,
+            max_durable_names_per_team: 64,
+            recent_cache_bytes: 64 * MIB,
+            min_free_disk_bytes: 1024 * MIB as u64,
         }
     }
 }
@@ -101,14 +182,68 @@ impl BrokerConfig {
         if l.max_envelope_bytes < 1024 {
             return Err("limits.max_envelope_bytes must be at least 1024".into());
         }
-        if l.rate_per_second == 0 || l.rate_burst == 0 {
-            return Err("limits.rate_per_second and limits.rate_burst must be positive".into());
+        let positive: [(&str, u64); 21] = [
+            ("rate_per_second", l.rate_per_second.into()),
+            ("rate_burst", l.rate_burst.into()),
+            ("rate_bytes_per_second", l.rate_bytes_per_second.into()),
+            ("retry_rate_per_second", l.retry_rate_per_second.into()),
+            ("retry_burst", l.retry_burst.into()),
+            ("max_connections", l.max_connections as u64),
+            (
+                "max_connections_per_team",
+                l.max_connections_per_team as u64,
+            ),
+            ("max_handshakes", l.max_handshakes as u64),
+            (
+                "max_handshakes_per_source",
+                l.max_handshakes_per_source as u64,
+            ),
+            ("handshake_timeout_ms", l.handshake_timeout_ms),
+            (
+                "max_streams_per_connection",
+                l.max_streams_per_connection.into(),
+            ),
+            ("keepalive_secs", l.keepalive_secs),
+            ("keepalive_timeout_secs", l.keepalive_timeout_secs),
+            ("max_connection_age_secs", l.max_connection_age_secs),
+            ("idle_timeout_ms", l.idle_timeout_ms),
+            ("call_timeout_ms", l.call_timeout_ms),
+            (
+                "max_subscriptions_per_team",
+                l.max_subscriptions_per_team as u64,
+            ),
+            ("max_subscriptions", l.max_subscriptions as u64),
+            (
+                "subscription_buffer_bytes",
+                l.subscription_buffer_bytes as u64,
+            ),
+            ("max_filter_entries", l.max_filter_entries as u64),
+            (
+                "max_durable_names_per_team",
+                l.max_durable_names_per_team as u64,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{name} must be positive"));
         }
-        if l.max_connections == 0 || l.max_subscriptions_per_team == 0 {
+        if (l.rate_bytes_burst as usize) < l.max_envelope_bytes {
             return Err(
-                "limits.max_connections and limits.max_subscriptions_per_team must be positive"
+                "limits.rate_bytes_burst must be at least limits.max_envelope_bytes, \
+                 or no envelope of the largest size could ever be published"
                     .into(),
             );
+        }
+        if l.max_inflight_bytes_per_team < l.max_envelope_bytes + 1024
+            || l.max_inflight_bytes < l.max_inflight_bytes_per_team
+        {
+            return Err(
+                "limits.max_inflight_bytes_per_team must exceed limits.max_envelope_bytes \
+                 (plus 1 KiB of framing) and limits.max_inflight_bytes must be at least it"
+                    .into(),
+            );
+        }
+        if l.connection_reserve >= l.max_connections {
+            return Err("limits.connection_reserve must be below limits.max_connections".into());
         }
         Ok(())
     }
