@@ -65,6 +65,9 @@ pub enum Error {
     },
     #[error("team {team} already has {limit} open subscriptions; close one first")]
     TooManyStreams { team: String, limit: usize },
+    /// Another of the broker's resource limits (SPEC §15); the message names it.
+    #[error("{0}")]
+    Limit(String),
     /// Not there, or not for this caller: the two are not distinguished.
     #[error("{0} not found")]
     NotFound(String),
@@ -87,6 +90,43 @@ impl Error {
         }
     }
 
+    /// The name of the field at fault, where there is one: what a refusal's
+    /// log line may name (never the field's value).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { field, .. } => Some(field),
+            Error::Skew { .. } => Some("created_at"),
+            Error::NotSender { .. } => Some("sender"),
+            Error::Key(_) => Some("key_id"),
+            Error::Signature(_) => Some("signature"),
+            Error::TooLarge { .. } => Some("envelope"),
+            _ => None,
+        }
+    }
+
+    /// A short name of the refusal for logs: which rule refused, no values.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::UnknownCaller(_) => "unknown-caller",
+            Error::Withdrawn { .. } => "certificate-withdrawn",
+            Error::NotSender { .. } => "not-sender",
+            Error::Key(_) => "key",
+            Error::Signature(_) => "signature",
+            Error::Skew { .. } => "clock-skew",
+            Error::AlreadyExists { .. } => "already-exists",
+            Error::TooLarge { .. } => "too-large",
+            Error::Invalid { .. } => "invalid-field",
+            Error::Precondition(_) => "precondition",
+            Error::RateLimited { .. } => "rate-limit",
+            Error::TooManyStreams { .. } => "subscription-limit",
+            Error::Limit(_) => "resource-limit",
+            Error::NotFound(_) => "not-found",
+            Error::BadRequest(_) => "bad-request",
+            Error::Unavailable => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// The gRPC status code of SPEC §4 for this error.
     pub fn code(&self) -> Code {
         match self {
@@ -99,9 +139,10 @@ impl Error {
                 Code::InvalidArgument
             }
             Error::AlreadyExists { .. } => Code::AlreadyExists,
-            Error::TooLarge { .. } | Error::RateLimited { .. } | Error::TooManyStreams { .. } => {
-                Code::ResourceExhausted
-            }
+            Error::TooLarge { .. }
+            | Error::RateLimited { .. }
+            | Error::TooManyStreams { .. }
+            | Error::Limit(_) => Code::ResourceExhausted,
             Error::Precondition(_) => Code::FailedPrecondition,
             Error::NotFound(_) => Code::NotFound,
             Error::Unavailable => Code::Unavailable,

@@ -1,31 +1,46 @@
 //! Per-team budgets the broker enforces so no member can crowd out the
-//! others (SPEC §15): open subscriptions per team, and the publish rate.
+//! others (SPEC §15): open subscriptions per team and in all, new messages
+//! and envelope bytes per second, retries per second, an optional quota of
+//! bytes per day, and the free-disk watermark below which nothing new is
+//! accepted.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use governor::Quota;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::config::Limits;
 use crate::error::Error;
+use crate::log::storage::Storage;
 
-/// Open subscriptions per team, bounded.
+/// Open subscriptions per team and in all, bounded.
 pub struct StreamSlots {
     per_team: usize,
+    total: Arc<Semaphore>,
+    total_limit: usize,
     teams: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
+/// A subscription's slots, released on drop.
+pub struct StreamSlot {
+    _team: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+}
+
 impl StreamSlots {
-    pub fn new(per_team: usize) -> Self {
+    pub fn new(per_team: usize, total: usize) -> Self {
         StreamSlots {
             per_team,
+            total: Arc::new(Semaphore::new(total)),
+            total_limit: total,
             teams: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn acquire(&self, team: &str) -> Result<OwnedSemaphorePermit, Error> {
+    pub fn acquire(&self, team: &str) -> Result<StreamSlot, Error> {
         let sem = self
             .teams
             .lock()
@@ -33,16 +48,195 @@ impl StreamSlots {
             .entry(team.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_team)))
             .clone();
-        sem.try_acquire_owned().map_err(|_| Error::TooManyStreams {
+        let team_slot = sem.try_acquire_owned().map_err(|_| Error::TooManyStreams {
             team: team.to_owned(),
             limit: self.per_team,
+        })?;
+        let total = self.total.clone().try_acquire_owned().map_err(|_| {
+            Error::Limit(format!(
+                "the broker holds its limit of {} open subscriptions (limits.max_subscriptions); \
+                 retry later",
+                self.total_limit
+            ))
+        })?;
+        Ok(StreamSlot {
+            _team: team_slot,
+            _total: total,
         })
     }
 }
 
-/// The per-team publish rate of the configured limits.
-pub fn rate_quota(l: &Limits) -> Quota {
-    let per_second = NonZeroU32::new(l.rate_per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(l.rate_burst).unwrap_or(NonZeroU32::MIN);
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     Quota::per_second(per_second).allow_burst(burst)
+}
+
+/// What a team may publish: new messages and their bytes per second,
+/// retries per second, and bytes per UTC day.
+pub struct PublishBudgets {
+    limits: Limits,
+    messages: DefaultKeyedRateLimiter<String>,
+    bytes: DefaultKeyedRateLimiter<String>,
+    retries: DefaultKeyedRateLimiter<String>,
+    /// Team → (UTC day number, bytes accepted that day). In memory: a
+    /// restart forgets the day's count.
+    daily: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl PublishBudgets {
+    pub fn new(l: &Limits) -> Self {
+        PublishBudgets {
+            limits: l.clone(),
+            messages: RateLimiter::keyed(quota(l.rate_per_second, l.rate_burst)),
+            bytes: RateLimiter::keyed(quota(l.rate_bytes_per_second, l.rate_bytes_burst)),
+            retries: RateLimiter::keyed(quota(l.retry_rate_per_second, l.retry_burst)),
+            daily: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Spends a new message of `size` envelope bytes from `team`'s budgets.
+    pub fn new_message(&self, team: &str, size: usize) -> Result<(), Error> {
+        let l = &self.limits;
+        let key = team.to_owned();
+        if self.messages.check_key(&key).is_err() {
+            return Err(Error::RateLimited {
+                team: key,
+                per_second: l.rate_per_second,
+                burst: l.rate_burst,
+            });
+        }
+        let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        if !matches!(self.bytes.check_key_n(&key, n), Ok(Ok(()))) {
+            return Err(Error::Limit(format!(
+                "byte rate limit exceeded for team {team}: at most {} envelope bytes per second \
+                 (burst {}); retry later",
+                l.rate_bytes_per_second, l.rate_bytes_burst
+            )));
+        }
+        if l.team_bytes_per_day > 0 {
+            let day = time::OffsetDateTime::now_utc()
+                .unix_timestamp()
+                .div_euclid(86_400);
+            let mut daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = daily.entry(key).or_insert((day, 0));
+            if entry.0 != day {
+                *entry = (day, 0);
+            }
+            if entry.1 + size as u64 > l.team_bytes_per_day {
+                return Err(Error::Limit(format!(
+                    "team {team} has used its quota of {} envelope bytes for today (UTC; \
+                     limits.team_bytes_per_day)",
+                    l.team_bytes_per_day
+                )));
+            }
+            entry.1 += size as u64;
+        }
+        Ok(())
+    }
+
+    /// Spends a retry (a publish of an id already logged) from `team`'s
+    /// retry budget.
+    pub fn retry(&self, team: &str) -> Result<(), Error> {
+        let l = &self.limits;
+        if self.retries.check_key(&team.to_owned()).is_err() {
+            return Err(Error::Limit(format!(
+                "retry rate limit exceeded for team {team}: at most {} re-publishes of logged \
+                 messages per second (burst {}); retry later",
+                l.retry_rate_per_second, l.retry_burst
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How long a free-space reading is trusted.
+const DISK_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// The free-disk watermark: below `min_free` free bytes on the data
+/// directory's device, nothing new is accepted.
+pub struct DiskWatch {
+    min_free: u64,
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl DiskWatch {
+    pub fn new(min_free: u64) -> Self {
+        DiskWatch {
+            min_free,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether there is room for a new message.
+    pub fn check(&self, storage: &Storage) -> Result<(), Error> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let free = match *last {
+            Some((at, free)) if at.elapsed() < DISK_CHECK_EVERY => free,
+            _ => {
+                let free = storage.free_bytes().map_err(|e| {
+                    Error::Internal(format!("cannot read the free disk space: {e}"))
+                })?;
+                *last = Some((Instant::now(), free));
+                free
+            }
+        };
+        if free < self.min_free {
+            return Err(Error::Limit(format!(
+                "the broker's disk is nearly full ({free} bytes free, below its watermark of {} \
+                 bytes, limits.min_free_disk_bytes): publishing is paused; reads, subscriptions \
+                 and proofs go on; the operator must free space",
+                self.min_free
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_and_retry_budgets() {
+        let l = Limits {
+            rate_bytes_per_second: 1,
+            rate_bytes_burst: 4096,
+            max_envelope_bytes: 4096,
+            retry_rate_per_second: 1,
+            retry_burst: 2,
+            team_bytes_per_day: 5000,
+            ..Limits::default()
+        };
+        let b = PublishBudgets::new(&l);
+        assert!(b.new_message("A", 3000).is_ok());
+        let e = b.new_message("A", 2000).unwrap_err();
+        assert!(e.to_string().contains("byte rate"), "{e}");
+        // Another team has its own budget; the day quota counts per team.
+        assert!(b.new_message("B", 4000).is_ok());
+        assert!(b.retry("A").is_ok() && b.retry("A").is_ok());
+        assert!(b.retry("A").unwrap_err().to_string().contains("retry rate"));
+        let day = PublishBudgets::new(&Limits {
+            team_bytes_per_day: 5000,
+            ..Limits::default()
+        });
+        assert!(day.new_message("A", 3000).is_ok());
+        let e = day.new_message("A", 3000).unwrap_err();
+        assert!(e.to_string().contains("quota"), "{e}");
+    }
+
+    #[test]
+    fn subscription_slots_per_team_and_in_all() {
+        let s = StreamSlots::new(2, 3);
+        let a1 = s.acquire("A").unwrap();
+        let _a2 = s.acquire("A").unwrap();
+        assert!(matches!(s.acquire("A"), Err(Error::TooManyStreams { .. })));
+        let _b1 = s.acquire("B").unwrap();
+        assert!(matches!(s.acquire("B"), Err(Error::Limit(_))));
+        drop(a1);
+        assert!(s.acquire("B").is_ok());
+    }
 }

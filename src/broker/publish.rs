@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 use crate::broker::config::Limits;
 use crate::broker::state::State;
 use crate::error::Error;
-use crate::log::writer::Submission;
+use crate::log::merkle;
+use crate::log::writer::{Submission, timestamp};
 use crate::proto as pb;
 use crate::rules::canonical::decode_canonical;
 use crate::rules::directory::Directory;
@@ -54,16 +55,38 @@ pub async fn publish(
     let storage = state.log().storage();
     let logged = match body.id.is_empty() {
         true => None,
-        false => storage.seq_of(&body.id, team)?,
+        false => storage.logged(&body.id, team)?,
     };
+    // A retry of a logged id spends the (cheaper) retry budget; identical
+    // bytes, once durable, are answered from the index alone: no record
+    // read, no signature check (they were checked when logged), no writer.
+    let mut identical = false;
+    if let Some(l) = &logged {
+        state.budgets.retry(team)?;
+        let leaf = merkle::leaf_hash(&envelope::log_bytes(&env));
+        if let Some((received_ms, stored)) = &l.receipt {
+            identical = *stored == leaf;
+            if identical && l.seq <= state.committed() {
+                return Ok(pb::Receipt {
+                    seq: l.seq,
+                    id: body.id,
+                    received_at: Some(timestamp(*received_ms)),
+                    leaf_hash: leaf.to_vec(),
+                    tree_size: state.committed(),
+                    duplicate: true,
+                });
+            }
+        }
+    }
     match dir.active_key(team, &env.key_id, now) {
         Ok(key) => envelope::verify(&env, &key.public)?,
         // The exact bytes of a record logged while its key was valid: the
         // retry gets its original receipt even after a revocation.
         Err(problem) => {
-            let same = match logged {
-                Some(seq) => storage
-                    .record(seq)?
+            let same = match &logged {
+                Some(l) if l.receipt.is_some() => identical,
+                Some(l) => storage
+                    .record(l.seq)?
                     .is_some_and(|r| r.envelope == envelope::log_bytes(&env)),
                 None => false,
             };
@@ -74,17 +97,11 @@ pub async fn publish(
     }
     // A retry of a logged message is answered by the writer (original
     // receipt or ALREADY_EXISTS) even when its created_at is now old.
-    let retry = logged.is_some();
-    if !retry {
-        // Only new messages spend the team's rate budget: a retry after a
-        // timeout gets its original receipt.
-        if state.limiter.check_key(&team.to_owned()).is_err() {
-            return Err(Error::RateLimited {
-                team: team.to_owned(),
-                per_second: limits.rate_per_second,
-                burst: limits.rate_burst,
-            });
-        }
+    if logged.is_none() {
+        // Only new messages take room on disk and spend the team's rate
+        // budgets: a retry after a timeout gets its original receipt.
+        state.disk.check(storage)?;
+        state.budgets.new_message(team, size)?;
         check_skew(&body, now, limits)?;
         validate::check_body(&body, &dir)?;
     }

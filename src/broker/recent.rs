@@ -1,8 +1,10 @@
 //! Recently committed records, decoded once and shared by every live
-//! subscription, and the head-only decode that delivery needs: a body's id,
+//! subscription (at most a configured number of bytes of them), and the
+//! head-only decode that delivery needs: a body's id,
 //! sender, TLP, audience, exercise, kind and severity, without the free text
 //! that makes up most of it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
@@ -118,20 +120,41 @@ pub fn open_head(rec: &StoredRecord) -> Result<(pb::Envelope, Body), Error> {
 }
 
 /// The most recently read records, decoded once and shared by every
-/// subscription (records never change once committed).
+/// subscription (records never change once committed). Holds at most
+/// [`RECENT`] records and `budget` bytes of them: a record that would pass
+/// the budget is handed out without being kept.
 pub struct RecentRecords {
     slots: Vec<Mutex<Option<Arc<Decoded>>>>,
+    budget: usize,
+    held: AtomicUsize,
 }
 
-impl Default for RecentRecords {
-    fn default() -> Self {
-        RecentRecords {
-            slots: (0..RECENT).map(|_| Mutex::new(None)).collect(),
-        }
-    }
+/// Bytes a decoded record holds: its stored bytes (the envelope's body is a
+/// view into them) and the decoded head.
+fn weight(d: &Decoded) -> usize {
+    d.rec.envelope.len()
+        + d.rec.leaf_hash.len()
+        + d.env.signature.len()
+        + d.env.key_id.len()
+        + d.body.id.len()
+        + d.body.sender.len()
+        + 256
 }
 
 impl RecentRecords {
+    pub fn new(budget: usize) -> Self {
+        RecentRecords {
+            slots: (0..RECENT).map(|_| Mutex::new(None)).collect(),
+            budget,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes the cache holds now.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
     /// Record `seq` (which must be committed), decoded.
     pub fn get(&self, storage: &Storage, seq: u64) -> Result<Arc<Decoded>, Error> {
         let slot = &self.slots[(seq % RECENT as u64) as usize];
@@ -150,7 +173,14 @@ impl RecentRecords {
             env,
             body,
         });
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+        let w = weight(&d);
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let old = slot.as_ref().map_or(0, |o| weight(o));
+        if self.held.load(Ordering::Acquire) - old + w <= self.budget {
+            self.held.fetch_add(w, Ordering::AcqRel);
+            self.held.fetch_sub(old, Ordering::AcqRel);
+            *slot = Some(d.clone());
+        }
         Ok(d)
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::Status;
 
+use crate::broker::admission::AdmissionLayer;
 use crate::broker::config::BrokerConfig;
 use crate::broker::reflection::Reflection;
 use crate::broker::services::{Services, set_health};
@@ -25,6 +25,27 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// How long shutdown waits for open calls (e.g. live subscriptions) to end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Decode limit of `Exchange` above the envelope limit: a `PublishRequest`
+/// is the envelope plus its field tag and length; a `SubscribeRequest` with
+/// the longest filter lists fits in the same.
+const ENVELOPE_FRAMING: usize = 1024;
+
+/// Decode limit of every other service: their requests are a few ids,
+/// numbers and enums (reflection asks for a file or symbol name).
+const SMALL_REQUEST: usize = 8 * 1024;
+
+/// HTTP/2 streams a connection may have reset (by the client or here)
+/// before the broker sends GOAWAY: h2's own default, which tonic turns off.
+const MAX_RESET_STREAMS: usize = 1024;
+
+/// HTTP/2 flow-control windows: bytes a client may send ahead of what the
+/// broker has read, per call and per connection.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// Largest header block a client may send (metadata of a call).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +110,7 @@ impl Broker {
             listener,
             Arc::new(tls),
             self.state.verifier.clone(),
-            c.limits.max_connections,
+            transport::ConnLimits::from_limits(&c.limits),
         );
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -102,22 +123,43 @@ impl Broker {
         ])
         .map_err(StartError::Serve)?;
 
-        let max_message = c.limits.max_envelope_bytes.saturating_mul(4);
-        let envelope_limit = c.limits.max_envelope_bytes;
+        let l = &c.limits;
         let services = Services::new(self.state.clone());
         let router = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(
-                move |resp: http::Response<tonic::body::Body>| {
-                    refusal_statuses(resp, max_message, envelope_limit)
-                },
-            ))
-            .add_service(health_service)
-            .add_service(reflection.v1())
-            .add_service(reflection.v1alpha())
-            .add_service(services.exchange.max_decoding_message_size(max_message))
-            .add_service(services.directory)
-            .add_service(services.cases)
-            .add_service(services.transparency);
+            // HTTP/2: calls per connection, the caps on reset streams (both
+            // refused by the peer and reset here, which tonic leaves
+            // unlimited), keepalive pings, and a connection age after which
+            // the client is asked to reconnect.
+            .max_concurrent_streams(l.max_streams_per_connection)
+            .http2_max_pending_accept_reset_streams(Some(MAX_RESET_STREAMS))
+            .http2_max_local_error_reset_streams(Some(MAX_RESET_STREAMS))
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_max_header_list_size(MAX_HEADER_LIST)
+            .http2_keepalive_interval(Some(Duration::from_secs(l.keepalive_secs)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(l.keepalive_timeout_secs)))
+            .max_connection_age(Duration::from_secs(l.max_connection_age_secs))
+            .max_connection_age_grace(Duration::from_secs(l.max_connection_age_grace_secs))
+            .layer(AdmissionLayer::new(l, self.state.inflight.clone()))
+            .add_service(health_service.max_decoding_message_size(SMALL_REQUEST))
+            .add_service(reflection.v1().max_decoding_message_size(SMALL_REQUEST))
+            .add_service(
+                reflection
+                    .v1alpha()
+                    .max_decoding_message_size(SMALL_REQUEST),
+            )
+            .add_service(
+                services
+                    .exchange
+                    .max_decoding_message_size(l.max_envelope_bytes + ENVELOPE_FRAMING),
+            )
+            .add_service(services.directory.max_decoding_message_size(SMALL_REQUEST))
+            .add_service(services.cases.max_decoding_message_size(SMALL_REQUEST))
+            .add_service(
+                services
+                    .transparency
+                    .max_decoding_message_size(SMALL_REQUEST),
+            );
 
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let closing = self.state.closing.clone();
@@ -143,43 +185,5 @@ impl Broker {
                 Ok(())
             }
         }
-    }
-}
-
-/// SPEC §4 statuses for requests tonic refuses before a service sees them.
-/// A request message so large that tonic refuses to decode it at all (over
-/// four times the envelope limit, so it is never buffered) comes back from
-/// tonic as `OUT_OF_RANGE`: it becomes `RESOURCE_EXHAUSTED` naming the limit.
-/// A request that is not a valid protobuf message of its type (truncated,
-/// wrong wire types) comes back as `INTERNAL`: it becomes `INVALID_ARGUMENT`,
-/// since the fault is the caller's.
-fn refusal_statuses(
-    resp: http::Response<tonic::body::Body>,
-    max_message: usize,
-    envelope_limit: usize,
-) -> http::Response<tonic::body::Body> {
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-    // grpc-message is percent-encoded on the wire. The texts are tonic's
-    // own; the broker's internal errors never carry them (they reach clients
-    // as a generic message), and the decode failure must open the message.
-    let message = header("grpc-message")
-        .unwrap_or_default()
-        .replace("%20", " ");
-    match header("grpc-status") {
-        Some("11") if message.contains("decoded message length too large") => {
-            Status::resource_exhausted(format!(
-                "the request message is over {max_message} bytes and was not read; \
-                 an envelope may be at most the broker's limit of {envelope_limit} bytes"
-            ))
-            .into_http()
-        }
-        Some("13") if message.starts_with("failed to decode Protobuf message") => {
-            Status::invalid_argument(
-                "the request is not a valid protobuf message of its type (truncated or malformed); \
-                 nothing was stored",
-            )
-            .into_http()
-        }
-        _ => resp,
     }
 }

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -71,6 +70,9 @@ impl Svc {
             .extensions()
             .get::<Peer>()
             .ok_or_else(|| Error::Internal("call without an authenticated connection".into()))?;
+        if let Some(why) = peer.conn.refusal() {
+            return Err(Error::Limit(why.to_owned()));
+        }
         self.0.member(&peer.team)?;
         if !peer.conn.is_valid() {
             return Err(Error::Withdrawn {
@@ -94,21 +96,43 @@ impl Svc {
     {
         let team = match self.caller(&req) {
             Ok(t) => t,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let team = req.extensions().get::<Peer>().map(|p| p.team.as_str());
+                log_refusal(rpc, team.unwrap_or("-"), &e);
+                return Err(e.into());
+            }
         };
         let remote = req.extensions().get::<Peer>().map(|p| p.addr);
         let span = tracing::info_span!("rpc", rpc, team = %team, remote = ?remote.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
         let broker = self.0.clone();
         async move {
-            let r = f(broker, team, req.into_inner()).await;
+            let r = f(broker, team.clone(), req.into_inner()).await;
             if let Err(e) = &r {
-                tracing::debug!(code = ?e.code(), error = %e, "refused");
+                log_refusal(rpc, &team, e);
             }
             r.map(Response::new).map_err(Status::from)
         }
         .instrument(span)
         .await
     }
+}
+
+/// One INFO line per refused call: the team, the call, the status code, the
+/// rule and the field at fault, never a field's value (a TLP:RED value must
+/// not reach the log) nor the error's text, which may quote one. Internal
+/// errors are logged where they become a status (`error.rs`).
+fn log_refusal(rpc: &str, team: &str, e: &Error) {
+    if matches!(e, Error::Internal(_)) {
+        return;
+    }
+    tracing::info!(
+        team,
+        rpc,
+        code = ?e.code(),
+        rule = e.kind(),
+        field = e.field().unwrap_or("-"),
+        "call refused"
+    );
 }
 
 /// `certex.v1.Exchange`.
@@ -137,7 +161,7 @@ impl Exchange for ExchangeService {
             .await
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::Record, Status>>;
+    type SubscribeStream = subscribe::RecordStream;
 
     async fn subscribe(
         &self,
@@ -166,17 +190,14 @@ impl Exchange for ExchangeService {
                         r.seq
                     )));
                 }
-                let storage = b.log().storage_arc();
-                let seq = tokio::task::spawn_blocking(move || {
-                    storage
-                        .advance_cursor(&team, &r.durable, r.seq)
-                        .map(|s| (r.durable, s))
-                })
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+                let max_names = b.config.limits.max_durable_names_per_team;
+                let seq = b
+                    .log()
+                    .advance_cursor(&team, &r.durable, r.seq, max_names)
+                    .await?;
                 Ok(pb::Cursor {
-                    durable: seq.0,
-                    seq: seq.1,
+                    durable: r.durable,
+                    seq,
                 })
             })
             .await

@@ -5,11 +5,11 @@
 
 use std::sync::{Arc, RwLock};
 
-use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use tokio::sync::watch;
 
+use crate::broker::admission::Inflight;
 use crate::broker::config::BrokerConfig;
-use crate::broker::limits::{StreamSlots, rate_quota};
+use crate::broker::limits::{DiskWatch, PublishBudgets, StreamSlots};
 use crate::broker::recent::RecentRecords;
 use crate::broker::transport::TeamVerifier;
 use crate::error::Error;
@@ -21,9 +21,13 @@ pub struct State {
     pub config: BrokerConfig,
     /// Open subscriptions per team.
     pub slots: StreamSlots,
-    /// Publish rate per team.
-    pub limiter: DefaultKeyedRateLimiter<String>,
+    /// What each team may publish (messages, bytes, retries).
+    pub budgets: PublishBudgets,
+    /// The free-disk watermark.
+    pub disk: DiskWatch,
     pub recent: RecentRecords,
+    /// Request bytes in flight, per team and in all.
+    pub inflight: Arc<Inflight>,
     /// Becomes `true` when the broker starts shutting down.
     pub closing: watch::Sender<bool>,
     /// Counts successful directory reloads.
@@ -42,9 +46,17 @@ impl State {
         log: Log,
     ) -> Self {
         State {
-            slots: StreamSlots::new(config.limits.max_subscriptions_per_team),
-            limiter: RateLimiter::keyed(rate_quota(&config.limits)),
-            recent: Default::default(),
+            slots: StreamSlots::new(
+                config.limits.max_subscriptions_per_team,
+                config.limits.max_subscriptions,
+            ),
+            budgets: PublishBudgets::new(&config.limits),
+            disk: DiskWatch::new(config.limits.min_free_disk_bytes),
+            recent: RecentRecords::new(config.limits.recent_cache_bytes),
+            inflight: Arc::new(Inflight::new(
+                config.limits.max_inflight_bytes_per_team,
+                config.limits.max_inflight_bytes,
+            )),
             closing: watch::channel(false).0,
             reloads: watch::channel(0).0,
             config,

@@ -1,14 +1,20 @@
 //! Subscriptions (SPEC §7): cursors over the log. A subscription catches up
 //! from storage, then waits for the writer's commit notifications and reads
-//! what was committed; it never polls and never buffers more than a small
-//! channel. A consumer that stops reading only stops its own task: publishers
-//! and other subscribers never wait for it, and it loses nothing because it
-//! reads from the log when it continues.
+//! what was committed; it never polls. Memory is bounded by bytes: storage is
+//! read (and the access rule applied) off the async workers in steps of at
+//! most [`READ_BATCH_BYTES`] (one record when records are large), and at most
+//! `limits.subscription_buffer_bytes` of records (or one record) wait for
+//! the consumer. A consumer that stops reading only stops its own task:
+//! publishers and other subscribers never wait for it, and it loses nothing
+//! because it reads from the log when it continues.
 
+use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::broker::read::view_decoded;
@@ -20,32 +26,48 @@ use crate::proto::body::Content;
 use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
 use crate::rules::access::TrafficScope;
 
-/// Records read from storage per step.
+/// Most records read from storage per step.
 const READ_BATCH: u64 = 256;
-/// Records buffered per subscription before it waits for its consumer.
-const CHANNEL: usize = 16;
+/// Most bytes of records read from storage per step (at least one record).
+pub const READ_BATCH_BYTES: usize = 256 * 1024;
+/// Most records queued for the consumer (the byte bound usually comes first).
+const CHANNEL: usize = 64;
 
-/// A record read by one subscription alone, or shared through the cache.
-enum Shared {
-    Owned(Box<Decoded>),
-    Cached(Arc<Decoded>),
-}
+/// The records of a subscription, as tonic sends them.
+pub type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::Record, Status>> + Send>>;
 
 /// A subscription filter, checked against a decoded body.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    kinds: Vec<i32>,
-    senders: Vec<String>,
+    kinds: HashSet<i32>,
+    senders: HashSet<String>,
     min_severity: i32,
-    tlps: Vec<i32>,
+    tlps: HashSet<i32>,
     pub scope: TrafficScope,
 }
 
 impl Filter {
-    pub fn from_proto(f: Option<&pb::Filter>) -> Result<Self, Error> {
+    /// The filter of a request; each list may have at most `max_entries`
+    /// entries (matched as sets, in constant time per record).
+    pub fn from_proto(f: Option<&pb::Filter>, max_entries: usize) -> Result<Self, Error> {
         let Some(f) = f else {
             return Ok(Filter::default());
         };
+        for (name, len) in [
+            ("kinds", f.kinds.len()),
+            ("senders", f.senders.len()),
+            ("tlps", f.tlps.len()),
+        ] {
+            if len > max_entries {
+                return Err(Error::invalid(
+                    format!("filter.{name}"),
+                    format!(
+                        "has {len} entries; at most {max_entries} are allowed \
+                         (limits.max_filter_entries)"
+                    ),
+                ));
+            }
+        }
         for k in &f.kinds {
             if Kind::try_from(*k).map_or(true, |k| k == Kind::Unspecified) {
                 return Err(Error::BadRequest(format!("filter.kinds: unknown kind {k}")));
@@ -58,17 +80,17 @@ impl Filter {
             )));
         }
         Ok(Filter {
-            kinds: f.kinds.clone(),
-            senders: f.senders.clone(),
+            kinds: f.kinds.iter().copied().collect(),
+            senders: f.senders.iter().cloned().collect(),
             min_severity: f.min_severity,
-            tlps: f.tlps.clone(),
+            tlps: f.tlps.iter().copied().collect(),
             scope: TrafficScope::from_selector(f.exercise.as_ref()),
         })
     }
 
     /// Whether the sender filter admits `sender` (all a tombstone is matched on).
     pub fn matches_sender(&self, sender: &str) -> bool {
-        self.senders.is_empty() || self.senders.iter().any(|s| s == sender)
+        self.senders.is_empty() || self.senders.contains(sender)
     }
 
     /// Whether a body passes (the exercise scope is checked by the access rule).
@@ -103,6 +125,10 @@ pub fn check_durable_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// A record on its way to the consumer, holding its share of the
+/// subscription's buffer until tonic takes it.
+type Queued = (Result<pb::Record, Status>, Option<OwnedSemaphorePermit>);
+
 /// Starts a subscription for `team`; the stream ends when caught up (without
 /// `follow`), when the consumer goes away, or when the broker shuts down.
 pub fn start(
@@ -111,8 +137,9 @@ pub fn start(
     req: pb::SubscribeRequest,
     closing: watch::Receiver<bool>,
     conn: Option<Arc<ConnState>>,
-) -> Result<ReceiverStream<Result<pb::Record, Status>>, Error> {
-    let filter = Filter::from_proto(req.filter.as_ref())?;
+) -> Result<RecordStream, Error> {
+    let limits = &broker.config.limits;
+    let filter = Filter::from_proto(req.filter.as_ref(), limits.max_filter_entries)?;
     let storage = broker.log().storage();
     let mut committed = broker.log().committed();
     let cursor = match &req.start {
@@ -124,60 +151,181 @@ pub fn start(
         }
         Some(Start::Tail(_)) => *committed.borrow_and_update(),
     };
-    let permit = broker.slots.acquire(&team)?;
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    let slot = broker.slots.acquire(&team)?;
+    let size = limits.subscription_buffer_bytes.min(Semaphore::MAX_PERMITS);
+    let buffer = Arc::new(Semaphore::new(size));
+    let (tx, rx) = mpsc::channel::<Queued>(CHANNEL);
     let span = tracing::info_span!("subscription", team = %team);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let _permit = permit;
+            let _slot = slot;
+            let out = Out { tx, buffer, size };
             if let Err(status) = run(
-                &broker,
+                broker,
                 &team,
                 cursor,
                 req.follow,
-                &filter,
-                &tx,
+                Arc::new(filter),
+                &out,
                 &mut committed,
                 closing,
-                conn.as_deref(),
+                conn,
             )
             .await
             {
-                let _ = tx.send(Err(status)).await;
+                let _ = out.tx.send((Err(status), None)).await;
             }
         },
         span,
     ));
-    Ok(ReceiverStream::new(rx))
+    // The permit is dropped as tonic takes the record: the buffer bounds
+    // what waits for the consumer here, not what it has been sent.
+    Ok(Box::pin(
+        ReceiverStream::new(rx).map(|(item, _permit)| item),
+    ))
+}
+
+/// Where a subscription's records go: the channel and its byte budget.
+struct Out {
+    tx: mpsc::Sender<Queued>,
+    buffer: Arc<Semaphore>,
+    /// The buffer's size in bytes (its permits when nothing waits).
+    size: usize,
+}
+
+impl Out {
+    /// Queues a record once its bytes fit in the buffer (a record larger
+    /// than the whole buffer waits for it to be empty). False when the
+    /// consumer went away.
+    async fn send(&self, record: pb::Record) -> bool {
+        let size = prost::Message::encoded_len(&record);
+        let want = u32::try_from(size.clamp(1, self.size)).unwrap_or(u32::MAX);
+        let permit = tokio::select! {
+            p = self.buffer.clone().acquire_many_owned(want) => match p {
+                Ok(p) => p,
+                Err(_) => return false,
+            },
+            _ = self.tx.closed() => return false,
+        };
+        self.tx.send((Ok(record), Some(permit))).await.is_ok()
+    }
+}
+
+/// One step of a subscription: the records the reader may see among
+/// `(cursor, last]`, read and checked off the async workers, and where the
+/// step ended.
+fn read_step(
+    broker: &State,
+    team: &str,
+    cursor: u64,
+    last: u64,
+    filter: &Filter,
+    conn: Option<&ConnState>,
+) -> Result<(Vec<pb::Record>, u64), Status> {
+    let dir = broker.directory();
+    standing(&dir, team, conn)?;
+    let storage = broker.log().storage();
+    let upto = *broker.log().committed().borrow();
+    // Far behind: one range scan. Near the tail, where live subscribers
+    // read the same new records: the shared cache, so a record is read
+    // and decoded once for all of them.
+    let far_behind = upto.saturating_sub(cursor) > RECENT as u64 / 2;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut end = cursor;
+    let mut take = |d: &Decoded, env: &mut dyn FnMut() -> pb::Envelope| -> Result<(), Status> {
+        if conn.is_some_and(|c| !c.is_valid()) {
+            standing(&dir, team, conn)?;
+        }
+        // Content filters look at the body, so they apply only to records
+        // delivered in full: a tombstone must not reveal the kind,
+        // severity or TLP of what was withheld.
+        let view = view_decoded(
+            broker,
+            team,
+            d.seq,
+            &d.rec,
+            env,
+            &d.body,
+            &filter.scope,
+            &dir,
+        )
+        .map_err(Status::from)?;
+        if let Some(record) = view {
+            let wanted = if record.envelope.is_some() {
+                filter.matches(&d.body)
+            } else {
+                filter.matches_sender(&d.body.sender)
+            };
+            if wanted {
+                out.push(record);
+            }
+        }
+        Ok(())
+    };
+    if far_behind {
+        for r in storage.records(cursor + 1, last) {
+            let (seq, rec) = r.map_err(|e| Status::from(Error::from(e)))?;
+            let (env, body) = open_head(&rec).map_err(Status::from)?;
+            let mut d = Decoded {
+                seq,
+                rec,
+                env,
+                body,
+            };
+            let mut env = Some(std::mem::take(&mut d.env));
+            take(&d, &mut || env.take().unwrap_or_default())?;
+            end = seq;
+            bytes += d.rec.envelope.len();
+            if bytes >= READ_BATCH_BYTES {
+                break;
+            }
+        }
+    } else {
+        for seq in cursor + 1..=last {
+            let d = broker.recent.get(storage, seq).map_err(Status::from)?;
+            take(&d, &mut || d.env.clone())?;
+            end = seq;
+            bytes += d.rec.envelope.len();
+            if bytes >= READ_BATCH_BYTES {
+                break;
+            }
+        }
+    }
+    Ok((out, end.max(cursor)))
+}
+
+/// Whether the subscription may go on: the team is still a member and the
+/// connection's certificate still passes the directory in force.
+fn standing(
+    dir: &crate::rules::directory::Directory,
+    team: &str,
+    conn: Option<&ConnState>,
+) -> Result<(), Status> {
+    if !dir.is_member(team, time::OffsetDateTime::now_utc()) {
+        return Err(Error::UnknownCaller(team.to_owned()).into());
+    }
+    if conn.is_some_and(|c| !c.is_valid()) {
+        return Err(Error::Withdrawn {
+            team: team.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    broker: &State,
+    broker: Arc<State>,
     team: &str,
     mut cursor: u64,
     follow: bool,
-    filter: &Filter,
-    tx: &mpsc::Sender<Result<pb::Record, Status>>,
+    filter: Arc<Filter>,
+    out: &Out,
     committed: &mut watch::Receiver<u64>,
     mut closing: watch::Receiver<bool>,
-    conn: Option<&ConnState>,
+    conn: Option<Arc<ConnState>>,
 ) -> Result<(), Status> {
-    // A directory reload that withdraws the connection's certificate or
-    // removes the team ends the stream at once, also mid catch-up.
-    let standing = |dir: &crate::rules::directory::Directory| -> Result<(), Status> {
-        if !dir.is_member(team, time::OffsetDateTime::now_utc()) {
-            return Err(Error::UnknownCaller(team.to_owned()).into());
-        }
-        if conn.is_some_and(|c| !c.is_valid()) {
-            return Err(Error::Withdrawn {
-                team: team.to_owned(),
-            }
-            .into());
-        }
-        Ok(())
-    };
-    let storage = broker.log().storage();
     let end = *committed.borrow_and_update();
     let mut reloads = broker.directory_reloads();
     loop {
@@ -191,71 +339,23 @@ async fn run(
         };
         while cursor < upto {
             let last = upto.min(cursor + READ_BATCH);
-            let dir = broker.directory();
-            standing(&dir)?;
-            // Far behind: one range scan. Near the tail, where live
-            // subscribers read the same new records: the shared cache, so a
-            // record is read and decoded once for all of them.
-            let far_behind = upto - cursor > RECENT as u64 / 2;
-            let batch: Vec<Shared> = if far_behind {
-                storage
-                    .records(cursor + 1, last)
-                    .map(|r| {
-                        let (seq, rec) = r?;
-                        let (env, body) = open_head(&rec)?;
-                        Ok(Shared::Owned(Box::new(Decoded {
-                            seq,
-                            rec,
-                            env,
-                            body,
-                        })))
-                    })
-                    .collect::<Result<_, Error>>()
-                    .map_err(Status::from)?
-            } else {
-                (cursor + 1..=last)
-                    .map(|seq| broker.recent.get(storage, seq).map(Shared::Cached))
-                    .collect::<Result<_, Error>>()
-                    .map_err(Status::from)?
-            };
-            for item in batch {
-                let (d, owned_env) = match item {
-                    Shared::Owned(mut d) => {
-                        let env = std::mem::take(&mut d.env);
-                        (Arc::new(*d), Some(env))
-                    }
-                    Shared::Cached(d) => (d, None),
-                };
-                cursor = d.seq;
-                if conn.is_some_and(|c| !c.is_valid()) {
-                    standing(&dir)?;
-                }
-                // Content filters look at the body, so they apply only to
-                // records delivered in full: a tombstone must not reveal the
-                // kind, severity or TLP of what was withheld.
-                let env = || owned_env.unwrap_or_else(|| d.env.clone());
-                let view = view_decoded(
-                    broker,
-                    team,
-                    d.seq,
-                    &d.rec,
-                    env,
-                    &d.body,
-                    &filter.scope,
-                    &dir,
-                )
-                .map_err(Status::from)?;
-                let Some(record) = view else { continue };
-                let wanted = if record.envelope.is_some() {
-                    filter.matches(&d.body)
-                } else {
-                    filter.matches_sender(&d.body.sender)
-                };
-                if wanted && tx.send(Ok(record)).await.is_err() {
+            let (b, t, f, c) = (
+                broker.clone(),
+                team.to_owned(),
+                filter.clone(),
+                conn.clone(),
+            );
+            let (records, reached) = tokio::task::spawn_blocking(move || {
+                read_step(&b, &t, cursor, last, &f, c.as_deref())
+            })
+            .await
+            .map_err(|e| Status::from(Error::Internal(format!("subscription reader: {e}"))))??;
+            cursor = reached;
+            for record in records {
+                if !out.send(record).await {
                     return Ok(()); // the consumer went away
                 }
             }
-            cursor = cursor.max(last);
         }
         if !follow {
             return Ok(());
@@ -266,8 +366,8 @@ async fn run(
             _ = closing.changed() => {
                 return Err(Status::unavailable("the broker is shutting down; resume from your last seq"));
             }
-            _ = tx.closed() => return Ok(()),
-            _ = async { match conn { Some(c) => c.withdrawn().await, None => std::future::pending().await } } => {}
+            _ = out.tx.closed() => return Ok(()),
+            _ = async { match &conn { Some(c) => c.withdrawn().await, None => std::future::pending().await } } => {}
         }
     }
 }
@@ -294,16 +394,22 @@ mod tests {
         let all = Filter::default();
         let b = incident("CN-CNCERT", Severity::Medium, Tlp::Green);
         assert!(all.matches(&b));
-        let f = Filter::from_proto(Some(&pb::Filter {
-            kinds: vec![Kind::Warning as i32],
-            ..Default::default()
-        }))
+        let f = Filter::from_proto(
+            Some(&pb::Filter {
+                kinds: vec![Kind::Warning as i32],
+                ..Default::default()
+            }),
+            16,
+        )
         .unwrap();
         assert!(!f.matches(&b));
-        let f = Filter::from_proto(Some(&pb::Filter {
-            min_severity: Severity::High as i32,
-            ..Default::default()
-        }))
+        let f = Filter::from_proto(
+            Some(&pb::Filter {
+                min_severity: Severity::High as i32,
+                ..Default::default()
+            }),
+            16,
+        )
         .unwrap();
         assert!(!f.matches(&b));
         assert!(f.matches(&incident("CN-CNCERT", Severity::Critical, Tlp::Green)));
@@ -315,22 +421,35 @@ mod tests {
             f.matches(&retraction),
             "retractions pass the severity filter"
         );
-        let f = Filter::from_proto(Some(&pb::Filter {
-            senders: vec!["RU-GOVCERT".into()],
-            tlps: vec![Tlp::Green as i32],
-            ..Default::default()
-        }))
+        let f = Filter::from_proto(
+            Some(&pb::Filter {
+                senders: vec!["RU-GOVCERT".into()],
+                tlps: vec![Tlp::Green as i32],
+                ..Default::default()
+            }),
+            16,
+        )
         .unwrap();
         assert!(!f.matches(&b));
         assert!(f.matches(&incident("RU-GOVCERT", Severity::Low, Tlp::Green)));
         assert!(!f.matches(&incident("RU-GOVCERT", Severity::Low, Tlp::Red)));
         assert!(
-            Filter::from_proto(Some(&pb::Filter {
-                kinds: vec![99],
-                ..Default::default()
-            }))
+            Filter::from_proto(
+                Some(&pb::Filter {
+                    kinds: vec![99],
+                    ..Default::default()
+                }),
+                16
+            )
             .is_err()
         );
+        let long = pb::Filter {
+            senders: (0..17).map(|i| format!("XX-T{i}")).collect(),
+            ..Default::default()
+        };
+        let e = Filter::from_proto(Some(&long), 16).unwrap_err();
+        assert!(e.to_string().contains("filter.senders"), "{e}");
+        assert!(Filter::from_proto(Some(&long), 17).is_ok());
     }
 
     /// What delivery reads from a body: id, sender, TLP, audience,

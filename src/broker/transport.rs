@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -37,6 +37,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::broker::config::Limits;
 use crate::rules::directory::{Directory, country_of};
 
 /// The SAN URI prefix that names a team.
@@ -46,8 +47,12 @@ pub const TEAM_URI_PREFIX: &str = "urn:certex:team:";
 /// that its calls and streams can be answered `UNAUTHENTICATED` first.
 const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often failed handshakes are summed up in the log, per source.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Sources the handshake-failure summary tracks one by one; more are counted
+/// together, so a flood from many addresses cannot grow the summary.
+const FAILURE_LOG_SOURCES: usize = 1024;
 
 /// The crypto provider used everywhere (ring).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -147,6 +152,18 @@ impl Anchors {
         })
     }
 }
+
+/// Why the verifier refused a client certificate.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Client-certificate verifier that scopes each anchor to its country.
 #[derive(Debug)]
@@ -291,12 +308,11 @@ impl ClientCertVerifier for TeamVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.check(end_entity, intermediates, now) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(why) => {
-                tracing::warn!(reason = %why, "client certificate refused");
-                Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure,
-                ))
-            }
+            // The reason reaches the handshake-failure summary through the
+            // error; one line per failure would let anyone flood the log.
+            Err(why) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refused(why)))),
+            )),
         }
     }
 
@@ -361,20 +377,45 @@ pub struct Peer {
 }
 
 /// A live connection's standing: valid, withdrawn by a directory reload (its
-/// calls and streams are refused), then closed.
+/// calls and streams are refused), then closed; and its open calls, which
+/// tell when it has been idle long enough to close.
 #[derive(Debug)]
 pub struct ConnState {
     phase: watch::Sender<u8>,
+    /// Set when the connection was authenticated but is over a connection
+    /// limit: every call on it is refused with this, and it closes shortly.
+    refusal: Option<String>,
+    /// Calls open on the connection.
+    active: AtomicUsize,
+    /// When the last call ended (ms since `born`).
+    last_active_ms: AtomicU64,
+    born: Instant,
 }
 
 const VALID: u8 = 0;
 const WITHDRAWN: u8 = 1;
 const CLOSED: u8 = 2;
 
+/// Marks a call open on a connection until dropped.
+pub struct CallGuard(Arc<ConnState>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.last_active_ms
+            .store(c.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        c.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl ConnState {
-    fn new() -> Arc<Self> {
+    fn new(refusal: Option<String>) -> Arc<Self> {
         Arc::new(ConnState {
             phase: watch::channel(VALID).0,
+            refusal,
+            active: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(0),
+            born: Instant::now(),
         })
     }
 
@@ -383,10 +424,52 @@ impl ConnState {
         *self.phase.borrow() == VALID
     }
 
+    /// Why every call on this connection is refused (a connection limit).
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
     /// Completes once the connection is withdrawn.
     pub async fn withdrawn(&self) {
         let mut rx = self.phase.subscribe();
         let _ = rx.wait_for(|p| *p != VALID).await;
+    }
+
+    /// Counts a call as open until the guard drops.
+    pub fn call_started(self: &Arc<Self>) -> CallGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        CallGuard(self.clone())
+    }
+
+    /// How long the connection has had no open call (zero while one is open).
+    fn idle_for(&self) -> Duration {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+
+    /// Completes when the connection must close: withdrawn and past the
+    /// grace period, or idle for `idle`.
+    async fn must_close(self: Arc<Self>, idle: Duration) {
+        let mut phase = self.phase.subscribe();
+        let closed = async move {
+            let _ = phase.wait_for(|p| *p == CLOSED).await;
+        };
+        let idle_watch = async {
+            loop {
+                let idle_for = self.idle_for();
+                if idle_for >= idle {
+                    return;
+                }
+                tokio::time::sleep(idle - idle_for).await;
+            }
+        };
+        tokio::select! {
+            _ = closed => {}
+            _ = idle_watch => tracing::debug!("closing an idle connection"),
+        }
     }
 
     fn withdraw(self: &Arc<Self>) {
@@ -425,8 +508,11 @@ pub struct TlsConnection {
     /// Completes when the connection must close (certificate withdrawn).
     closing: Pin<Box<dyn Future<Output = ()> + Send>>,
     closed: bool,
-    id: u64,
+    /// The connection's entry in the verifier's live set, if it has one
+    /// (a connection refused for a limit has none).
+    id: Option<u64>,
     verifier: Arc<TeamVerifier>,
+    /// A connection slot, or for a refused connection its handshake slot.
     _permit: OwnedSemaphorePermit,
 }
 
@@ -448,11 +534,13 @@ impl TlsConnection {
 
 impl Drop for TlsConnection {
     fn drop(&mut self) {
-        self.verifier
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        if let Some(id) = self.id {
+            self.verifier
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
     }
 }
 
@@ -511,24 +599,143 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Accepts TCP connections, completes TLS handshakes concurrently (bounded by
-/// `max_connections` open connections and a handshake timeout), and yields
-/// the authenticated ones. Ends when `listener` fails hard or the receiver is
-/// dropped.
+/// The connection limits of [`incoming`], from the broker's [`Limits`].
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub per_team: usize,
+    pub reserve: usize,
+    pub max_handshakes: usize,
+    pub handshakes_per_source: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl ConnLimits {
+    pub fn from_limits(l: &Limits) -> Self {
+        ConnLimits {
+            max_connections: l.max_connections,
+            per_team: l.max_connections_per_team,
+            reserve: l.connection_reserve,
+            max_handshakes: l.max_handshakes,
+            handshakes_per_source: l.max_handshakes_per_source,
+            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+        }
+    }
+}
+
+/// Handshakes in progress, per source address; released on drop.
+struct SourceSlot {
+    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(sources: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = sources.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Failed and turned-away handshakes, summed up per source and logged once
+/// per interval: unauthenticated noise costs one line per source, not one
+/// per attempt.
+#[derive(Default)]
+struct FailureLog {
+    by_source: Mutex<BTreeMap<IpAddr, (u64, String)>>,
+    others: AtomicU64,
+}
+
+impl FailureLog {
+    fn record(&self, ip: IpAddr, reason: impl Into<String>) {
+        let mut map = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= FAILURE_LOG_SOURCES && !map.contains_key(&ip) {
+            self.others.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let e = map.entry(ip).or_insert((0, String::new()));
+        e.0 += 1;
+        e.1 = reason.into();
+    }
+
+    fn flush(&self) {
+        let map = std::mem::take(&mut *self.by_source.lock().unwrap_or_else(|p| p.into_inner()));
+        for (ip, (count, reason)) in map {
+            tracing::info!(
+                source = %ip,
+                count,
+                last_reason = %reason,
+                "TLS handshakes failed or turned away in the last {} s",
+                FAILURE_LOG_INTERVAL.as_secs()
+            );
+        }
+        let others = self.others.swap(0, Ordering::Relaxed);
+        if others > 0 {
+            tracing::info!(
+                count = others,
+                "TLS handshakes failed or turned away from further sources in the last {} s",
+                FAILURE_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes in their own small
+/// pool (at most `max_handshakes` at once, `handshakes_per_source` from one
+/// address, each within `handshake_timeout`), so unauthenticated peers never
+/// hold authenticated capacity. An authenticated connection then takes a
+/// connection slot: at most `per_team` per team, and the last `reserve`
+/// slots only for teams holding fewer than two. A connection over a limit is
+/// still handed to tonic for a moment so that its calls are answered
+/// `RESOURCE_EXHAUSTED` naming the limit, then closed. Ends when `listener`
+/// fails hard or the receiver is dropped.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     verifier: Arc<TeamVerifier>,
-    max_connections: usize,
+    limits: ConnLimits,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let sources: Arc<Mutex<HashMap<IpAddr, usize>>> = Default::default();
+    let failures = Arc::new(FailureLog::default());
+    let flusher = Arc::downgrade(&failures);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FAILURE_LOG_INTERVAL);
+        loop {
+            tick.tick().await;
+            match flusher.upgrade() {
+                Some(f) => f.flush(),
+                None => return,
+            }
+        }
+    });
+    let limits = Arc::new(limits);
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -540,50 +747,94 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                failures.record(addr.ip(), "handshake pool full: connection closed at once");
+                continue;
+            };
+            let Some(source) = SourceSlot::take(&sources, addr.ip(), limits.handshakes_per_source)
+            else {
+                failures.record(
+                    addr.ip(),
+                    "too many handshakes in progress from this address: connection closed at once",
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let verifier = verifier.clone();
+            let slots = slots.clone();
+            let failures = failures.clone();
+            let limits = limits.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                    .await
                 {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        tracing::info!(%addr, error = %e, "TLS handshake refused");
+                        failures.record(addr.ip(), format!("TLS handshake refused: {e}"));
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(%addr, "TLS handshake timed out");
+                        failures.record(addr.ip(), "TLS handshake timed out");
                         return;
                     }
                 };
+                drop(source);
                 let chain: Vec<CertificateDer<'static>> = tls
                     .get_ref()
                     .1
                     .peer_certificates()
                     .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
                     .unwrap_or_default();
-                let team = chain
+                let team = match chain
                     .first()
                     .ok_or_else(|| "no client certificate".to_string())
-                    .and_then(|c| team_of_certificate(c));
-                match team {
-                    Ok(team) => {
-                        tracing::debug!(%addr, %team, "connection authenticated");
-                        let state = ConnState::new();
-                        let id = verifier.next_id.fetch_add(1, Ordering::Relaxed);
-                        {
-                            // Checked again and registered under one lock: a
-                            // reload that swapped the anchors while this
-                            // handshake was in flight either sees this
-                            // connection or is seen by this check.
-                            let mut live = verifier.live.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Err(why) =
-                                verifier.check(&chain[0], &chain[1..], UnixTime::now())
-                            {
-                                tracing::info!(%addr, reason = %why, "connection refused after a directory reload");
-                                return;
+                    .and_then(|c| team_of_certificate(c))
+                {
+                    Ok(team) => team,
+                    Err(why) => {
+                        failures.record(addr.ip(), why);
+                        return;
+                    }
+                };
+                let admitted = {
+                    // Checked again and registered under one lock: a
+                    // reload that swapped the anchors while this
+                    // handshake was in flight either sees this
+                    // connection or is seen by this check.
+                    let mut live = verifier.live.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(why) = verifier.check(&chain[0], &chain[1..], UnixTime::now()) {
+                        tracing::info!(%addr, reason = %why, "connection refused after a directory reload");
+                        return;
+                    }
+                    let held = live.values().filter(|l| l.team == team).count();
+                    let slot = if held >= limits.per_team {
+                        Err(format!(
+                            "team {team} already has {held} connections open, the broker's limit per team \
+                             (limits.max_connections_per_team = {}); reuse an open connection",
+                            limits.per_team
+                        ))
+                    } else {
+                        match slots.clone().try_acquire_owned() {
+                            Ok(p) if held < 2 || slots.available_permits() >= limits.reserve => {
+                                Ok(p)
                             }
+                            Ok(_) => Err(format!(
+                                "the broker is near its connection limit and keeps its last {} \
+                                 connections for teams holding fewer than two; team {team} holds {held}",
+                                limits.reserve
+                            )),
+                            Err(_) => Err(format!(
+                                "the broker holds its limit of {} connections; retry later",
+                                limits.max_connections
+                            )),
+                        }
+                    };
+                    match slot {
+                        Ok(permit) => {
+                            let state = ConnState::new(None);
+                            let id = verifier.next_id.fetch_add(1, Ordering::Relaxed);
                             live.insert(
                                 id,
                                 Live {
@@ -592,27 +843,38 @@ pub fn incoming(
                                     state: state.clone(),
                                 },
                             );
+                            Ok((state, Some(id), permit))
                         }
-                        let mut phase = state.phase.subscribe();
-                        let conn = TlsConnection {
-                            inner: tls,
-                            peer: Peer {
-                                team,
-                                addr,
-                                conn: state,
-                            },
-                            closing: Box::pin(async move {
-                                let _ = phase.wait_for(|p| *p == CLOSED).await;
-                            }),
-                            closed: false,
-                            id,
-                            verifier,
-                            _permit: permit,
-                        };
-                        let _ = tx.send(Ok(conn)).await;
+                        Err(why) => Err(why),
                     }
-                    Err(why) => tracing::warn!(%addr, reason = %why, "connection dropped"),
-                }
+                };
+                let (state, id, permit) = match admitted {
+                    Ok(a) => {
+                        drop(handshake);
+                        a
+                    }
+                    Err(why) => {
+                        tracing::info!(%addr, %team, reason = %why, "connection over a limit: its calls are refused");
+                        let state = ConnState::new(Some(why));
+                        state.withdraw();
+                        (state, None, handshake)
+                    }
+                };
+                tracing::debug!(%addr, %team, "connection authenticated");
+                let conn = TlsConnection {
+                    inner: tls,
+                    peer: Peer {
+                        team,
+                        addr,
+                        conn: state.clone(),
+                    },
+                    closing: Box::pin(state.must_close(limits.idle_timeout)),
+                    closed: false,
+                    id,
+                    verifier,
+                    _permit: permit,
+                };
+                let _ = tx.send(Ok(conn)).await;
             });
         }
     });

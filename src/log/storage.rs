@@ -14,7 +14,7 @@
 //! | `s`                               | be64(committed log size): the commit point |
 //! | `m`                               | be64(leaves whose Merkle nodes are synced) |
 //! | `r` be64(seq)                     | be64(frame offset) be32(frame length) |
-//! | `i` id 0x00 sender                | be64(seq)                             |
+//! | `i` id 0x00 sender                | be64(seq) be64(received ms) leaf hash (older logs: be64(seq)) |
 //! | `l` leaf hash                     | be64(seq)                             |
 //! | `h` be64(tree size)               | [`StoredHead`] (prost)                |
 //! | `x` be64(target seq)              | be64(seq of the retraction)           |
@@ -208,7 +208,12 @@ impl WriteBatch {
             // Out of order: poison the batch; commit refuses it.
             self.frame_lens.push(0);
         }
-        self.batch.insert(id_key(id, sender), &seq.to_be_bytes());
+        // The index answers a retry by itself: seq, time and leaf hash.
+        let mut logged = Vec::with_capacity(48);
+        logged.extend_from_slice(&seq.to_be_bytes());
+        logged.extend_from_slice(&rec.received_at_ms.to_be_bytes());
+        logged.extend_from_slice(&rec.leaf_hash);
+        self.batch.insert(id_key(id, sender), logged);
         self.batch
             .insert(leaf_key(&rec.leaf_hash), &seq.to_be_bytes());
         self.ops += 1;
@@ -265,8 +270,41 @@ impl WriteBatch {
         self.keys += 1;
     }
 
+    /// Sets the durable cursor `name` of `team` to `seq`.
+    pub fn put_cursor(&mut self, team: &str, name: &str, seq: u64) {
+        self.batch
+            .insert(cursor_key(team, name), &seq.to_be_bytes());
+        self.keys += 1;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops == 0
+    }
+}
+
+/// What the `(id, sender)` index says about a logged message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub seq: u64,
+    /// When it was received and its leaf hash (absent in entries written
+    /// before the index carried them).
+    pub receipt: Option<(u64, Vec<u8>)>,
+}
+
+fn decode_logged(key: &[u8], v: &[u8]) -> Result<Logged> {
+    match v.len() {
+        8 => Ok(Logged {
+            seq: be64(key, v)?,
+            receipt: None,
+        }),
+        48 => Ok(Logged {
+            seq: be64(key, &v[..8])?,
+            receipt: Some((be64(key, &v[8..16])?, v[16..].to_vec())),
+        }),
+        n => Err(StorageError::Corrupt {
+            key: hex::encode(key),
+            message: format!("expected 8 or 48 bytes, found {n}"),
+        }),
     }
 }
 
@@ -706,6 +744,27 @@ impl Storage {
             .map(|v| v.unwrap_or(seq))
     }
 
+    /// How many durable cursors `team` has, and whether `name` is one of them.
+    pub fn cursor_names(&self, team: &str, name: &str) -> Result<(usize, bool)> {
+        let prefix = cursor_key(team, "");
+        let mut count = 0;
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if &k[prefix.len()..] == name.as_bytes() {
+                return Ok((count, true));
+            }
+            count += 1;
+        }
+        Ok((count, false))
+    }
+
+    /// Free bytes on the device holding the data directory, for an
+    /// unprivileged writer.
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// The position of the durable cursor `name` of `team` (0 if never committed).
     pub fn cursor(&self, team: &str, name: &str) -> Result<u64> {
         let key = cursor_key(team, name);
@@ -807,8 +866,17 @@ impl Storage {
 
     /// The seq of `sender`'s message `id`.
     pub fn seq_of(&self, id: &str, sender: &str) -> Result<Option<u64>> {
+        Ok(self.logged(id, sender)?.map(|l| l.seq))
+    }
+
+    /// What the index holds for `sender`'s message `id`: enough to answer a
+    /// retry without reading the record.
+    pub fn logged(&self, id: &str, sender: &str) -> Result<Option<Logged>> {
         let key = id_key(id, sender);
-        self.db.get(&key)?.map(|v| be64(&key, &v)).transpose()
+        self.db
+            .get(&key)?
+            .map(|v| decode_logged(&key, &v))
+            .transpose()
     }
 
     /// Every `(sender, seq)` holding message id `id`, in sender order.
@@ -820,7 +888,7 @@ impl Storage {
             .map(|kv| {
                 let (k, v) = kv?;
                 let sender = String::from_utf8_lossy(&k[plen..]).into_owned();
-                Ok((sender, be64(&k, &v)?))
+                Ok((sender, decode_logged(&k, &v)?.seq))
             })
             .collect()
     }

@@ -5,7 +5,9 @@
 //!
 //! Every check that reads the log happens on the writer, in seq order, against
 //! the log plus the records of the group being built: two racing updates to one
-//! case cannot both win, and two identical publishes get one record.
+//! case cannot both win, and two identical publishes get one record. Durable
+//! cursor moves ride in the same groups: many `CommitCursor` calls cost one
+//! device sync, not one each.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -43,9 +45,29 @@ pub struct Submission {
     pub group_members: Vec<String>,
 }
 
-struct Job {
-    sub: Submission,
-    reply: oneshot::Sender<Result<Receipt, Error>>,
+enum Job {
+    Publish {
+        sub: Submission,
+        reply: oneshot::Sender<Result<Receipt, Error>>,
+    },
+    /// Move `team`'s durable cursor `name` forward to `seq` (never back);
+    /// a team has at most `max_names` cursors.
+    Cursor {
+        team: String,
+        name: String,
+        seq: u64,
+        max_names: usize,
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Publish { sub, .. } => sub.envelope.body.len(),
+            Job::Cursor { .. } => 64,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -136,7 +158,31 @@ impl Log {
     pub async fn append(&self, sub: Submission) -> Result<Receipt, Error> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { sub, reply })
+            .send(Job::Publish { sub, reply })
+            .await
+            .map_err(|_| Error::Unavailable)?;
+        rx.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Moves `team`'s durable cursor `name` forward to `seq` (never back),
+    /// committed with the next group; returns its position once on the
+    /// device. A new name past `max_names` per team is refused.
+    pub async fn advance_cursor(
+        &self,
+        team: &str,
+        name: &str,
+        seq: u64,
+        max_names: usize,
+    ) -> Result<u64, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Cursor {
+                team: team.to_owned(),
+                name: name.to_owned(),
+                seq,
+                max_names,
+                reply,
+            })
             .await
             .map_err(|_| Error::Unavailable)?;
         rx.await.map_err(|_| Error::Unavailable)?
@@ -195,17 +241,21 @@ struct Group {
     records: HashMap<u64, Pending>,
     retracted: HashSet<u64>,
     case_states: HashMap<u64, CaseState>,
+    /// Durable cursors moved in this group: (team, name) → position.
+    cursors: HashMap<(String, String), u64>,
+    /// Durable names each team created in this group.
+    new_cursor_names: HashMap<String, usize>,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
+            let mut bytes = first.bytes();
             let mut jobs = vec![first];
-            let mut bytes = jobs[0].sub.envelope.body.len();
             while jobs.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match rx.try_recv() {
                     Ok(job) => {
-                        bytes += job.sub.envelope.body.len();
+                        bytes += job.bytes();
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -221,17 +271,44 @@ impl Writer {
         let mut group = Group::default();
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut cursors: Vec<(
+            oneshot::Sender<Result<u64, Error>>,
+            Result<(String, String), Error>,
+        )> = Vec::new();
         for job in jobs {
-            let outcome = match self.accept(job.sub, received, &mut group) {
-                Ok(o) => o,
-                Err(e) => Outcome::Done(Err(e)),
-            };
-            outcomes.push(outcome);
-            replies.push(job.reply);
+            match job {
+                Job::Publish { sub, reply } => {
+                    let outcome = match self.accept(sub, received, &mut group) {
+                        Ok(o) => o,
+                        Err(e) => Outcome::Done(Err(e)),
+                    };
+                    outcomes.push(outcome);
+                    replies.push(reply);
+                }
+                Job::Cursor {
+                    team,
+                    name,
+                    seq,
+                    max_names,
+                    reply,
+                } => {
+                    let r = self
+                        .move_cursor(&mut group, &team, &name, seq, max_names)
+                        .map(|()| (team, name));
+                    cursors.push((reply, r));
+                }
+            }
         }
         let size = self.frontier.size();
         let result = if group.records.is_empty() {
-            Ok(self.head.read().unwrap_or_else(|p| p.into_inner()).clone())
+            let head = self.head.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if group.cursors.is_empty() {
+                Ok(head)
+            } else {
+                self.storage
+                    .commit(std::mem::take(&mut group.batch))
+                    .map(|()| head)
+            }
         } else {
             let head = self.sign_head(&mut group.batch);
             self.storage
@@ -257,6 +334,9 @@ impl Writer {
                     };
                     let _ = reply.send(answer);
                 }
+                for (reply, r) in cursors {
+                    let _ = reply.send(r.map(|key| group.cursors[&key]));
+                }
             }
             Err(e) => {
                 // What sled holds in memory may now differ from the device
@@ -271,9 +351,47 @@ impl Writer {
                     };
                     let _ = reply.send(answer);
                 }
+                for (reply, _) in cursors {
+                    let _ = reply.send(Err(Error::Internal(format!("commit failed: {e}"))));
+                }
                 std::process::exit(70);
             }
         }
+    }
+
+    /// Puts a cursor move into the group: forward only, at most `max_names`
+    /// names per team (counting names new in this group).
+    fn move_cursor(
+        &mut self,
+        group: &mut Group,
+        team: &str,
+        name: &str,
+        seq: u64,
+        max_names: usize,
+    ) -> Result<(), Error> {
+        let key = (team.to_owned(), name.to_owned());
+        let current = match group.cursors.get(&key) {
+            Some(s) => *s,
+            None => {
+                let (names, exists) = self.storage.cursor_names(team, name)?;
+                if !exists {
+                    let new_here = group.new_cursor_names.entry(team.to_owned()).or_insert(0);
+                    if names + *new_here >= max_names {
+                        return Err(Error::Limit(format!(
+                            "team {team} already has {} durable subscription names, the broker's \
+                             limit (limits.max_durable_names_per_team); reuse one",
+                            names + *new_here
+                        )));
+                    }
+                    *new_here += 1;
+                }
+                self.storage.cursor(team, name)?
+            }
+        };
+        let next = current.max(seq);
+        group.batch.put_cursor(team, name, next);
+        group.cursors.insert(key, next);
+        Ok(())
     }
 
     fn sign_head(&mut self, batch: &mut WriteBatch) -> SignedTreeHead {
