@@ -47,7 +47,7 @@ pub struct Submission {
 
 enum Job {
     Publish {
-        sub: Submission,
+        sub: Box<Submission>,
         reply: oneshot::Sender<Result<Receipt, Error>>,
     },
     /// Move `team`'s durable cursor `name` forward to `seq` (never back);
@@ -60,6 +60,12 @@ enum Job {
         reply: oneshot::Sender<Result<u64, Error>>,
     },
 }
+
+/// A cursor move's reply and the (team, name) it moved, or why not.
+type CursorReply = (
+    oneshot::Sender<Result<u64, Error>>,
+    Result<(String, String), Error>,
+);
 
 impl Job {
     fn bytes(&self) -> usize {
@@ -158,7 +164,10 @@ impl Log {
     pub async fn append(&self, sub: Submission) -> Result<Receipt, Error> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Publish { sub, reply })
+            .send(Job::Publish {
+                sub: Box::new(sub),
+                reply,
+            })
             .await
             .map_err(|_| Error::Unavailable)?;
         rx.await.map_err(|_| Error::Unavailable)?
@@ -271,14 +280,11 @@ impl Writer {
         let mut group = Group::default();
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
-        let mut cursors: Vec<(
-            oneshot::Sender<Result<u64, Error>>,
-            Result<(String, String), Error>,
-        )> = Vec::new();
+        let mut cursors: Vec<CursorReply> = Vec::new();
         for job in jobs {
             match job {
                 Job::Publish { sub, reply } => {
-                    let outcome = match self.accept(sub, received, &mut group) {
+                    let outcome = match self.accept(*sub, received, &mut group) {
                         Ok(o) => o,
                         Err(e) => Outcome::Done(Err(e)),
                     };
