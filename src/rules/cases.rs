@@ -119,6 +119,22 @@ mod tests {
         }
     }
 
+    /// `case_views` finds a case's milestones at the ends of its history,
+    /// whatever its length: `acknowledged` can only be the first update, and
+    /// `resolved` only the last or the one before (only `closed` follows).
+    #[test]
+    fn milestones_sit_at_the_ends_of_a_history() {
+        let roles = [Role::Requester, Role::Addressee];
+        let can = |s: CaseState, t: CaseState| roles.iter().any(|r| transition(s, t, *r).is_ok());
+        for s in STATES {
+            // A case starts open and never returns there.
+            assert!(!can(s, Open), "{s:?} -> open");
+            assert_eq!(can(s, Acknowledged), s == Open, "{s:?} -> acknowledged");
+            assert_eq!(can(Resolved, s), s == Closed, "resolved -> {s:?}");
+            assert!(!can(Closed, s), "closed -> {s:?}");
+        }
+    }
+
     #[test]
     fn messages_name_the_state() {
         let e = transition(Closed, Acknowledged, Role::Addressee).unwrap_err();
