@@ -922,6 +922,50 @@ impl Storage {
         }
     }
 
+    /// Every case opened after record `after` as (request seq, state), oldest
+    /// first, read lazily: a page of cases stops reading where it stops.
+    pub fn cases_after(&self, after: u64) -> impl Iterator<Item = Result<(u64, i32)>> + '_ {
+        let from = after.checked_add(1).map(|s| seq_key(b'k', s));
+        from.map(|from| self.db.range(from..=seq_key(b'k', u64::MAX)))
+            .into_iter()
+            .flatten()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = be64(&k, &k[1..])?;
+                let state = <[u8; 4]>::try_from(v.as_ref())
+                    .map(i32::from_be_bytes)
+                    .map_err(|_| StorageError::Corrupt {
+                        key: format!("case state {seq}"),
+                        message: format!("expected 4 bytes, found {}", v.len()),
+                    })?;
+                Ok((seq, state))
+            })
+    }
+
+    /// Seqs of the updates of the case opened by record `request` that come
+    /// after record `after`, in order, read lazily from either end.
+    pub fn case_updates_after(
+        &self,
+        request: u64,
+        after: u64,
+    ) -> impl DoubleEndedIterator<Item = Result<u64>> + '_ {
+        let key = |update: u64| {
+            let mut k = [0u8; 17];
+            k[..9].copy_from_slice(&seq_key(b'u', request));
+            k[9..].copy_from_slice(&update.to_be_bytes());
+            k
+        };
+        after
+            .checked_add(1)
+            .map(|from| self.db.range(key(from)..=key(u64::MAX)))
+            .into_iter()
+            .flatten()
+            .map(|kv| {
+                let (k, _) = kv?;
+                be64(&k, &k[9..])
+            })
+    }
+
     /// Every case as (request seq, state), oldest first.
     pub fn cases(&self) -> Result<Vec<(u64, i32)>> {
         self.db
@@ -1095,6 +1139,48 @@ mod tests {
         batch.put_record(seq, &format!("id-{seq}"), "XX-TEST", &rec);
         storage.commit(batch).unwrap();
         crate::log::merkle::root(seq, storage).unwrap()
+    }
+
+    #[test]
+    fn cases_and_their_updates_are_read_from_a_position() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&tmp.path().join("db")).unwrap();
+        let mut batch = WriteBatch::default();
+        for (request, state) in [(3, 1), (5, 2), (9, 0)] {
+            batch.put_case_state(request, state);
+        }
+        for (request, update) in [(5, 6), (5, 7), (5, 8), (9, 10)] {
+            batch.put_case_update(request, update);
+        }
+        storage.commit(batch).unwrap();
+        let cases = |after| {
+            storage
+                .cases_after(after)
+                .collect::<Result<Vec<_>>>()
+                .unwrap()
+        };
+        assert_eq!(cases(0), [(3, 1), (5, 2), (9, 0)]);
+        assert_eq!(cases(5), [(9, 0)]);
+        assert!(cases(9).is_empty());
+        assert!(cases(u64::MAX).is_empty());
+        let updates = |request, after| {
+            storage
+                .case_updates_after(request, after)
+                .collect::<Result<Vec<_>>>()
+                .unwrap()
+        };
+        assert_eq!(updates(5, 0), [6, 7, 8]);
+        assert_eq!(updates(5, 6), [7, 8]);
+        assert!(updates(5, u64::MAX).is_empty());
+        assert!(updates(3, 0).is_empty());
+        assert_eq!(updates(9, 0), [10]);
+        let last_two: Vec<u64> = storage
+            .case_updates_after(5, 0)
+            .rev()
+            .take(2)
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(last_two, [8, 7]);
     }
 
     #[test]
