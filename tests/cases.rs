@@ -43,17 +43,16 @@ async fn case(c: &Client, id: &str) -> pb::Case {
     case_of(c, "", id).await
 }
 
-/// The case `(requester, id)`; `""` leaves the requester out.
+/// The case `(requester, id)` with its whole history (every page); `""`
+/// leaves the requester out.
 async fn case_of(c: &Client, requester: &str, id: &str) -> pb::Case {
-    c.cases()
-        .get_case(pb::GetCaseRequest {
-            id: id.into(),
-            exercise: None,
-            requester: requester.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    c.get_case(pb::GetCaseRequest {
+        id: id.into(),
+        requester: requester.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 fn state_of(c: &pb::Case) -> CaseState {
@@ -308,8 +307,7 @@ async fn a_third_team_sees_nothing_of_the_case() {
         .cases()
         .get_case(pb::GetCaseRequest {
             id: id.clone(),
-            exercise: None,
-            requester: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -531,8 +529,7 @@ async fn a_case_is_its_requester_and_id_and_retracted_requests_are_frozen() {
         cn.cases()
             .get_case(pb::GetCaseRequest {
                 id: real.id.clone(),
-                exercise: None,
-                requester: String::new(),
+                ..Default::default()
             })
             .await
             .map_err(Into::into),

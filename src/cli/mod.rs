@@ -625,18 +625,16 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                 }
             };
             let client = conn.connect().await?;
-            let list = client
-                .cases()
+            let cases = client
                 .list_cases(pb::ListCasesRequest {
                     state,
                     role: role as i32,
                     overdue_only: overdue,
                     exercise: Some(scope.scope().to_selector()),
+                    ..Default::default()
                 })
-                .await
-                .map_err(ClientError::from)?
-                .into_inner();
-            for c in &list.cases {
+                .await?;
+            for c in &cases {
                 print_json(&case_line(c))?;
             }
             return Ok(());
@@ -644,15 +642,12 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
         CaseCommand::Show { id, scope, conn } => {
             let client = conn.connect().await?;
             let case = client
-                .cases()
                 .get_case(pb::GetCaseRequest {
                     id,
                     exercise: Some(scope.scope().to_selector()),
-                    requester: String::new(),
+                    ..Default::default()
                 })
-                .await
-                .map_err(ClientError::from)?
-                .into_inner();
+                .await?;
             let summary = case.summary.unwrap_or_default();
             let verified: std::collections::HashMap<u64, bool> = case
                 .updates

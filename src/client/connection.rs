@@ -1,7 +1,8 @@
 //! A certex client: mTLS connection to a broker, signing and publishing,
 //! reading records and verifying their signatures against a local copy of
-//! the directory (never trusting the broker for keys). Used by the CLI, the
-//! demo, the benchmarks and the tests.
+//! the directory (never trusting the broker for keys), and reading cases
+//! whole by following their pages. Used by the CLI, the demo, the
+//! benchmarks and the tests.
 
 use std::path::{Path, PathBuf};
 
@@ -247,6 +248,59 @@ impl Client {
         Ok(self.exchange().get(req).await?.into_inner())
     }
 
+    /// Every case `req` selects that the team may see, oldest first: follows
+    /// `ListCases` pages until the last, starting at `req.page_token` (empty:
+    /// from the first case), with `req.page_size` cases a page.
+    pub async fn list_cases(
+        &self,
+        mut req: pb::ListCasesRequest,
+    ) -> Result<Vec<pb::CaseSummary>, ClientError> {
+        let mut cases: Vec<pb::CaseSummary> = Vec::new();
+        loop {
+            let page = self.cases().list_cases(req.clone()).await?.into_inner();
+            let last = cases.last().map_or(0, |c| c.seq);
+            check_page(
+                "ListCases",
+                &req.page_token,
+                &page.next_page_token,
+                last,
+                page.cases.iter().map(|c| c.seq),
+            )?;
+            cases.extend(page.cases);
+            if page.next_page_token.is_empty() {
+                return Ok(cases);
+            }
+            req.page_token = page.next_page_token;
+        }
+    }
+
+    /// One case with its whole history: follows `GetCase` pages of updates
+    /// until the last, starting at `req.page_token`. The summary and derived
+    /// state are those of the last page, the freshest.
+    pub async fn get_case(&self, mut req: pb::GetCaseRequest) -> Result<pb::Case, ClientError> {
+        let mut history = Vec::new();
+        let mut updates: Vec<pb::Record> = Vec::new();
+        loop {
+            let mut page = self.cases().get_case(req.clone()).await?.into_inner();
+            let last = updates.last().map_or(0, |u| u.seq);
+            check_page(
+                "GetCase",
+                &req.page_token,
+                &page.next_page_token,
+                last,
+                page.updates.iter().map(|u| u.seq),
+            )?;
+            history.append(&mut page.history);
+            updates.append(&mut page.updates);
+            if page.next_page_token.is_empty() {
+                page.history = history;
+                page.updates = updates;
+                return Ok(page);
+            }
+            req.page_token = std::mem::take(&mut page.next_page_token);
+        }
+    }
+
     /// Fetches the assistance request `case_id` (real or exercise traffic),
     /// of `requester` when given; without it the id must name one case the
     /// team may read. Asks `Cases.GetCase`, which counts requests only, so a
@@ -261,6 +315,9 @@ impl Client {
                 id: case_id.to_owned(),
                 exercise: Some(scope.to_selector()),
                 requester: requester.unwrap_or_default().to_owned(),
+                // Only the request is wanted; it comes on every page.
+                page_size: 1,
+                page_token: String::new(),
             };
             match self.cases().get_case(req).await {
                 Ok(case) => {
@@ -337,6 +394,32 @@ impl Client {
     pub fn render(&self, rec: &pb::Record) -> RecordJson {
         render_record(rec, self.directory.as_ref())
     }
+}
+
+/// Checks that a page moves forward: its items come after those of the
+/// previous pages (`last`, 0 before the first), in seq order, and its token
+/// is not the one that asked for it, so following pages always ends.
+fn check_page(
+    call: &str,
+    asked: &str,
+    next: &str,
+    mut last: u64,
+    seqs: impl Iterator<Item = u64>,
+) -> Result<(), ClientError> {
+    for seq in seqs {
+        if seq <= last {
+            return Err(ClientError::Check(format!(
+                "{call}: the broker sent seq {seq} after seq {last}; pages must move forward"
+            )));
+        }
+        last = seq;
+    }
+    if !next.is_empty() && next == asked {
+        return Err(ClientError::Check(format!(
+            "{call}: the broker answered a page token with the same token"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a record end to end: leaf hash over the envelope bytes, a
@@ -443,5 +526,24 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
         verify_error,
         body: Some(BodyJson::from_body(&body)),
         retracted: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn following_pages_must_move_forward() {
+        let ok = |asked, next, last, seqs: &[u64]| {
+            check_page("ListCases", asked, next, last, seqs.iter().copied()).is_ok()
+        };
+        assert!(ok("", "c3", 0, &[1, 3]));
+        assert!(ok("c3", "", 3, &[4]));
+        assert!(ok("c3", "c3x", 3, &[]), "an empty page may still go on");
+        assert!(!ok("c3", "c3", 3, &[]), "the same token again never ends");
+        assert!(!ok("c3", "c5", 3, &[3, 5]), "an item of an earlier page");
+        assert!(!ok("", "", 0, &[2, 2]), "an item twice");
+        assert!(!ok("", "", 0, &[5, 4]), "out of order");
     }
 }

@@ -966,35 +966,6 @@ impl Storage {
             })
     }
 
-    /// Every case as (request seq, state), oldest first.
-    pub fn cases(&self) -> Result<Vec<(u64, i32)>> {
-        self.db
-            .scan_prefix([b'k'])
-            .map(|kv| {
-                let (k, v) = kv?;
-                let seq = be64(&k, &k[1..])?;
-                let state = <[u8; 4]>::try_from(v.as_ref())
-                    .map(i32::from_be_bytes)
-                    .map_err(|_| StorageError::Corrupt {
-                        key: format!("case state {seq}"),
-                        message: format!("expected 4 bytes, found {}", v.len()),
-                    })?;
-                Ok((seq, state))
-            })
-            .collect()
-    }
-
-    /// Seqs of the updates of the case opened by record `request`, in order.
-    pub fn case_updates(&self, request: u64) -> Result<Vec<u64>> {
-        self.db
-            .scan_prefix(seq_key(b'u', request))
-            .map(|kv| {
-                let (k, _) = kv?;
-                be64(&k, &k[9..])
-            })
-            .collect()
-    }
-
     pub fn head(&self, tree_size: u64) -> Result<Option<StoredHead>> {
         self.db
             .get(seq_key(b'h', tree_size))?
