@@ -7,7 +7,8 @@
 //! [`MAX_PAGE_SIZE`] items, and none that would take the page past
 //! [`PAGE_BYTES`] but the first. A page token is only the seq of the last
 //! item the caller was given: it grants nothing, and every item of every
-//! page still goes through [`view_decoded`].
+//! page still goes through [`view_decoded`]. The scans are synchronous; the
+//! services run them off the async workers.
 
 use prost::Message;
 

@@ -3,7 +3,8 @@
 //! from an authenticated connection whose team is in the directory in force,
 //! runs in a span naming the RPC and the team, and turns its error into a
 //! status in one place (`error.rs`). The work itself is in the read paths,
-//! `publish`, `subscribe`, `case_views` and `transparency`.
+//! `publish`, `subscribe`, `case_views` and `transparency`; the case views'
+//! storage scans run on tokio's blocking pool, off the async workers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -133,6 +134,19 @@ fn log_refusal(rpc: &str, team: &str, e: &Error) {
         field = e.field().unwrap_or("-"),
         "call refused"
     );
+}
+
+/// Runs `f`, a call's storage work, on tokio's blocking pool, in the
+/// call's span, so a long scan never holds up an async worker.
+async fn blocking<R, F>(f: F) -> Result<R, Error>
+where
+    F: FnOnce() -> Result<R, Error> + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// `certex.v1.Exchange`.
@@ -295,8 +309,8 @@ impl Cases for CasesService {
         req: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
         self.0
-            .call("ListCases", req, |b, team, r| async move {
-                case_views::list(&b, &team, &r)
+            .call("ListCases", req, |b, team, r| {
+                blocking(move || case_views::list(&b, &team, &r))
             })
             .await
     }
@@ -306,8 +320,8 @@ impl Cases for CasesService {
         req: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
         self.0
-            .call("GetCase", req, |b, team, r| async move {
-                case_views::get(&b, &team, &r)
+            .call("GetCase", req, |b, team, r| {
+                blocking(move || case_views::get(&b, &team, &r))
             })
             .await
     }
