@@ -1,5 +1,6 @@
 //! Case assistance over a real broker: lifecycles through the CLI and gRPC,
-//! every invalid transition, racing updates, visibility and deadlines.
+//! every invalid transition, racing updates, visibility and deadlines, and
+//! paged listings and histories that no team's flood of requests can break.
 
 mod common;
 
@@ -53,6 +54,22 @@ async fn case_of(c: &Client, requester: &str, id: &str) -> pb::Case {
     })
     .await
     .unwrap()
+}
+
+/// Runs the `certex` binary as `team` against `b`: (success, stdout, stderr).
+fn cli(b: &TestBroker, team: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args(args)
+        .env("CERTEX_BROKER", b.url())
+        .env("CERTEX_PKI", b.pki())
+        .env("CERTEX_TEAM", team)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn state_of(c: &pb::Case) -> CaseState {
@@ -389,20 +406,7 @@ async fn overdue_appears_and_disappears() {
 async fn lifecycle_through_the_cli() {
     use serde_json::Value;
     let b = TestBroker::start().await;
-    let run = |team: &str, args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
-            .args(args)
-            .env("CERTEX_BROKER", b.url())
-            .env("CERTEX_PKI", b.pki())
-            .env("CERTEX_TEAM", team)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |team: &str, args: &[&str]| cli(&b, team, args);
     let draft = b.tmp.path().join("request.json");
     std::fs::write(
         &draft,
@@ -621,4 +625,431 @@ async fn timestamps_out_of_range_are_refused() {
     let (c, msg) = code(br.publish(br.seal(&r).unwrap()).await);
     assert_eq!(c, Code::InvalidArgument);
     assert!(msg.contains("field request.respond_by"), "{msg}");
+}
+
+// === paging (SPEC §15) ===
+
+/// Publishes `n` requests from `from` to `to` (with `cc` in copy), many at
+/// once so that group commit batches them; returns their seqs in order.
+async fn open_cases(from: &Client, to: &str, cc: &[&str], n: usize) -> Vec<u64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut seqs = Vec::with_capacity(n);
+    for _ in 0..n {
+        if tasks.len() >= 32 {
+            seqs.push(tasks.join_next().await.unwrap().unwrap());
+        }
+        let env = from.seal(&request_body(from.team(), to, cc, 3600)).unwrap();
+        let c = from.clone();
+        tasks.spawn(async move { c.publish(env).await.unwrap().seq });
+    }
+    while let Some(seq) = tasks.join_next().await {
+        seqs.push(seq.unwrap());
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Every page of `c`'s case listing with `page_size`, following tokens
+/// through the raw gRPC client.
+async fn list_pages(c: &Client, page_size: u32, page_token: &str) -> Vec<pb::ListCasesResponse> {
+    let mut pages = Vec::new();
+    let mut token = page_token.to_owned();
+    loop {
+        let page = c
+            .cases()
+            .list_cases(pb::ListCasesRequest {
+                page_size,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        token = page.next_page_token.clone();
+        pages.push(page);
+        if token.is_empty() {
+            return pages;
+        }
+    }
+}
+
+/// Every page of case `id` with `page_size`, through the raw gRPC client.
+async fn case_pages(c: &Client, id: &str, page_size: u32) -> Vec<pb::Case> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .cases()
+            .get_case(pb::GetCaseRequest {
+                id: id.into(),
+                page_size,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        token = page.next_page_token.clone();
+        pages.push(page);
+        if token.is_empty() {
+            return pages;
+        }
+    }
+}
+
+fn seqs_of(pages: &[pb::ListCasesResponse]) -> Vec<u64> {
+    pages.iter().flat_map(|p| &p.cases).map(|c| c.seq).collect()
+}
+
+fn ms_of(t: &Option<prost_types::Timestamp>) -> u64 {
+    let t = t.as_ref().unwrap();
+    t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_listing_comes_in_pages_each_case_once_in_order() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    let cn = b.client("CN-CNCERT").await;
+    let published = open_cases(&br, "CN-CNCERT", &[], 250).await;
+
+    let pages = list_pages(&cn, 100, "").await;
+    let sizes: Vec<usize> = pages.iter().map(|p| p.cases.len()).collect();
+    assert_eq!(sizes, [100, 100, 50]);
+    assert!(pages[..2].iter().all(|p| !p.next_page_token.is_empty()));
+    assert_eq!(pages[2].next_page_token, "");
+    assert_eq!(seqs_of(&pages), published, "every case once, oldest first");
+
+    // 0 means 100; over 1000 is taken as 1000 (here: everything at once).
+    assert_eq!(list_pages(&cn, 0, "").await.len(), 3);
+    let all = list_pages(&cn, u32::MAX, "").await;
+    assert_eq!((all.len(), all[0].cases.len()), (1, 250));
+    // Filters apply across pages: the requester's view, by role.
+    let pages = br
+        .cases()
+        .list_cases(pb::ListCasesRequest {
+            role: pb::CaseRole::Requester as i32,
+            page_size: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pages.cases.len(), 200);
+    let rest = br
+        .cases()
+        .list_cases(pb::ListCasesRequest {
+            role: pb::CaseRole::Requester as i32,
+            page_token: pages.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((rest.cases.len(), rest.next_page_token.as_str()), (50, ""));
+    // The client library follows the pages.
+    let listed = cn.list_cases(Default::default()).await.unwrap();
+    assert_eq!(listed.iter().map(|c| c.seq).collect::<Vec<_>>(), published);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_page_token_is_invalid_argument_and_discloses_nothing() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    let us = b.client("US-CISA").await;
+    let hidden = open_case(&br, "CN-CNCERT", &[], 3600).await;
+    open_cases(&us, "DE-CERTBUND", &[], 3).await;
+    let list_token = list_pages(&us, 1, "").await[0].next_page_token.clone();
+    assert!(!list_token.is_empty());
+    for token in ["garbage", "-1", "0x10", " ", "\u{0}"] {
+        let err = us
+            .cases()
+            .list_cases(pb::ListCasesRequest {
+                page_token: token.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{token:?}");
+        assert!(
+            err.message().starts_with("page_token: "),
+            "{}",
+            err.message()
+        );
+    }
+    // GetCase checks its token first: the same answer for a case that does
+    // not exist and one the caller may not read. A ListCases token is not a
+    // GetCase token.
+    for token in ["garbage", list_token.as_str()] {
+        let mut answers = Vec::new();
+        for id in [hidden.as_str(), "no-such-case"] {
+            let err = us
+                .cases()
+                .get_case(pb::GetCaseRequest {
+                    id: id.into(),
+                    page_token: token.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            answers.push((err.code(), err.message().to_owned()));
+        }
+        assert_eq!(answers[0].0, Code::InvalidArgument, "{token:?}");
+        assert!(answers[0].1.starts_with("page_token: "), "{}", answers[0].1);
+        assert_eq!(answers[0], answers[1]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_history_comes_in_pages_with_the_case_on_each() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    let cn = b.client("CN-CNCERT").await;
+    let id = open_case(&br, "CN-CNCERT", &["IN-CERTIN"], 3600).await;
+    let mut updates = Vec::new();
+    for t in [CaseState::Acknowledged, CaseState::Accepted] {
+        updates.push(cn.update_case(&id, t, "", "").await.unwrap().seq);
+    }
+    // Progress notes may follow each other in any number, so publish many at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..118 {
+        let (cn, id) = (cn.clone(), id.clone());
+        tasks.spawn(async move {
+            cn.update_case(&id, CaseState::InProgress, &format!("note {i}"), "")
+                .await
+                .unwrap()
+                .seq
+        });
+    }
+    while let Some(seq) = tasks.join_next().await {
+        updates.push(seq.unwrap());
+    }
+    let resolved = cn.update_case(&id, CaseState::Resolved, "done", "");
+    updates.push(resolved.await.unwrap().seq);
+    let closed = br.update_case(&id, CaseState::Closed, "", "");
+    updates.push(closed.await.unwrap().seq);
+    updates.sort_unstable();
+    assert_eq!(updates.len(), 122);
+
+    let ic = b.client("IN-CERTIN").await; // cc reads it too
+    let pages = case_pages(&ic, &id, 50).await;
+    let sizes: Vec<usize> = pages.iter().map(|p| p.updates.len()).collect();
+    assert_eq!(sizes, [50, 50, 22]);
+    let first = &pages[0];
+    for p in &pages {
+        assert_eq!(p.summary, first.summary, "the summary on every page");
+        assert_eq!(p.request, first.request, "the request on every page");
+        assert_eq!(p.history.len(), p.updates.len());
+        assert_eq!(
+            (
+                p.time_to_acknowledge_ms,
+                p.time_to_resolve_ms,
+                p.acknowledged_late
+            ),
+            (
+                first.time_to_acknowledge_ms,
+                first.time_to_resolve_ms,
+                first.acknowledged_late
+            ),
+            "the derived state on every page"
+        );
+    }
+    assert_eq!(state_of(first), CaseState::Closed);
+    let seqs: Vec<u64> = pages
+        .iter()
+        .flat_map(|p| &p.updates)
+        .map(|u| u.seq)
+        .collect();
+    assert_eq!(seqs, updates, "every update once, in order");
+    let history: Vec<&pb::CaseEvent> = pages.iter().flat_map(|p| &p.history).collect();
+    assert!(history.iter().map(|h| h.seq).eq(updates.iter().copied()));
+    // The milestones are those of the whole history.
+    let opened = ms_of(&first.request.as_ref().unwrap().received_at);
+    let at = |t: CaseState| {
+        let h = history.iter().find(|h| h.transition == t as i32).unwrap();
+        ms_of(&h.at) - opened
+    };
+    assert_eq!(first.time_to_acknowledge_ms, at(CaseState::Acknowledged));
+    assert_eq!(first.time_to_resolve_ms, at(CaseState::Resolved));
+
+    // The client library follows the pages (two at the default size).
+    let whole = cn
+        .get_case(pb::GetCaseRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(whole.next_page_token, "");
+    assert!(
+        whole
+            .updates
+            .iter()
+            .map(|u| u.seq)
+            .eq(updates.iter().copied())
+    );
+    assert_eq!(whole.history.len(), 122);
+    assert!(whole.updates.iter().all(|u| cn.render(u).verified));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_history_stops_before_one_mebibyte() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    let cn = b.client("CN-CNCERT").await;
+    let id = open_case(&br, "CN-CNCERT", &[], 3600).await;
+    for t in [CaseState::Acknowledged, CaseState::Accepted] {
+        cn.update_case(&id, t, "", "").await.unwrap();
+    }
+    // 60 notes of 16,000 characters: about 32 KB each in a page (the signed
+    // update and its history entry), some 2 MB in all.
+    let note = "x".repeat(16_000);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let (cn, id, note) = (cn.clone(), id.clone(), note.clone());
+        tasks.spawn(async move {
+            cn.update_case(&id, CaseState::InProgress, &note, "")
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let pages = case_pages(&br, &id, 1000).await;
+    assert!(pages.len() >= 2, "{} pages", pages.len());
+    for p in &pages {
+        let len = prost::Message::encoded_len(p);
+        assert!(len <= 1024 * 1024, "a page of {len} bytes");
+    }
+    let seqs: Vec<u64> = pages
+        .iter()
+        .flat_map(|p| &p.updates)
+        .map(|u| u.seq)
+        .collect();
+    assert_eq!(seqs.len(), 62);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "each once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_does_not_break_the_listings_of_others() {
+    let b = TestBroker::start().await;
+    let ru = b.client("RU-GOVCERT").await; // floods
+    let cn = b.client("CN-CNCERT").await;
+    let br = b.client("BR-CERTBR").await;
+    let de = b.client("DE-CERTBUND").await; // no party to any of it
+    let own = open_case(&cn, "US-CISA", &[], 3600).await;
+    let to_cn_cc_br = open_cases(&ru, "CN-CNCERT", &["BR-CERTBR"], 150).await;
+    let to_br = open_cases(&ru, "BR-CERTBR", &[], 50).await;
+    let to_in_cc_cn = open_cases(&ru, "IN-CERTIN", &["CN-CNCERT"], 100).await;
+    let sorted = |a: &[u64], b: &[u64]| {
+        let mut v = [a, b].concat();
+        v.sort_unstable();
+        v
+    };
+
+    let listed = cn.list_cases(Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 251);
+    assert_eq!(listed[0].id, own);
+    let seqs: Vec<u64> = listed[1..].iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        sorted(&to_cn_cc_br, &to_in_cc_cn),
+        "CN's cases, once, in order"
+    );
+    let listed = br.list_cases(Default::default()).await.unwrap();
+    let seqs: Vec<u64> = listed.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        sorted(&to_cn_cc_br, &to_br),
+        "BR's cases, once, in order"
+    );
+    assert!(de.list_cases(Default::default()).await.unwrap().is_empty());
+    assert!(list_pages(&de, 1, "").await[0].cases.is_empty());
+
+    // The CLI lists them all, as before.
+    let (ok, out, err) = tokio::task::block_in_place(|| cli(&b, "CN-CNCERT", &["case", "list"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 251);
+    let (ok, out, err) = tokio::task::block_in_place(|| cli(&b, "DE-CERTBUND", &["case", "list"]));
+    assert!(ok && out.is_empty(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_tokens_never_reveal_a_hidden_case() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    let cn = b.client("CN-CNCERT").await;
+    let us = b.client("US-CISA").await;
+    let de = b.client("DE-CERTBUND").await;
+    // CN's cases and cases hidden from CN, interleaved in the log.
+    let (mut mine, mut hidden) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        mine.extend(open_cases(&br, "CN-CNCERT", &[], 2).await);
+        hidden.extend(open_cases(&us, "DE-CERTBUND", &[], 3).await);
+    }
+    let visible = |pages: &[pb::ListCasesResponse]| {
+        let seqs = seqs_of(pages);
+        assert!(seqs.iter().all(|s| !hidden.contains(s)), "{seqs:?}");
+        seqs
+    };
+    let pages = list_pages(&cn, 2, "").await;
+    assert_eq!(visible(&pages), mine);
+    // Tokens of another team's listing, each ending on a case hidden from
+    // CN, only resume CN's own listing after that position.
+    let de_pages = list_pages(&de, 1, "").await;
+    assert_eq!(seqs_of(&de_pages), hidden);
+    for p in &de_pages[..de_pages.len() - 1] {
+        let after = p.cases[0].seq;
+        let resumed = list_pages(&cn, 2, &p.next_page_token).await;
+        let expected: Vec<u64> = mine.iter().copied().filter(|s| *s > after).collect();
+        assert_eq!(visible(&resumed), expected);
+    }
+    // And CN's tokens give DE nothing of CN's.
+    for p in &pages[..pages.len() - 1] {
+        let resumed = list_pages(&de, 1, &p.next_page_token).await;
+        assert!(seqs_of(&resumed).iter().all(|s| hidden.contains(s)));
+    }
+
+    // GetCase: a token of a hidden case's history opens nothing of it and
+    // resumes nothing foreign in CN's own case.
+    let hidden_id = open_case(&us, "DE-CERTBUND", &[], 3600).await;
+    let cn_id = open_case(&br, "CN-CNCERT", &[], 3600).await;
+    for t in [CaseState::Acknowledged, CaseState::Accepted] {
+        de.update_case_of(Some("US-CISA"), &hidden_id, t, "", "")
+            .await
+            .unwrap();
+        cn.update_case(&cn_id, t, "", "").await.unwrap();
+    }
+    let de_page = case_pages(&de, &hidden_id, 1).await.remove(0);
+    let (de_token, after) = (de_page.next_page_token, de_page.updates[0].seq);
+    assert!(!de_token.is_empty());
+    let err = cn
+        .cases()
+        .get_case(pb::GetCaseRequest {
+            id: hidden_id.clone(),
+            page_token: de_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let own = cn
+        .cases()
+        .get_case(pb::GetCaseRequest {
+            id: cn_id.clone(),
+            page_token: de_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.summary.unwrap().requester, "BR-CERTBR");
+    let all = case(&cn, &cn_id).await.updates;
+    let expected: Vec<_> = all.into_iter().filter(|u| u.seq > after).collect();
+    assert_eq!(
+        own.updates, expected,
+        "CN's own updates after that position"
+    );
+    assert_eq!(own.updates.len(), 2);
 }
