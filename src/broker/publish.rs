@@ -1,7 +1,10 @@
 //! `Exchange.Publish` before the log (SPEC §4): size, body, sender, key and
 //! signature, clock skew, rate budget and fields, in that order; the writer
 //! then checks what depends on the log (duplicates, retraction targets, case
-//! transitions) atomically with the append.
+//! transitions) atomically with the append. A retry of a logged id spends
+//! the team's retry budget and, with identical bytes, is answered from the
+//! index alone; only new messages meet the free-disk watermark and spend
+//! the message and byte budgets (SPEC §15).
 
 use time::OffsetDateTime;
 

@@ -197,6 +197,8 @@ impl Exchange for ExchangeService {
         self.0
             .call("CommitCursor", req, |b, team, r| async move {
                 subscribe::check_durable_name(&r.durable)?;
+                // A cursor move writes: refused below the disk watermark.
+                b.disk.check(b.log().storage())?;
                 let size = b.log().head().tree_size;
                 if r.seq > size {
                     return Err(Error::BadRequest(format!(

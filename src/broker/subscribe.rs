@@ -29,7 +29,7 @@ use crate::rules::access::TrafficScope;
 /// Most records read from storage per step.
 const READ_BATCH: u64 = 256;
 /// Most bytes of records read from storage per step (at least one record).
-pub const READ_BATCH_BYTES: usize = 256 * 1024;
+pub const READ_BATCH_BYTES: usize = 128 * 1024;
 /// Most records queued for the consumer (the byte bound usually comes first).
 const CHANNEL: usize = 64;
 

@@ -32,6 +32,11 @@
 //! size (frames or nodes of a commit that never reached sled), and missing
 //! nodes are recomputed from the records' leaf hashes.
 //!
+//! Space: a 16 MiB `reserve` file (allocated, not sparse) is kept in the data
+//! directory; on a device too full to open the database (sled pads its last
+//! segment on open) it is released first, so the broker always starts and
+//! serves reads; it is taken again once there is room.
+//!
 //! Merkle nodes are derived data: every leaf hash is in its (synced) record.
 //! So the node file is synced only every [`NODE_SYNC_EVERY`] nodes, recording
 //! in `m` how many leaves are covered; on open, nodes past `m` are recomputed
@@ -308,6 +313,62 @@ fn decode_logged(key: &[u8], v: &[u8]) -> Result<Logged> {
     }
 }
 
+/// sled's segment size: opening the database pads its last segment to this
+/// size, so opening may need up to this much free space.
+const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+
+/// The reserve file: space held back so the broker can always open, even
+/// on a device something else filled up.
+const RESERVE_FILE: &str = "reserve";
+const RESERVE_BYTES: u64 = 2 * SEGMENT_SIZE as u64;
+
+fn free_in(dir: &Path) -> Option<u64> {
+    rustix::fs::statvfs(dir)
+        .ok()
+        .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Before opening: on a device too full to open the database (sled pads
+/// its last segment), give back the reserve.
+fn release_reserve_if_full(dir: &Path) {
+    let reserve = dir.join(RESERVE_FILE);
+    if reserve.exists() && free_in(dir).is_some_and(|f| f < RESERVE_BYTES) {
+        match fs::remove_file(&reserve) {
+            Ok(()) => tracing::warn!(
+                path = %reserve.display(),
+                bytes = RESERVE_BYTES,
+                "the disk is full: released the space reserve so the broker can open; \
+                 publishing stays refused until space is freed"
+            ),
+            Err(e) => {
+                tracing::warn!(path = %reserve.display(), error = %e, "cannot release the space reserve")
+            }
+        }
+    }
+}
+
+/// After opening: hold the reserve again if there is ample room for it.
+fn keep_reserve(dir: &Path) {
+    let reserve = dir.join(RESERVE_FILE);
+    if reserve.exists() || free_in(dir).is_none_or(|f| f < 2 * RESERVE_BYTES) {
+        return;
+    }
+    let made = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&reserve)
+        .and_then(|f| {
+            // Allocated, not sparse: the space is really held.
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES)?;
+            f.sync_all()
+        });
+    if let Err(e) = made {
+        let _ = fs::remove_file(&reserve);
+        tracing::warn!(path = %reserve.display(), error = %e, "cannot hold a space reserve");
+    }
+}
+
 /// Merkle nodes written between two syncs of the node file (about half as
 /// many leaves): what recovery may have to recompute.
 const NODE_SYNC_EVERY: u64 = 8192;
@@ -358,11 +419,12 @@ impl Storage {
                 source,
             })?;
         restrict(dir, 0o700);
+        release_reserve_if_full(dir);
         let db = sled::Config::new()
             .path(dir)
             // sled holds only small index entries now; 8 MiB segments keep
             // the occasional large case-state or head value out of blob files.
-            .segment_size(8 * 1024 * 1024)
+            .segment_size(SEGMENT_SIZE)
             // sled counts its cache by serialized size; nodes of many small
             // keys take several times that in memory (64 MiB measured as
             // ~250 MiB RSS after 350k records, 16 MiB plateaus near 110 MiB).
@@ -417,6 +479,7 @@ impl Storage {
         };
         storage.recover_records()?;
         storage.recover_nodes()?;
+        keep_reserve(dir);
         let marks = storage
             .db
             .scan_prefix([b'x'])
@@ -763,6 +826,11 @@ impl Storage {
     pub fn free_bytes(&self) -> std::io::Result<u64> {
         let st = rustix::fs::statvfs(&self.dir)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Whether the space reserve is held (see [`RESERVE_FILE`]).
+    pub fn holds_reserve(&self) -> bool {
+        self.dir.join(RESERVE_FILE).exists()
     }
 
     /// The position of the durable cursor `name` of `team` (0 if never committed).
