@@ -2,8 +2,10 @@
 //! function per command. Data goes to stdout as JSON; errors to stderr.
 //!
 //! The CLI sits on top: it may use every other wing, and nothing below uses
-//! it. [`demo`], [`bench`] and [`pki`] are commands of their own.
+//! it. [`demo`], [`bench`] and [`pki`] are commands of their own; [`abuse`]
+//! holds the hostile-member attacks that `bench abuse` and the tests run.
 
+pub mod abuse;
 pub mod bench;
 pub mod demo;
 pub mod pki;
