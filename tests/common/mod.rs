@@ -225,12 +225,34 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     pub fn start(pki: &Path, data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_certex"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--pki"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certex"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--pki"])
             .arg(pki)
             .arg("--data")
-            .arg(data)
-            .env("RUST_LOG", "warn")
+            .arg(data);
+        Self::spawn(cmd)
+    }
+
+    /// Starts `certex serve --config FILE` over the development PKI `pki`
+    /// and the database `data`, with `limits`; the file is written beside
+    /// the database (`DATA.toml`).
+    pub fn start_with(pki: &Path, data: &Path, limits: &Limits) -> Self {
+        let mut config = BrokerConfig::from_pki(pki, data, "127.0.0.1:0".parse().unwrap());
+        config.limits = limits.clone();
+        let file = data.with_extension("toml");
+        std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certex"));
+        cmd.args(["serve", "--config"]).arg(&file);
+        Self::spawn(cmd)
+    }
+
+    /// Spawns the broker and waits for its listening line. With
+    /// `SHOW_BROKER` set in the environment, its log (at INFO) is copied to
+    /// the test's stderr.
+    fn spawn(mut cmd: Command) -> Self {
+        let show = std::env::var_os("SHOW_BROKER").is_some();
+        let mut child = cmd
+            .env("RUST_LOG", if show { "info" } else { "warn" })
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -246,12 +268,22 @@ impl BrokerProcess {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("broker: {line}");
+                }
+            }
+        });
         let port = addr.rsplit(':').next().unwrap().to_owned();
         BrokerProcess {
             child,
             url: format!("https://localhost:{port}"),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The broker's resident set size in KiB.
