@@ -16,6 +16,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::broker::config::{BrokerConfig, Limits};
+use crate::cli::abuse::{self, AttackKind, Mix, PeakRss, Target, VICTIM, rss_kib};
 use crate::client::connection::{Client, ClientFiles};
 use crate::proto::{self as pb, body::Content};
 use crate::rules::time::to_timestamp;
@@ -75,6 +77,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         leaves: u64,
     },
+    /// Hostile members (issue 11): a victim team's p50/p99 latency under
+    /// each attack against its baseline, and the broker's peak RSS, at full
+    /// scale against the default limits; one JSON line per attack, then one
+    /// with every attack at once ("all"; the disk attack needs a broker of
+    /// its own and is not part of it).
+    Abuse {
+        /// An attack to run (repeatable); without it, every attack and "all".
+        #[arg(long = "attack", value_enum)]
+        attacks: Vec<AttackKind>,
+        /// Also run the chosen attacks at once (implied without --attack).
+        #[arg(long)]
+        all: bool,
+        /// Victim calls per measurement, Publish and Get in turn.
+        #[arg(long, default_value_t = 300)]
+        calls: usize,
+    },
     /// The machine's limits: Ed25519 verifies/s on all cores, fdatasync/s.
     Limits {
         /// Bytes written before each fdatasync.
@@ -110,58 +128,88 @@ pub struct BenchBroker {
     _tmp: tempfile::TempDir,
 }
 
+/// The limits of the throughput scenarios: the defaults, with the per-team
+/// budgets out of the way of a load generator that is one client.
+fn bench_limits() -> Limits {
+    Limits {
+        rate_per_second: 1_000_000,
+        rate_burst: 1_000_000,
+        max_subscriptions_per_team: 100_000,
+        max_connections: 100_000,
+        ..Limits::default()
+    }
+}
+
+/// Starts `certex serve --config` over `pki` and `data` with `limits`.
+fn spawn_broker(pki: &Path, data: &Path, limits: &Limits) -> Result<(Child, String), String> {
+    let mut config =
+        BrokerConfig::from_pki(pki, data, "127.0.0.1:0".parse().map_err(|_| "address")?);
+    config.limits = limits.clone();
+    let file = data.with_extension("toml");
+    let text = toml::to_string(&config).map_err(|e| format!("broker config: {e}"))?;
+    std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the broker: {e}"))?;
+    let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .ok_or("broker exited before listening")?
+            .map_err(|e| e.to_string())?;
+        if let Some(a) = line.strip_prefix("certex broker listening on ") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
+    Ok((child, format!("https://localhost:{port}")))
+}
+
 impl BenchBroker {
+    /// A broker for the throughput scenarios ([`bench_limits`]).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&bench_limits())
+    }
+
+    pub fn start_with(limits: &Limits) -> Result<Self, String> {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let pki = tmp.path().join("pki");
         let data = tmp.path().join("data");
         crate::cli::pki::init_sample(&pki)?;
-        let config = tmp.path().join("broker.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\ndata = \"{}\"\ndirectory = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ntree_head_key = \"{}\"\n\
-                 [limits]\nrate_per_second = 1000000\nrate_burst = 1000000\nmax_subscriptions_per_team = 100000\nmax_connections = 100000\n",
-                data.display(),
-                pki.join("directory.toml").display(),
-                pki.join("broker/cert.pem").display(),
-                pki.join("broker/key.pem").display(),
-                pki.join("broker/signing.key").display(),
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the broker: {e}"))?;
-        let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .ok_or("broker exited before listening")?
-                .map_err(|e| e.to_string())?;
-            if let Some(a) = line.strip_prefix("certex broker listening on ") {
-                break a.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
+        let (child, url) = spawn_broker(&pki, &data, limits)?;
         Ok(BenchBroker {
             child,
-            url: format!("https://localhost:{port}"),
+            url,
             pki,
             data,
             _tmp: tmp,
         })
     }
 
+    /// Kills the broker and starts it again over the same database with
+    /// `limits`.
+    pub fn restart_with(&mut self, limits: &Limits) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url) = spawn_broker(&self.pki, &self.data, limits)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn rss_mib(&self) -> f64 {
-        rss_kib(self.child.id()) as f64 / 1024.0
+        rss_kib(self.child.id()).unwrap_or(0) as f64 / 1024.0
     }
 
     /// CPU time the broker process has used (user + system, all threads).
@@ -196,17 +244,6 @@ impl Drop for BenchBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -569,7 +606,7 @@ async fn load(broker: &BenchBroker, records: u64, size: usize, tag: &str) -> Res
                 progress(&format!(
                     "{tag}: {} records, broker RSS {:.1} MiB",
                     done.load(Ordering::Relaxed),
-                    rss_kib(pid) as f64 / 1024.0
+                    rss_kib(pid).unwrap_or(0) as f64 / 1024.0
                 ));
             }
         })
@@ -756,7 +793,7 @@ fn log_bench(leaves: u64) -> Result<String, String> {
         consistency_p50_us: round(percentile(&cons, 50.0), 1),
         consistency_p99_us: round(percentile(&cons, 99.0), 1),
         proof_hashes_max: max_len,
-        rss_mib: round(rss_kib(std::process::id()) as f64 / 1024.0, 1),
+        rss_mib: round(rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0, 1),
         disk_bytes_per_leaf: round(
             dir_size(&tmp.path().join("db")) as f64 / leaves.max(1) as f64,
             1,
@@ -834,6 +871,224 @@ fn limits(commit_bytes: usize) -> Result<String, String> {
     serde_json::to_string(&s).map_err(|e| e.to_string())
 }
 
+/// One line of `bench abuse`.
+#[derive(Serialize)]
+struct AbuseLine {
+    attack: &'static str,
+    victim_p50_ms: Option<f64>,
+    victim_p99_ms: Option<f64>,
+    baseline_p50_ms: f64,
+    baseline_p99_ms: f64,
+    p50_ratio: Option<f64>,
+    p99_ratio: Option<f64>,
+    victim_failures: u64,
+    peak_rss_mib: f64,
+    /// Status (or connection outcome) → count, summed over the attacks.
+    attacker: std::collections::BTreeMap<String, u64>,
+}
+
+/// The budget of one victim measurement: calls not made by then count as
+/// failures (a broker that answers each call only near the 10 s liveness
+/// deadline would otherwise hold the run for most of an hour).
+const VICTIM_BUDGET: Duration = Duration::from_secs(60);
+
+/// p50 and p99 of a victim run, in ms (None when no call succeeded).
+fn victim_percentiles(v: &abuse::VictimStats) -> (Option<f64>, Option<f64>) {
+    if v.latencies_ms.is_empty() {
+        return (None, None);
+    }
+    (
+        Some(round(percentile(&v.latencies_ms, 50.0), 3)),
+        Some(round(percentile(&v.latencies_ms, 99.0), 3)),
+    )
+}
+
+/// Waits until an attack that ramps up (connections opened one by one) is
+/// in place, at most 30 s; the others get a second.
+async fn settle(kind: AttackKind, attack: &abuse::Attack, limits: &Limits) {
+    let within = Duration::from_secs(30);
+    match kind {
+        AttackKind::IdleConnections => {
+            let n = limits.max_connections as u64;
+            attack.until(within, |r| r.gauge("done") >= n).await;
+        }
+        AttackKind::PreauthIdle => {
+            let n = (limits.max_connections + limits.max_handshakes_per_source) as u64;
+            attack
+                .until(within, |r| {
+                    r.gauge("open")
+                        + r.count("closed_at_once")
+                        + r.count("closed_later")
+                        + r.count("connect_failed")
+                        >= n
+                })
+                .await;
+        }
+        _ => tokio::time::sleep(Duration::from_secs(1)).await,
+    }
+}
+
+/// Runs `kinds` at once against `target`, measures the victim meanwhile,
+/// and prints the line.
+#[allow(clippy::too_many_arguments)]
+async fn abuse_line(
+    name: &'static str,
+    kinds: &[AttackKind],
+    target: &Target,
+    limits: &Limits,
+    pid: u32,
+    baseline: &abuse::VictimStats,
+    mix: Mix,
+    calls: usize,
+) -> Result<(), String> {
+    progress(&format!("abuse: {name}: starting"));
+    let peak = PeakRss::start(pid, Duration::from_millis(100));
+    let mut attacks = Vec::new();
+    for (kind, a) in abuse::launch_together(kinds, target, limits).await {
+        match a {
+            Ok(a) => attacks.push((kind, a)),
+            Err(e) => progress(&format!("abuse: {}: could not start: {e}", kind.name())),
+        }
+    }
+    for (kind, a) in &attacks {
+        settle(*kind, a, limits).await;
+    }
+    progress(&format!(
+        "abuse: {name}: measuring the victim ({calls} calls)"
+    ));
+    let victim = abuse::measure_victim(target, VICTIM, calls, mix, VICTIM_BUDGET).await;
+    let mut attacker = std::collections::BTreeMap::new();
+    for (kind, a) in attacks {
+        let r = a.stop().await;
+        progress(&format!(
+            "abuse: {name}: {} saw {:?} gauges {:?}",
+            kind.name(),
+            r.counts,
+            r.gauges
+        ));
+        for (code, n) in r.counts {
+            *attacker.entry(code).or_insert(0) += n;
+        }
+    }
+    let peak_kib = peak.stop();
+    if let Some(why) = &victim.first_failure {
+        progress(&format!(
+            "abuse: {name}: {} victim failures, the first: {why}",
+            victim.failures
+        ));
+    }
+    let (p50, p99) = victim_percentiles(&victim);
+    let (b50, b99) = victim_percentiles(baseline);
+    let (b50, b99) = (b50.unwrap_or(0.0), b99.unwrap_or(0.0));
+    let ratio = |x: Option<f64>, base: f64| x.filter(|_| base > 0.0).map(|x| round(x / base, 2));
+    let line = AbuseLine {
+        attack: name,
+        victim_p50_ms: p50,
+        victim_p99_ms: p99,
+        baseline_p50_ms: b50,
+        baseline_p99_ms: b99,
+        p50_ratio: ratio(p50, b50),
+        p99_ratio: ratio(p99, b99),
+        victim_failures: victim.failures,
+        peak_rss_mib: round(peak_kib as f64 / 1024.0, 1),
+        attacker,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&line).map_err(|e| e.to_string())?
+    );
+    // Let the broker close what the attack left behind before the next one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// `certex bench abuse`: every attack against a broker with the default
+/// limits, one after the other, then all at once; the disk attack against
+/// a broker of its own, restarted below its free-space watermark.
+async fn abuse_bench(attacks: Vec<AttackKind>, all: bool, calls: usize) -> Result<(), String> {
+    let (kinds, all) = if attacks.is_empty() {
+        (AttackKind::ALL.to_vec(), true)
+    } else {
+        (attacks, all)
+    };
+    let limits = Limits::default();
+    let broker = BenchBroker::start_with(&limits)?;
+    let target = Target::new(&broker.url, &broker.pki).await?;
+    progress(&format!(
+        "abuse: broker at {} with the default limits; victim {VICTIM}; baseline ({calls} calls)",
+        broker.url
+    ));
+    let baseline =
+        abuse::measure_victim(&target, VICTIM, calls, Mix::PublishGet, VICTIM_BUDGET).await;
+    if baseline.failures > 0 {
+        return Err(format!(
+            "the victim fails without any attack: {}",
+            baseline.first_failure.unwrap_or_default()
+        ));
+    }
+    for kind in kinds.iter().filter(|k| **k != AttackKind::Disk) {
+        abuse_line(
+            kind.name(),
+            &[*kind],
+            &target,
+            &limits,
+            broker.pid(),
+            &baseline,
+            Mix::PublishGet,
+            calls,
+        )
+        .await?;
+    }
+    if kinds.contains(&AttackKind::Disk) {
+        // A record to read, then a restart below the watermark: reads must
+        // go on, so the victim's baseline and load are reads alone.
+        let mut full = BenchBroker::start_with(&limits)?;
+        let seq = abuse::Victim::connect(&Target::new(&full.url, &full.pki).await?, VICTIM)
+            .await?
+            .publish()
+            .await?;
+        let watermark = Limits {
+            min_free_disk_bytes: u64::MAX / 2,
+            ..Limits::default()
+        };
+        full.restart_with(&watermark)?;
+        let target = Target::new(&full.url, &full.pki).await?;
+        progress("abuse: disk: baseline of reads on a broker below its watermark");
+        let reads =
+            abuse::measure_victim(&target, VICTIM, calls, Mix::Reads(seq), VICTIM_BUDGET).await;
+        abuse_line(
+            "disk",
+            &[AttackKind::Disk],
+            &target,
+            &watermark,
+            full.pid(),
+            &reads,
+            Mix::Reads(seq),
+            calls,
+        )
+        .await?;
+    }
+    let together: Vec<AttackKind> = kinds
+        .iter()
+        .copied()
+        .filter(|k| *k != AttackKind::Disk)
+        .collect();
+    if all && !together.is_empty() {
+        abuse_line(
+            "all",
+            &together,
+            &target,
+            &limits,
+            broker.pid(),
+            &baseline,
+            Mix::PublishGet,
+            calls,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Runs one scenario and prints its summary line.
 pub async fn run(cmd: BenchCommand) -> Result<(), String> {
     let line = match cmd {
@@ -862,6 +1117,11 @@ pub async fn run(cmd: BenchCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())??
         }
         BenchCommand::Limits { commit_bytes } => limits(commit_bytes)?,
+        BenchCommand::Abuse {
+            attacks,
+            all,
+            calls,
+        } => return abuse_bench(attacks, all, calls.max(2)).await,
     };
     println!("{line}");
     Ok(())
