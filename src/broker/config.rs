@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Limits of SPEC §4 and §15, with their defaults. Every limit is per broker
 /// unless its name says per team, per connection or per subscription; the
 /// README states what each bounds and the memory formula they add up to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest accepted envelope, in bytes.
@@ -119,8 +119,9 @@ impl Default for Limits {
     }
 }
 
-/// Everything `certex serve` needs.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything `certex serve` needs; serialises back to the TOML it reads
+/// (harnesses write configuration files with it).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Address to listen on, e.g. "0.0.0.0:7443".

@@ -94,14 +94,16 @@ pub struct Client {
     directory: Option<Directory>,
 }
 
-/// Opens an mTLS channel to `url` (`https://host:port`) with the given PEM
-/// files, without any team-specific state.
-pub async fn connect_channel(
+/// The mTLS endpoint for `url` (`https://host:port`) with the given PEM
+/// files, not yet connected: [`connect_channel`] connects it; callers that
+/// need their own transport underneath (the abuse suite watches its TCP
+/// connections) use `Endpoint::connect_with_connector`.
+pub fn tls_endpoint(
     url: &str,
     ca: &[u8],
     cert: &[u8],
     key: &[u8],
-) -> Result<Channel, ClientError> {
+) -> Result<Endpoint, ClientError> {
     let host = url
         .split("://")
         .nth(1)
@@ -112,7 +114,7 @@ pub async fn connect_channel(
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key))
         .domain_name(host);
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    Endpoint::from_shared(url.to_owned())
         .map_err(|e| ClientError::Connect {
             url: url.into(),
             message: e.to_string(),
@@ -121,7 +123,18 @@ pub async fn connect_channel(
         .map_err(|e| ClientError::Connect {
             url: url.into(),
             message: e.to_string(),
-        })?;
+        })
+}
+
+/// Opens an mTLS channel to `url` (`https://host:port`) with the given PEM
+/// files, without any team-specific state.
+pub async fn connect_channel(
+    url: &str,
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> Result<Channel, ClientError> {
+    let endpoint = tls_endpoint(url, ca, cert, key)?;
     endpoint.connect().await.map_err(|e| ClientError::Connect {
         url: url.into(),
         message: format!(
