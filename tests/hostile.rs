@@ -276,6 +276,11 @@ async fn idle_connections_beyond_the_team_cap_are_refused_and_closed() {
     let s = scene(Limits {
         max_connections: 16,
         connection_reserve: 4,
+        // The attacker opens its connections all at once from one address:
+        // room for their handshakes, so it is the team cap that answers
+        // (the handshake pool has its own test).
+        max_handshakes: 64,
+        max_handshakes_per_source: 32,
         ..tight()
     })
     .await;

@@ -106,14 +106,23 @@ impl Target {
         ClientFiles::from_pki(&self.pki, team)
     }
 
-    /// A client of `team`, connected within [`LIVENESS`].
+    /// A client of `team`, connected within [`LIVENESS`]. A connection the
+    /// broker turns away at once (its handshake pool for this source is
+    /// full, say while other attacks connect from the same address) is
+    /// tried again, as any client would.
     pub async fn client(&self, team: &str) -> Result<Client, String> {
-        match tokio::time::timeout(
-            LIVENESS,
-            Client::connect(&self.url, &self.files(team), team),
-        )
-        .await
-        {
+        let connect = async {
+            loop {
+                match Client::connect(&self.url, &self.files(team), team).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) if e.to_string().contains("transport error") => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(LIVENESS, connect).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!(
                 "{team} could not connect within {} s",

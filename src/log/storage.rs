@@ -317,6 +317,9 @@ fn decode_logged(key: &[u8], v: &[u8]) -> Result<Logged> {
 /// size, so opening may need up to this much free space.
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 
+/// Most bytes read from the record file at once when scanning.
+const SPAN_BYTES: usize = 256 * 1024;
+
 /// The reserve file: space held back so the broker can always open, even
 /// on a device something else filled up.
 const RESERVE_FILE: &str = "reserve";
@@ -611,6 +614,27 @@ impl Storage {
     }
 
     /// Records `first..=last` (all committed) with one read.
+    /// The last seq of a span from `first` of at most [`SPAN_BYTES`] (at
+    /// least `first` itself), not past `last`.
+    fn span_end(&self, first: u64, last: u64) -> Result<u64> {
+        let mut bytes = 0u64;
+        let mut end = first;
+        for seq in first..=last {
+            let Some((_, len)) = self.frame_of(seq)? else {
+                break;
+            };
+            bytes += u64::from(len);
+            if bytes > SPAN_BYTES as u64 && seq > first {
+                break;
+            }
+            end = seq;
+        }
+        Ok(end)
+    }
+
+    /// Reads records `first..=last` with one read. Each record of a span of
+    /// several gets its own copy of its bytes, so a record kept (in a
+    /// subscriber's queue, say) never pins the whole span.
     fn read_span(&self, first: u64, last: u64) -> Result<Vec<Result<(u64, StoredRecord)>>> {
         let missing = |seq: u64| StorageError::Corrupt {
             key: format!("record {seq}"),
@@ -631,8 +655,11 @@ impl Storage {
         let mut at = 0usize;
         for seq in first..=last {
             match decode_frame(seq, &buf.slice(at.min(buf.len())..)) {
-                Ok((rec, used)) => {
+                Ok((mut rec, used)) => {
                     at += used;
+                    if first != last {
+                        rec.envelope = bytes::Bytes::copy_from_slice(&rec.envelope);
+                    }
                     out.push(Ok((seq, rec)));
                 }
                 Err(e) => {
@@ -903,7 +930,8 @@ impl Storage {
         }
     }
 
-    /// Committed records in `[from, to]` in seq order, read 256 at a time.
+    /// Committed records in `[from, to]` in seq order, read in spans of at
+    /// most 256 records and [`SPAN_BYTES`] (one record when it is larger).
     pub fn records(
         &self,
         from: u64,
@@ -922,7 +950,13 @@ impl Storage {
                 if failed || next > to {
                     return None;
                 }
-                let last = to.min(next + 255);
+                let last = match self.span_end(next, to.min(next + 255)) {
+                    Ok(last) => last,
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(e));
+                    }
+                };
                 pending = self
                     .read_span(next, last)
                     .unwrap_or_else(|e| vec![Err(e)])
