@@ -217,15 +217,24 @@ impl Tally {
         self.add(code_name(s.code()), s.message());
     }
 
-    /// Counts a call's outcome; true when it failed below gRPC (the caller
-    /// backs off instead of spinning on a dead connection).
+    /// Counts a call's outcome; true when it failed below gRPC (no answer,
+    /// or the transport's UNAVAILABLE, UNKNOWN or CANCELLED): the caller
+    /// backs off instead of spinning on a dead connection.
     fn call<T>(&self, r: &Result<Result<T, Status>, tokio::time::error::Elapsed>) -> bool {
         match r {
-            Ok(Ok(_)) => self.add("OK", ""),
-            Ok(Err(s)) => self.status(s),
-            Err(_) => self.add("timeout", ""),
+            Ok(Ok(_)) => {
+                self.add("OK", "");
+                false
+            }
+            Ok(Err(s)) => {
+                self.status(s);
+                below_grpc(s.code())
+            }
+            Err(_) => {
+                self.add("timeout", "");
+                true
+            }
         }
-        !matches!(r, Ok(Ok(_)) | Ok(Err(_)))
     }
 
     /// [`Tally::call`] for the client library's results.
@@ -246,6 +255,12 @@ impl Tally {
     fn snapshot(&self) -> Report {
         self.with(|r| r.clone())
     }
+}
+
+/// Codes a call gets when its connection failed rather than the broker
+/// answering.
+fn below_grpc(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled)
 }
 
 /// Waits a little after a failure below gRPC, so a flood on a dead
@@ -682,7 +697,7 @@ async fn raw_call(mut channel: Channel, path: &'static str, body: StalledBody) -
 /// Attack 1. One connection, `streams` HTTP/2 streams to `Exchange/Publish`,
 /// each sending a message prefix that declares `declared` bytes and then
 /// all of them but the last, never finishing. With `reopen`, each stream
-/// the broker ends is opened again. Counts: the status of each stream.
+/// the broker ends is opened again (10 ms later). Counts: the status of each stream.
 /// Gauges: `sending`, `peak_sending` (see [`StalledBody`]).
 pub async fn slow_streams(
     target: &Target,
@@ -723,9 +738,11 @@ pub async fn slow_streams(
                 if !reopen || *stop.borrow() {
                     return;
                 }
-                // A refusal below gRPC (the connection is gone) must not spin.
-                let below = matches!(status.code(), Code::Unavailable | Code::Unknown);
-                back_off(below).await;
+                // Refused at once, a stream would be reopened thousands of
+                // times a second: the attacker's own CPU, not the broker's
+                // answer, would then set the pace on a small machine.
+                back_off(below_grpc(status.code())).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
     }
@@ -1594,6 +1611,9 @@ pub enum Mix {
 /// The victim's latencies over a run of calls.
 #[derive(Debug, Clone, Default)]
 pub struct VictimStats {
+    /// Milliseconds to connect (TCP, TLS, HTTP/2), None if it failed: what
+    /// floods of connections or handshakes cost a newcomer.
+    pub connect_ms: Option<f64>,
     /// Milliseconds per successful call, sorted.
     pub latencies_ms: Vec<f64>,
     /// Calls that failed, timed out, or were never made because the
@@ -1635,8 +1655,12 @@ async fn victim_calls(
         stats.first_failure.get_or_insert(why);
     };
     let deadline = Instant::now() + budget;
+    let connecting = Instant::now();
     let victim = match Victim::connect(target, team).await {
-        Ok(v) => v,
+        Ok(v) => {
+            stats.connect_ms = Some(connecting.elapsed().as_secs_f64() * 1000.0);
+            v
+        }
         Err(e) => {
             fail(&mut stats, calls as u64, e);
             return stats;

@@ -881,6 +881,8 @@ struct AbuseLine {
     baseline_p99_ms: f64,
     p50_ratio: Option<f64>,
     p99_ratio: Option<f64>,
+    /// How long the victim's fresh connection took (None: it failed).
+    victim_connect_ms: Option<f64>,
     victim_failures: u64,
     peak_rss_mib: f64,
     /// Status (or connection outcome) → count, summed over the attacks.
@@ -989,6 +991,7 @@ async fn abuse_line(
         baseline_p99_ms: b99,
         p50_ratio: ratio(p50, b50),
         p99_ratio: ratio(p99, b99),
+        victim_connect_ms: victim.connect_ms.map(|ms| round(ms, 3)),
         victim_failures: victim.failures,
         peak_rss_mib: round(peak_kib as f64 / 1024.0, 1),
         attacker,
