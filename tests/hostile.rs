@@ -236,7 +236,12 @@ async fn slow_streams_under_the_limit_are_bounded_and_timed_out() {
 /// max_streams_per_connection streams can have ended: the first wave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_streams_respect_the_stream_cap() {
-    let s = scene(tight()).await;
+    // A long deadline leaves the snapshot below a wide margin.
+    let s = scene(Limits {
+        call_timeout_ms: 4000,
+        ..tight()
+    })
+    .await;
     let attack = abuse::slow_streams(&s.target, "CN-CNCERT", 32, 1024, false)
         .await
         .unwrap();
@@ -337,26 +342,28 @@ async fn idle_connections_beyond_the_team_cap_are_refused_and_closed() {
 async fn stalled_subscriptions_pin_a_bounded_buffer() {
     // 256 records of 64 KiB: 16 MiB per subscription if a batch of them is
     // held, against a bound of 64 KiB + 2 × 64 KiB.
+    // The attacker publishes 16 at a time: room for 16 envelopes in flight.
     let s = scene(Limits {
         max_envelope_bytes: 64 * KIB,
         rate_per_second: 5000,
         rate_burst: 5000,
+        max_inflight_bytes_per_team: 4 * MIB,
         max_subscriptions_per_team: 8,
         ..tight()
     })
     .await;
     let subs = 2 * s.limits.max_subscriptions_per_team;
-    let attack = abuse::stalled_subscriptions(
-        &s.target,
-        "BR-CERTBR",
-        abuse::STALLED_LARGE_RECORDS,
-        s.limits.max_envelope_bytes,
-        abuse::STALLED_SMALL_RECORDS,
-        subs,
-        s.limits.max_streams_per_connection as usize,
-    )
-    .await
-    .unwrap();
+    let plan = abuse::Stalled {
+        large: abuse::STALLED_LARGE_RECORDS,
+        record_bytes: s.limits.max_envelope_bytes,
+        small: abuse::STALLED_SMALL_RECORDS,
+        in_flight: 16,
+        subscriptions: subs,
+        per_connection: s.limits.max_streams_per_connection as usize,
+    };
+    let attack = abuse::stalled_subscriptions(&s.target, "BR-CERTBR", plan)
+        .await
+        .unwrap();
     let r = attack.report();
     assert_eq!(
         r.gauge("published"),

@@ -833,29 +833,54 @@ async fn idle_connection(
     }
 }
 
-/// Attack 3. Publishes `large` community incidents of about
-/// `record_bytes` each, then `small` small ones (far behind the tail, a
-/// subscriber reads the log in batches of records: enough small records
-/// after the large ones put a fresh subscriber far behind while its first
-/// batch is the large ones), then opens `subscriptions` subscriptions from
-/// seq 0 (following, unfiltered), `per_connection` to a connection, and
-/// never reads them. Counts: the subscribe statuses. Gauges: `published`
-/// (large records accepted), `seeded` (small ones), `subscriptions_open`.
+/// What [`stalled_subscriptions`] publishes and opens.
+#[derive(Debug, Clone, Copy)]
+pub struct Stalled {
+    /// Large records, published first.
+    pub large: usize,
+    /// The size of each large record's envelope (just under it).
+    pub record_bytes: usize,
+    /// Small records after them: far behind the tail, a subscriber reads
+    /// the log in batches, and enough small records after the large ones
+    /// put a fresh subscriber far behind while its first batch is the large
+    /// ones.
+    pub small: usize,
+    /// Publishes in flight at once (the team's in-flight byte budget bounds
+    /// how many large ones may be).
+    pub in_flight: usize,
+    /// Subscriptions attempted.
+    pub subscriptions: usize,
+    /// Subscriptions per connection (the broker's stream cap bounds it).
+    pub per_connection: usize,
+}
+
+/// Attack 3. Publishes the records of `plan` (a refusal for the team's
+/// byte or message rate is retried until accepted, within [`LIVENESS`] per
+/// record), then opens its subscriptions from seq 0 (following,
+/// unfiltered) and never reads them. Counts: the subscribe statuses.
+/// Gauges: `published` (large records accepted), `seeded` (small ones),
+/// `subscriptions_open`.
 pub async fn stalled_subscriptions(
     target: &Target,
     team: &str,
-    large: usize,
-    record_bytes: usize,
-    small: usize,
-    subscriptions: usize,
-    per_connection: usize,
+    plan: Stalled,
 ) -> Result<Attack, String> {
     let mut attack = Attack::new("stalled_subscriptions");
     let publisher = target.client(team).await?;
-    let big = sized_incident(team, record_bytes, "stalled subscriptions");
-    publish_copies(&publisher, &big, large, &attack.tally, "published").await;
+    let big = sized_incident(team, plan.record_bytes, "stalled subscriptions");
+    let tally = &attack.tally;
+    publish_copies(
+        &publisher,
+        &big,
+        plan.large,
+        plan.in_flight,
+        tally,
+        "published",
+    )
+    .await;
     let filler = small_incident(team, "filler");
-    publish_copies(&publisher, &filler, small, &attack.tally, "seeded").await;
+    publish_copies(&publisher, &filler, plan.small, 16, tally, "seeded").await;
+    let (subscriptions, per_connection) = (plan.subscriptions, plan.per_connection);
     let mut held = Vec::new();
     let mut connections: Vec<Client> = Vec::new();
     for i in 0..subscriptions {
@@ -909,7 +934,7 @@ pub async fn nothing_matches(
     let mut attack = Attack::new("nothing_matches");
     let client = target.client(team).await?;
     let filler = small_incident(team, "filler");
-    publish_copies(&client, &filler, seed_records, &attack.tally, "seeded").await;
+    publish_copies(&client, &filler, seed_records, 16, &attack.tally, "seeded").await;
     let filter = |n: usize| pb::Filter {
         senders: (0..n).map(|i| format!("ZZ-NOBODY-{i:06}")).collect(),
         ..Default::default()
@@ -956,25 +981,37 @@ pub async fn nothing_matches(
     Ok(attack)
 }
 
-/// Publishes `n` copies of `template` (each under a new id), 16 at a
-/// time; counts the accepted ones in the gauge `gauge`.
+/// Publishes `n` copies of `template` (each under a new id), `in_flight`
+/// at a time; a copy refused RESOURCE_EXHAUSTED (a rate or budget) is
+/// tried again 100 ms later, within [`LIVENESS`]. Counts the accepted ones
+/// in the gauge `gauge`.
 async fn publish_copies(
     client: &Client,
     template: &pb::Body,
     n: usize,
+    in_flight: usize,
     tally: &Tally,
     gauge: &str,
 ) {
     use futures_util::StreamExt;
     futures_util::stream::iter(0..n)
-        .for_each_concurrent(16, |_| {
+        .for_each_concurrent(in_flight.max(1), |_| {
             let (client, tally) = (client.clone(), tally.clone());
             async move {
                 let Ok(env) = client.seal(&renewed(template)) else {
                     return;
                 };
-                if let Ok(Ok(_)) = tokio::time::timeout(LIVENESS, client.publish(env)).await {
-                    tally.gauge(gauge, |n| *n += 1);
+                let deadline = Instant::now() + LIVENESS;
+                loop {
+                    match tokio::time::timeout(LIVENESS, client.publish(env.clone())).await {
+                        Ok(Ok(_)) => return tally.gauge(gauge, |n| *n += 1),
+                        Ok(Err(ClientError::Status(s)))
+                            if s.code() == Code::ResourceExhausted && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        _ => return,
+                    }
                 }
             }
         })
@@ -1357,18 +1394,20 @@ impl AttackKind {
             AttackKind::StalledSubscriptions => {
                 // One read batch of large records, then enough small ones
                 // to put a fresh subscriber far behind, as far as the
-                // team's message burst goes at once.
-                let small = STALLED_SMALL_RECORDS.min(limits.rate_burst as usize);
-                stalled_subscriptions(
-                    target,
-                    team,
-                    STALLED_LARGE_RECORDS,
-                    max_envelope,
-                    small,
-                    limits.max_subscriptions_per_team + 4,
-                    limits.max_streams_per_connection as usize,
-                )
-                .await
+                // team's message burst goes at once; large ones in flight
+                // as the team's byte budget allows (one short of it, for
+                // the framing).
+                let in_flight =
+                    (limits.max_inflight_bytes_per_team / max_envelope).saturating_sub(1);
+                let plan = Stalled {
+                    large: STALLED_LARGE_RECORDS,
+                    record_bytes: max_envelope,
+                    small: STALLED_SMALL_RECORDS.min(limits.rate_burst as usize),
+                    in_flight: in_flight.clamp(1, 16),
+                    subscriptions: limits.max_subscriptions_per_team + 4,
+                    per_connection: limits.max_streams_per_connection as usize,
+                };
+                stalled_subscriptions(target, team, plan).await
             }
             AttackKind::NothingMatches => {
                 let seed = 2000.min(limits.rate_burst as usize / 2);
@@ -1407,27 +1446,37 @@ impl AttackKind {
     }
 }
 
-/// Starts `kinds` together: first every attack that works over a few
-/// connections, then the floods of connections (idle and unauthenticated),
-/// so that no attacker needs a new connection while the floods hold the
-/// broker's slots. Returns each attack, or why it could not start.
+/// Starts `kinds` together, in the order that hurts most: first every
+/// attack that works over a few connections (so that no attacker needs a
+/// new connection while the floods hold the broker's slots), then the
+/// authenticated idle connections, which take what slots they may and keep
+/// them (it waits until each has been answered, at most 3 s), then the
+/// unauthenticated ones. Returns each attack, or why it could not start.
 pub async fn launch_together(
     kinds: &[AttackKind],
     target: &Target,
     limits: &Limits,
 ) -> Vec<(AttackKind, Result<Attack, String>)> {
-    let floods =
-        |k: &AttackKind| matches!(k, AttackKind::IdleConnections | AttackKind::PreauthIdle);
-    let mut started = Vec::new();
-    for wave in [false, true] {
-        let wave: Vec<AttackKind> = kinds
-            .iter()
-            .copied()
-            .filter(|k| floods(k) == wave)
-            .collect();
+    let wave = |k: &AttackKind| match k {
+        AttackKind::IdleConnections => 1,
+        AttackKind::PreauthIdle => 2,
+        _ => 0,
+    };
+    let mut started: Vec<(AttackKind, Result<Attack, String>)> = Vec::new();
+    for w in 0..3 {
+        let these: Vec<AttackKind> = kinds.iter().copied().filter(|k| wave(k) == w).collect();
         let attacks =
-            futures_util::future::join_all(wave.iter().map(|k| k.launch(target, limits))).await;
-        started.extend(wave.into_iter().zip(attacks));
+            futures_util::future::join_all(these.iter().map(|k| k.launch(target, limits))).await;
+        started.extend(these.into_iter().zip(attacks));
+        if w == 1 {
+            let n = limits.max_connections as u64;
+            for (_, a) in started.iter().filter(|(k, _)| wave(k) == 1) {
+                if let Ok(a) = a {
+                    a.until(Duration::from_secs(3), |r| r.gauge("done") >= n)
+                        .await;
+                }
+            }
+        }
     }
     started
 }
