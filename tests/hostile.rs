@@ -69,7 +69,7 @@ fn tight() -> Limits {
         max_handshakes_per_source: 4,
         handshake_timeout_ms: 2000,
         max_streams_per_connection: 8,
-        call_timeout_ms: 2000,
+        call_timeout_ms: 5000,
         max_inflight_bytes_per_team: MIB,
         max_inflight_bytes: 8 * MIB,
         max_subscriptions_per_team: 4,
@@ -189,7 +189,11 @@ async fn slow_streams_over_the_limit_are_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_streams_under_the_limit_are_bounded_and_timed_out() {
     // 8 streams × 256 KiB in flight is twice the 1 MiB budget.
-    let s = scene(tight()).await;
+    let s = scene(Limits {
+        call_timeout_ms: 3000,
+        ..tight()
+    })
+    .await;
     let declared = s.limits.max_envelope_bytes as u32 - 16;
     let streams = 32;
     let attack = abuse::slow_streams(&s.target, "CN-CNCERT", streams, declared, false)

@@ -1001,17 +1001,27 @@ async fn publish_copies(
                 let Ok(env) = client.seal(&renewed(template)) else {
                     return;
                 };
-                let deadline = Instant::now() + LIVENESS;
+                // Retries carry the same bytes, so one that races a commit
+                // gets the original receipt: refusals for a budget and
+                // deadlines under load are waited out, as a client would.
+                let deadline = Instant::now() + 3 * LIVENESS;
                 loop {
-                    match tokio::time::timeout(LIVENESS, client.publish(env.clone())).await {
-                        Ok(Ok(_)) => return tally.gauge(gauge, |n| *n += 1),
-                        Ok(Err(ClientError::Status(s)))
-                            if s.code() == Code::ResourceExhausted && Instant::now() < deadline =>
-                        {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        _ => return,
+                    let transient =
+                        match tokio::time::timeout(LIVENESS, client.publish(env.clone())).await {
+                            Ok(Ok(_)) => return tally.gauge(gauge, |n| *n += 1),
+                            Ok(Err(ClientError::Status(s))) => matches!(
+                                s.code(),
+                                Code::ResourceExhausted
+                                    | Code::DeadlineExceeded
+                                    | Code::Unavailable
+                                    | Code::Cancelled
+                            ),
+                            Ok(Err(_)) | Err(_) => true,
+                        };
+                    if !transient || Instant::now() >= deadline {
+                        return;
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         })
