@@ -1,12 +1,14 @@
-//! Every call passes here before its service (SPEC §15): it is counted open
-//! on its connection (an idle connection is closed), its request bytes are
-//! charged to its team's and the broker's in-flight budgets until its answer
-//! is complete (the call that would pass a budget is refused
-//! `RESOURCE_EXHAUSTED`), a unary call (reading its request included) has a
-//! deadline, and statuses tonic produces before a service sees the request
-//! are given their SPEC §4 codes. Each refusal made here is logged once at
-//! INFO with team, call and code; refusals made by the services are logged
-//! by them.
+//! Every call passes here before its service (SPEC §15): a connection over a
+//! limit is refused for every service; the call is counted open on its
+//! connection (an idle connection is closed); its request bytes — and, once
+//! the service has it, its answer's — are charged to its team's and the
+//! broker's in-flight budgets until the answer is sent (the call that would
+//! pass a budget is refused `RESOURCE_EXHAUSTED`, so a team that does not
+//! read its answers only stops itself); a unary call (reading its request
+//! included) has a deadline; and statuses tonic produces before a service
+//! sees the request are given their SPEC §4 codes. Refusals go to the
+//! [`RefusalLog`]: one INFO line per kind of refusal per team and interval,
+//! then a count.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -66,6 +68,13 @@ impl Inflight {
         Ok(())
     }
 
+    /// Charges `n` bytes whatever the limits.
+    fn force(&self, team: &str, n: usize) {
+        let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        self.total.fetch_add(n, Ordering::AcqRel);
+        *teams.entry(team.to_owned()).or_insert(0) += n;
+    }
+
     fn release(&self, team: &str, n: usize) {
         if n == 0 {
             return;
@@ -103,6 +112,43 @@ impl Drop for Charge {
     }
 }
 
+impl Charge {
+    fn add(&self, n: usize) -> Result<(), String> {
+        self.inflight.charge(&self.team, n)?;
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// A call's hold on its team's in-flight budget, in the request's
+/// extensions for the services: the answer's bytes are charged to it, and
+/// a streaming call gives back its request's bytes once it has started.
+#[derive(Clone)]
+pub struct CallBudget(Arc<Charge>);
+
+impl CallBudget {
+    /// Charges an answer of `n` bytes, or says which budget it would pass.
+    pub fn charge_answer(&self, n: usize) -> Result<(), String> {
+        self.0.add(n)
+    }
+
+    /// Charges an answer of `n` bytes whatever the budget (the answer of a
+    /// call whose effect already happened, e.g. a receipt).
+    pub fn charge_answer_anyway(&self, n: usize) {
+        let c = &self.0;
+        c.inflight.force(&c.team, n);
+        c.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Gives back what was charged so far (a stream that has started no
+    /// longer holds its request).
+    pub fn release(&self) {
+        let c = &self.0;
+        let n = c.bytes.swap(0, Ordering::AcqRel);
+        c.inflight.release(&c.team, n);
+    }
+}
+
 /// A request body whose bytes are charged as they arrive.
 struct Counted {
     inner: Body,
@@ -122,11 +168,10 @@ impl http_body::Body for Counted {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let c = &this.charge;
-                    if let Err(why) = c.inflight.charge(&c.team, data.len()) {
+                    if let Err(why) = c.add(data.len()) {
                         c.refused.store(true, Ordering::Release);
                         return Poll::Ready(Some(Err(Status::resource_exhausted(why))));
                     }
-                    c.bytes.fetch_add(data.len(), Ordering::AcqRel);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -172,6 +217,7 @@ impl http_body::Body for Guarded {
 /// The settings of the admission layer.
 struct Settings {
     inflight: Arc<Inflight>,
+    refusals: Arc<RefusalLog>,
     call_timeout: Duration,
     envelope_limit: usize,
 }
@@ -183,10 +229,11 @@ pub struct AdmissionLayer {
 }
 
 impl AdmissionLayer {
-    pub fn new(limits: &Limits, inflight: Arc<Inflight>) -> Self {
+    pub fn new(limits: &Limits, inflight: Arc<Inflight>, refusals: Arc<RefusalLog>) -> Self {
         AdmissionLayer {
             settings: Arc::new(Settings {
                 inflight,
+                refusals,
                 call_timeout: Duration::from_millis(limits.call_timeout_ms),
                 envelope_limit: limits.max_envelope_bytes,
             }),
@@ -241,6 +288,15 @@ where
                 return inner.call(req).await;
             };
             let rpc = req.uri().path().to_owned();
+            // A connection over a limit is refused for every service
+            // (health and reflection included) until it closes.
+            if let Some(why) = peer.conn.refusal() {
+                let status = Status::resource_exhausted(why.to_owned());
+                settings
+                    .refusals
+                    .record(&peer.team, &rpc, status.code(), "connection-limit", "-");
+                return Ok(status.into_http());
+            }
             let guard = peer.conn.call_started();
             let charge = Arc::new(Charge {
                 inflight: settings.inflight.clone(),
@@ -248,7 +304,8 @@ where
                 bytes: AtomicUsize::new(0),
                 refused: AtomicBool::new(false),
             });
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(CallBudget(charge.clone()));
             let body = Body::new(Counted {
                 inner: body,
                 charge: charge.clone(),
@@ -263,7 +320,9 @@ where
                          stored unless a receipt is returned for the same message on retry",
                         settings.call_timeout.as_millis()
                     ));
-                    log(&peer.team, &rpc, &status, "call-deadline");
+                    settings
+                        .refusals
+                        .record(&peer.team, &rpc, status.code(), "call-deadline", "-");
                     return Ok(status.into_http());
                 }
             };
@@ -280,8 +339,95 @@ where
     }
 }
 
-fn log(team: &str, rpc: &str, status: &Status, rule: &str) {
-    tracing::info!(team, rpc, code = ?status.code(), rule, field = "-", "call refused");
+/// How often repeated refusals are summed up.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Kinds of refusal tracked one by one per interval; more are counted
+/// together.
+const REFUSAL_LOG_KINDS: usize = 4096;
+
+/// Refused calls, logged at INFO with team, call, status code, rule and
+/// field name — never a value. The first refusal of a kind (team, call,
+/// code, rule, field) in an interval is logged at once; the others of that
+/// interval are summed up in one line when it ends, so a flood of refused
+/// calls costs a line per kind, not one per call.
+#[derive(Default)]
+pub struct RefusalLog {
+    counts: Mutex<HashMap<(String, String, tonic::Code, &'static str, String), u64>>,
+    others: AtomicUsize,
+}
+
+impl RefusalLog {
+    pub fn record(
+        &self,
+        team: &str,
+        rpc: &str,
+        code: tonic::Code,
+        rule: &'static str,
+        field: &str,
+    ) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (
+            team.to_owned(),
+            rpc.to_owned(),
+            code,
+            rule,
+            field.to_owned(),
+        );
+        if let Some(n) = counts.get_mut(&key) {
+            *n += 1;
+            return;
+        }
+        if counts.len() >= REFUSAL_LOG_KINDS {
+            self.others.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        counts.insert(key, 0);
+        drop(counts);
+        tracing::info!(team, rpc, code = ?code, rule, field, "call refused");
+    }
+
+    /// Logs the counts of the interval that ends and starts a new one.
+    pub fn flush(&self) {
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        for ((team, rpc, code, rule, field), n) in counts {
+            if n > 0 {
+                tracing::info!(
+                    team,
+                    rpc,
+                    code = ?code,
+                    rule,
+                    field,
+                    count = n,
+                    "further calls refused alike in the last {} s",
+                    REFUSAL_LOG_INTERVAL.as_secs()
+                );
+            }
+        }
+        let others = self.others.swap(0, Ordering::Relaxed);
+        if others > 0 {
+            tracing::info!(
+                count = others,
+                "further calls refused (of other kinds) in the last {} s",
+                REFUSAL_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+
+    /// Flushes every interval while `log` lives.
+    pub fn spawn_flusher(log: &Arc<Self>) {
+        let weak = Arc::downgrade(log);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFUSAL_LOG_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(l) => l.flush(),
+                    None => return,
+                }
+            }
+        });
+    }
 }
 
 /// SPEC §4 statuses for requests tonic refuses before a service sees them.
@@ -333,12 +479,20 @@ fn refusal_statuses(
             )
         }
         Some("8") if charge.refused.load(Ordering::Acquire) => {
-            log(team, rpc, &Status::resource_exhausted(""), "inflight-bytes");
+            settings.refusals.record(
+                team,
+                rpc,
+                tonic::Code::ResourceExhausted,
+                "inflight-bytes",
+                "-",
+            );
             return resp;
         }
         _ => return resp,
     };
-    log(team, rpc, &status, "request-decode");
+    settings
+        .refusals
+        .record(team, rpc, status.code(), "request-decode", "-");
     status.into_http()
 }
 

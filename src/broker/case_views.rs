@@ -57,6 +57,9 @@ impl Paged {
     }
 }
 
+/// Seqs of the log one `ListCases` page looks through at most.
+const SCAN_WINDOW: u64 = 16_384;
+
 /// One page being filled: how many items and bytes it has taken, and where
 /// the next page resumes.
 #[derive(Debug)]
@@ -109,6 +112,13 @@ impl Page {
         self.bytes += bytes;
         self.last = seq;
         true
+    }
+
+    /// Ends the page with a token that resumes after `seq` (the end of the
+    /// stretch of log this page looked at).
+    fn resume_after(&mut self, seq: u64) {
+        self.full = true;
+        self.last = seq;
     }
 
     /// `next_page_token`: empty once nothing was left for a next page.
@@ -255,10 +265,19 @@ pub fn list(
     let now = now_ms();
     let mut cases = Vec::new();
     let committed = broker.committed();
+    // A page looks at the cases of at most SCAN_WINDOW seqs of the log: a
+    // caller who may read few of many cases gets pages (maybe empty) whose
+    // token resumes at the window's end, a position that says nothing of
+    // the records there, instead of one call reading every case.
+    let window_end = page.after.saturating_add(SCAN_WINDOW);
     for case in broker.log().storage().cases_after(page.after) {
         let (seq, state) = case?;
         if seq > committed {
             break; // not yet durable
+        }
+        if seq > window_end {
+            page.resume_after(window_end);
+            break;
         }
         let Some(seen) = load(broker, team, seq, state, &scope, now)? else {
             continue;

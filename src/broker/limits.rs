@@ -106,14 +106,7 @@ impl PublishBudgets {
                 burst: l.rate_burst,
             });
         }
-        let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        if !matches!(self.bytes.check_key_n(&key, n), Ok(Ok(()))) {
-            return Err(Error::Limit(format!(
-                "byte rate limit exceeded for team {team}: at most {} envelope bytes per second \
-                 (burst {}); retry later",
-                l.rate_bytes_per_second, l.rate_bytes_burst
-            )));
-        }
+        self.spend_bytes(team, size)?;
         if l.team_bytes_per_day > 0 {
             let day = time::OffsetDateTime::now_utc()
                 .unix_timestamp()
@@ -135,18 +128,73 @@ impl PublishBudgets {
         Ok(())
     }
 
-    /// Spends a retry (a publish of an id already logged) from `team`'s
-    /// retry budget.
-    pub fn retry(&self, team: &str) -> Result<(), Error> {
+    /// Spends a retry (a publish of an id already logged) of `size` bytes
+    /// from `team`'s retry budget and its byte budget (a retry is read and
+    /// hashed like a new message).
+    pub fn retry(&self, team: &str, size: usize) -> Result<(), Error> {
         let l = &self.limits;
-        if self.retries.check_key(&team.to_owned()).is_err() {
+        let key = team.to_owned();
+        if self.retries.check_key(&key).is_err() {
             return Err(Error::Limit(format!(
                 "retry rate limit exceeded for team {team}: at most {} re-publishes of logged \
                  messages per second (burst {}); retry later",
                 l.retry_rate_per_second, l.retry_burst
             )));
         }
+        self.spend_bytes(team, size)
+    }
+
+    /// Spends a durable cursor move from `team`'s message budget (it costs
+    /// a write like a message).
+    pub fn cursor_move(&self, team: &str) -> Result<(), Error> {
+        let l = &self.limits;
+        if self.messages.check_key(&team.to_owned()).is_err() {
+            return Err(Error::RateLimited {
+                team: team.to_owned(),
+                per_second: l.rate_per_second,
+                burst: l.rate_burst,
+            });
+        }
         Ok(())
+    }
+
+    fn spend_bytes(&self, team: &str, size: usize) -> Result<(), Error> {
+        let l = &self.limits;
+        let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        if !matches!(self.bytes.check_key_n(&team.to_owned(), n), Ok(Ok(()))) {
+            return Err(Error::Limit(format!(
+                "byte rate limit exceeded for team {team}: at most {} envelope bytes per second \
+                 (burst {}); retry later",
+                l.rate_bytes_per_second, l.rate_bytes_burst
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Storage scans (case listings and histories) a team may run at once on
+/// the blocking pool.
+pub const SCANS_PER_TEAM: usize = 4;
+
+/// Storage scans in progress per team, bounded: a team's further scans
+/// wait their turn (within the call deadline), other teams' do not.
+#[derive(Default)]
+pub struct ScanSlots {
+    teams: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl ScanSlots {
+    pub async fn acquire(&self, team: &str) -> Result<OwnedSemaphorePermit, Error> {
+        let sem = self
+            .teams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(team.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(SCANS_PER_TEAM)))
+            .clone();
+        sem.acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("scan slots closed".into()))
     }
 }
 
@@ -217,8 +265,21 @@ mod tests {
         assert!(e.to_string().contains("byte rate"), "{e}");
         // Another team has its own budget; the day quota counts per team.
         assert!(b.new_message("B", 4000).is_ok());
-        assert!(b.retry("A").is_ok() && b.retry("A").is_ok());
-        assert!(b.retry("A").unwrap_err().to_string().contains("retry rate"));
+        assert!(b.retry("C", 10).is_ok() && b.retry("C", 10).is_ok());
+        assert!(
+            b.retry("C", 10)
+                .unwrap_err()
+                .to_string()
+                .contains("retry rate")
+        );
+        // Retries spend the byte budget too.
+        assert!(b.retry("D", 4096).is_ok());
+        assert!(
+            b.retry("D", 10)
+                .unwrap_err()
+                .to_string()
+                .contains("byte rate")
+        );
         let day = PublishBudgets::new(&Limits {
             team_bytes_per_day: 5000,
             ..Limits::default()

@@ -65,7 +65,7 @@ pub async fn publish(
     // read, no signature check (they were checked when logged), no writer.
     let mut identical = false;
     if let Some(l) = &logged {
-        state.budgets.retry(team)?;
+        state.budgets.retry(team, size)?;
         let leaf = merkle::leaf_hash(&envelope::log_bytes(&env));
         if let Some((received_ms, stored)) = &l.receipt {
             identical = *stored == leaf;
@@ -98,8 +98,22 @@ pub async fn publish(
             }
         }
     }
-    // A retry of a logged message is answered by the writer (original
-    // receipt or ALREADY_EXISTS) even when its created_at is now old.
+    // Other bytes under a durable id, properly signed: ALREADY_EXISTS from
+    // the index, without the writer or a record read.
+    if let Some(l) = &logged
+        && l.receipt.is_some()
+        && !identical
+        && l.seq <= state.committed()
+    {
+        return Err(Error::AlreadyExists {
+            sender: team.to_owned(),
+            id: body.id,
+            seq: l.seq,
+        });
+    }
+    // A retry of a logged message not yet durable, or indexed before the
+    // index carried receipts, is answered by the writer (original receipt
+    // or ALREADY_EXISTS) even when its created_at is now old.
     if logged.is_none() {
         // Only new messages take room on disk and spend the team's rate
         // budgets: a retry after a timeout gets its original receipt.

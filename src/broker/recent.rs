@@ -175,10 +175,13 @@ impl RecentRecords {
         });
         let w = weight(&d);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let old = slot.as_ref().map_or(0, |o| weight(o));
-        if self.held.load(Ordering::Acquire) - old + w <= self.budget {
+        // The slot's record is older than this one: it goes either way, so
+        // a burst of large records drains as the ring moves on.
+        if let Some(old) = slot.take() {
+            self.held.fetch_sub(weight(&old), Ordering::AcqRel);
+        }
+        if self.held.load(Ordering::Acquire) + w <= self.budget {
             self.held.fetch_add(w, Ordering::AcqRel);
-            self.held.fetch_sub(old, Ordering::AcqRel);
             *slot = Some(d.clone());
         }
         Ok(d)

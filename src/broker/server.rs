@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::broker::admission::AdmissionLayer;
+use crate::broker::admission::{AdmissionLayer, RefusalLog};
 use crate::broker::config::BrokerConfig;
 use crate::broker::reflection::Reflection;
 use crate::broker::services::{Services, set_health};
@@ -124,6 +124,7 @@ impl Broker {
         .map_err(StartError::Serve)?;
 
         let l = &c.limits;
+        RefusalLog::spawn_flusher(&self.state.refusals);
         let services = Services::new(self.state.clone());
         let router = tonic::transport::Server::builder()
             // HTTP/2: calls per connection, the caps on reset streams (both
@@ -140,7 +141,11 @@ impl Broker {
             .http2_keepalive_timeout(Some(Duration::from_secs(l.keepalive_timeout_secs)))
             .max_connection_age(Duration::from_secs(l.max_connection_age_secs))
             .max_connection_age_grace(Duration::from_secs(l.max_connection_age_grace_secs))
-            .layer(AdmissionLayer::new(l, self.state.inflight.clone()))
+            .layer(AdmissionLayer::new(
+                l,
+                self.state.inflight.clone(),
+                self.state.refusals.clone(),
+            ))
             .add_service(health_service.max_decoding_message_size(SMALL_REQUEST))
             .add_service(reflection.v1().max_decoding_message_size(SMALL_REQUEST))
             .add_service(

@@ -11,9 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::broker::admission::CallBudget;
 use crate::broker::state::State;
 use crate::broker::transport::Peer;
 use crate::broker::{case_views, publish, read, subscribe, transparency};
@@ -99,7 +101,7 @@ impl Svc {
             Ok(t) => t,
             Err(e) => {
                 let team = req.extensions().get::<Peer>().map(|p| p.team.as_str());
-                log_refusal(rpc, team.unwrap_or("-"), &e);
+                log_refusal(&self.0, rpc, team.unwrap_or("-"), &e);
                 return Err(e.into());
             }
         };
@@ -107,9 +109,9 @@ impl Svc {
         let span = tracing::info_span!("rpc", rpc, team = %team, remote = ?remote.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
         let broker = self.0.clone();
         async move {
-            let r = f(broker, team.clone(), req.into_inner()).await;
+            let r = f(broker.clone(), team.clone(), req.into_inner()).await;
             if let Err(e) = &r {
-                log_refusal(rpc, &team, e);
+                log_refusal(&broker, rpc, &team, e);
             }
             r.map(Response::new).map_err(Status::from)
         }
@@ -118,35 +120,72 @@ impl Svc {
     }
 }
 
-/// One INFO line per refused call: the team, the call, the status code, the
-/// rule and the field at fault, never a field's value (a TLP:RED value must
-/// not reach the log) nor the error's text, which may quote one. Internal
-/// errors are logged where they become a status (`error.rs`).
-fn log_refusal(rpc: &str, team: &str, e: &Error) {
+impl Svc {
+    /// [`Svc::call`] for a unary call: its answer's bytes are charged to the
+    /// team's in-flight budget until sent, so answers a team does not read
+    /// stop only that team. The answer of a call whose effect happened
+    /// already (`anyway`: a receipt, a cursor) is charged whatever the
+    /// budget; any other over the budget is refused.
+    async fn unary<T, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        req: Request<T>,
+        anyway: bool,
+        f: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Arc<State>, String, T) -> Fut,
+        Fut: Future<Output = Result<R, Error>>,
+        R: prost::Message,
+    {
+        let budget = req.extensions().get::<CallBudget>().cloned();
+        self.call(rpc, req, move |b, team, r| async move {
+            let answer = f(b, team, r).await?;
+            if let Some(budget) = budget {
+                let n = answer.encoded_len();
+                if anyway {
+                    budget.charge_answer_anyway(n);
+                } else {
+                    budget.charge_answer(n).map_err(Error::Limit)?;
+                }
+            }
+            Ok(answer)
+        })
+        .await
+    }
+}
+
+/// A refused call goes to the refusal log (one INFO line per kind of
+/// refusal per team and interval, then a count): the team, the call, the
+/// status code, the rule and the field at fault, never a field's value (a
+/// TLP:RED value must not reach the log) nor the error's text, which may
+/// quote one. Internal errors are logged where they become a status
+/// (`error.rs`).
+fn log_refusal(state: &State, rpc: &str, team: &str, e: &Error) {
     if matches!(e, Error::Internal(_)) {
         return;
     }
-    tracing::info!(
-        team,
-        rpc,
-        code = ?e.code(),
-        rule = e.kind(),
-        field = e.field().unwrap_or("-"),
-        "call refused"
-    );
+    state
+        .refusals
+        .record(team, rpc, e.code(), e.kind(), e.field().unwrap_or("-"));
 }
 
 /// Runs `f`, a call's storage work, on tokio's blocking pool, in the
-/// call's span, so a long scan never holds up an async worker.
-async fn blocking<R, F>(f: F) -> Result<R, Error>
+/// call's span, so a long scan never holds up an async worker. `slot` is
+/// one of the team's few scan slots: it is held by the scan itself, so a
+/// call abandoned by its client still counts until its scan ends.
+async fn blocking<R, F>(slot: OwnedSemaphorePermit, f: F) -> Result<R, Error>
 where
     F: FnOnce() -> Result<R, Error> + Send + 'static,
     R: Send + 'static,
 {
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        span.in_scope(f)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// `certex.v1.Exchange`.
@@ -159,7 +198,7 @@ impl Exchange for ExchangeService {
         req: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::Receipt>, Status> {
         self.0
-            .call("Publish", req, |b, team, r| async move {
+            .unary("Publish", req, true, |b, team, r| async move {
                 publish::publish(&b, &team, r.envelope).await
             })
             .await
@@ -167,11 +206,9 @@ impl Exchange for ExchangeService {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Record>, Status> {
         self.0
-            .call(
-                "Get",
-                req,
-                |b, team, r| async move { read::get(&b, &team, r) },
-            )
+            .unary("Get", req, false, |b, team, r| async move {
+                read::get(&b, &team, r)
+            })
             .await
     }
 
@@ -182,10 +219,17 @@ impl Exchange for ExchangeService {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let conn = req.extensions().get::<Peer>().map(|p| p.conn.clone());
+        let budget = req.extensions().get::<CallBudget>().cloned();
         self.0
             .call("Subscribe", req, |b, team, r| async move {
                 let closing = b.closing.subscribe();
-                subscribe::start(b, team, r, closing, conn)
+                let stream = subscribe::start(b, team, r, closing, conn)?;
+                // The stream's records are bounded by its own buffer; its
+                // request no longer holds the team's in-flight budget.
+                if let Some(budget) = budget {
+                    budget.release();
+                }
+                Ok(stream)
             })
             .await
     }
@@ -195,10 +239,8 @@ impl Exchange for ExchangeService {
         req: Request<pb::CommitCursorRequest>,
     ) -> Result<Response<pb::Cursor>, Status> {
         self.0
-            .call("CommitCursor", req, |b, team, r| async move {
+            .unary("CommitCursor", req, true, |b, team, r| async move {
                 subscribe::check_durable_name(&r.durable)?;
-                // A cursor move writes: refused below the disk watermark.
-                b.disk.check(b.log().storage())?;
                 let size = b.log().head().tree_size;
                 if r.seq > size {
                     return Err(Error::BadRequest(format!(
@@ -206,6 +248,21 @@ impl Exchange for ExchangeService {
                         r.seq
                     )));
                 }
+                // A move that changes nothing is answered without the writer.
+                let storage = b.log().storage();
+                if storage.cursor_names(&team, &r.durable)?.1 {
+                    let at = storage.cursor(&team, &r.durable)?;
+                    if at >= r.seq {
+                        return Ok(pb::Cursor {
+                            durable: r.durable,
+                            seq: at,
+                        });
+                    }
+                }
+                // A cursor move writes: it spends the team's message budget
+                // and is refused below the disk watermark.
+                b.budgets.cursor_move(&team)?;
+                b.disk.check(storage)?;
                 let max_names = b.config.limits.max_durable_names_per_team;
                 let seq = b
                     .log()
@@ -258,7 +315,7 @@ impl DirectoryApi for DirectoryService {
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::Team>, Status> {
         self.0
-            .call("WhoAmI", req, |b, team, _| async move {
+            .unary("WhoAmI", req, false, |b, team, _| async move {
                 b.directory()
                     .team(&team)
                     .map(team_proto)
@@ -272,7 +329,7 @@ impl DirectoryApi for DirectoryService {
         req: Request<pb::ListTeamsRequest>,
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
         self.0
-            .call("ListTeams", req, |b, _, _| async move {
+            .unary("ListTeams", req, false, |b, _, _| async move {
                 Ok(pb::ListTeamsResponse {
                     teams: b.directory().teams().map(team_proto).collect(),
                 })
@@ -285,7 +342,7 @@ impl DirectoryApi for DirectoryService {
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         self.0
-            .call("ListGroups", req, |b, _, _| async move {
+            .unary("ListGroups", req, false, |b, _, _| async move {
                 Ok(pb::ListGroupsResponse {
                     groups: b
                         .directory()
@@ -311,8 +368,9 @@ impl Cases for CasesService {
         req: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
         self.0
-            .call("ListCases", req, |b, team, r| {
-                blocking(move || case_views::list(&b, &team, &r))
+            .unary("ListCases", req, false, |b, team, r| async move {
+                let slot = b.scans.acquire(&team).await?;
+                blocking(slot, move || case_views::list(&b, &team, &r)).await
             })
             .await
     }
@@ -322,8 +380,9 @@ impl Cases for CasesService {
         req: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
         self.0
-            .call("GetCase", req, |b, team, r| {
-                blocking(move || case_views::get(&b, &team, &r))
+            .unary("GetCase", req, false, |b, team, r| async move {
+                let slot = b.scans.acquire(&team).await?;
+                blocking(slot, move || case_views::get(&b, &team, &r)).await
             })
             .await
     }
@@ -339,7 +398,9 @@ impl Transparency for TransparencyService {
         req: Request<pb::GetHeadRequest>,
     ) -> Result<Response<pb::SignedTreeHead>, Status> {
         self.0
-            .call("GetHead", req, |b, _, _| async move { Ok(b.log().head()) })
+            .unary("GetHead", req, false, |b, _, _| async move {
+                Ok(b.log().head())
+            })
             .await
     }
 
@@ -348,7 +409,7 @@ impl Transparency for TransparencyService {
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
         self.0
-            .call("GetInclusionProof", req, |b, team, r| async move {
+            .unary("GetInclusionProof", req, false, |b, team, r| async move {
                 transparency::inclusion_for(&b, &team, &r)
             })
             .await
@@ -359,7 +420,7 @@ impl Transparency for TransparencyService {
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
         self.0
-            .call("GetConsistencyProof", req, |b, _, r| async move {
+            .unary("GetConsistencyProof", req, false, |b, _, r| async move {
                 transparency::consistency(b.log().storage(), &r, b.log().head().tree_size)
             })
             .await

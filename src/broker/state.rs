@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use crate::broker::admission::Inflight;
+use crate::broker::admission::{Inflight, RefusalLog};
 use crate::broker::config::BrokerConfig;
-use crate::broker::limits::{DiskWatch, PublishBudgets, StreamSlots};
+use crate::broker::limits::{DiskWatch, PublishBudgets, ScanSlots, StreamSlots};
 use crate::broker::recent::RecentRecords;
 use crate::broker::transport::TeamVerifier;
 use crate::error::Error;
@@ -28,6 +28,10 @@ pub struct State {
     pub recent: RecentRecords,
     /// Request bytes in flight, per team and in all.
     pub inflight: Arc<Inflight>,
+    /// Refused calls, summed up per kind.
+    pub refusals: Arc<RefusalLog>,
+    /// Case scans in progress per team.
+    pub scans: ScanSlots,
     /// Becomes `true` when the broker starts shutting down.
     pub closing: watch::Sender<bool>,
     /// Counts successful directory reloads.
@@ -53,6 +57,8 @@ impl State {
             budgets: PublishBudgets::new(&config.limits),
             disk: DiskWatch::new(config.limits.min_free_disk_bytes),
             recent: RecentRecords::new(config.limits.recent_cache_bytes),
+            refusals: Default::default(),
+            scans: Default::default(),
             inflight: Arc::new(Inflight::new(
                 config.limits.max_inflight_bytes_per_team,
                 config.limits.max_inflight_bytes,

@@ -50,6 +50,10 @@ const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
 /// How often failed handshakes are summed up in the log, per source.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Connections over a limit kept open at once to be told why (each for
+/// [`WITHDRAW_GRACE`]); more are closed at once.
+const REFUSED_CONNECTIONS: usize = 64;
+
 /// Sources the handshake-failure summary tracks one by one; more are counted
 /// together, so a flood from many addresses cannot grow the summary.
 const FAILURE_LOG_SOURCES: usize = 1024;
@@ -512,7 +516,7 @@ pub struct TlsConnection {
     /// (a connection refused for a limit has none).
     id: Option<u64>,
     verifier: Arc<TeamVerifier>,
-    /// A connection slot, or for a refused connection its handshake slot.
+    /// A connection slot, or for a refused connection its place among them.
     _permit: OwnedSemaphorePermit,
 }
 
@@ -720,6 +724,7 @@ pub fn incoming(
     let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let refused = Arc::new(Semaphore::new(REFUSED_CONNECTIONS));
     let sources: Arc<Mutex<HashMap<IpAddr, usize>>> = Default::default();
     let failures = Arc::new(FailureLog::default());
     let flusher = Arc::downgrade(&failures);
@@ -764,6 +769,7 @@ pub fn incoming(
             let tx = tx.clone();
             let verifier = verifier.clone();
             let slots = slots.clone();
+            let refused = refused.clone();
             let failures = failures.clone();
             let limits = limits.clone();
             tokio::spawn(async move {
@@ -848,16 +854,20 @@ pub fn incoming(
                         Err(why) => Err(why),
                     }
                 };
+                drop(handshake);
                 let (state, id, permit) = match admitted {
-                    Ok(a) => {
-                        drop(handshake);
-                        a
-                    }
+                    Ok(a) => a,
                     Err(why) => {
-                        tracing::info!(%addr, %team, reason = %why, "connection over a limit: its calls are refused");
+                        // Told why on each call for a moment, from a small
+                        // pool of its own; past that, closed at once.
+                        let Ok(permit) = refused.clone().try_acquire_owned() else {
+                            failures.record(addr.ip(), format!("{why} (closed at once)"));
+                            return;
+                        };
+                        failures.record(addr.ip(), why.clone());
                         let state = ConnState::new(Some(why));
                         state.withdraw();
-                        (state, None, handshake)
+                        (state, None, permit)
                     }
                 };
                 tracing::debug!(%addr, %team, "connection authenticated");

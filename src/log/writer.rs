@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::error::Error;
 use crate::log::merkle::{self, Frontier, tree_head_message};
@@ -29,6 +29,9 @@ use crate::rules::envelope;
 const MAX_GROUP: usize = 1024;
 /// Most envelope bytes committed together.
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Most envelope bytes waiting for the writer. A submission holds its share
+/// until the writer is done with it, even if its caller went away.
+const MAX_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
@@ -49,6 +52,8 @@ enum Job {
     Publish {
         sub: Box<Submission>,
         reply: oneshot::Sender<Result<Receipt, Error>>,
+        /// Its share of [`MAX_QUEUE_BYTES`], released with the job.
+        _queued: OwnedSemaphorePermit,
     },
     /// Move `team`'s durable cursor `name` forward to `seq` (never back);
     /// a team has at most `max_names` cursors.
@@ -105,6 +110,8 @@ pub fn open_record(rec: &StoredRecord) -> Result<(Envelope, Body), Error> {
 #[derive(Clone)]
 pub struct Log {
     tx: mpsc::Sender<Job>,
+    /// Envelope bytes waiting for the writer, bounded.
+    queue: Arc<Semaphore>,
     storage: Arc<Storage>,
     head: Arc<RwLock<SignedTreeHead>>,
     committed: watch::Receiver<u64>,
@@ -154,6 +161,7 @@ impl Log {
             .map_err(|e| Error::Internal(format!("cannot start the log writer: {e}")))?;
         Ok(Log {
             tx,
+            queue: Arc::new(Semaphore::new(MAX_QUEUE_BYTES)),
             storage,
             head,
             committed,
@@ -162,11 +170,19 @@ impl Log {
 
     /// Appends a checked submission; the receipt means it is on the device.
     pub async fn append(&self, sub: Submission) -> Result<Receipt, Error> {
+        let share = sub.envelope.body.len().clamp(1, MAX_QUEUE_BYTES);
+        let queued = self
+            .queue
+            .clone()
+            .acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| Error::Unavailable)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Publish {
                 sub: Box::new(sub),
                 reply,
+                _queued: queued,
             })
             .await
             .map_err(|_| Error::Unavailable)?;
@@ -283,7 +299,7 @@ impl Writer {
         let mut cursors: Vec<CursorReply> = Vec::new();
         for job in jobs {
             match job {
-                Job::Publish { sub, reply } => {
+                Job::Publish { sub, reply, .. } => {
                     let outcome = match self.accept(*sub, received, &mut group) {
                         Ok(o) => o,
                         Err(e) => Outcome::Done(Err(e)),
