@@ -217,10 +217,30 @@ pub fn code<T: std::fmt::Debug>(
     }
 }
 
+/// `line` without ANSI colour codes.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A broker child process, killed when dropped.
 pub struct BrokerProcess {
     pub child: Child,
     pub url: String,
+    /// The broker's log lines after its listening line (ANSI codes removed).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BrokerProcess {
@@ -246,13 +266,42 @@ impl BrokerProcess {
         Self::spawn(cmd)
     }
 
+    /// [`BrokerProcess::start_with`], logging at INFO into [`BrokerProcess::log`].
+    pub fn start_logging(pki: &Path, data: &Path, limits: &Limits) -> Self {
+        let mut config = BrokerConfig::from_pki(pki, data, "127.0.0.1:0".parse().unwrap());
+        config.limits = limits.clone();
+        let file = data.with_extension("toml");
+        std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certex"));
+        cmd.args(["serve", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "info");
+        Self::spawn(cmd)
+    }
+
+    /// The log lines so far that contain every one of `words`.
+    pub fn log_lines(&self, words: &[&str]) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .cloned()
+            .collect()
+    }
+
     /// Spawns the broker and waits for its listening line. With
     /// `SHOW_BROKER` set in the environment, its log (at INFO) is copied to
     /// the test's stderr.
     fn spawn(mut cmd: Command) -> Self {
         let show = std::env::var_os("SHOW_BROKER").is_some();
+        let level = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "RUST_LOG")
+            .and_then(|(_, v)| v.map(|v| v.to_owned()));
+        let level = level.unwrap_or_else(|| (if show { "info" } else { "warn" }).into());
         let mut child = cmd
-            .env("RUST_LOG", if show { "info" } else { "warn" })
+            .env("RUST_LOG", level)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -268,17 +317,21 @@ impl BrokerProcess {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if show {
                     eprintln!("broker: {line}");
                 }
+                kept.lock().unwrap().push(strip_ansi(&line));
             }
         });
         let port = addr.rsplit(':').next().unwrap().to_owned();
         BrokerProcess {
             child,
             url: format!("https://localhost:{port}"),
+            log,
         }
     }
 
