@@ -350,9 +350,12 @@ const REFUSAL_LOG_KINDS: usize = 4096;
 /// code, rule, field) in an interval is logged at once; the others of that
 /// interval are summed up in one line when it ends, so a flood of refused
 /// calls costs a line per kind, not one per call.
+/// A kind of refusal: team, call, status code, rule, field name.
+type RefusalKind = (String, String, tonic::Code, &'static str, String);
+
 #[derive(Default)]
 pub struct RefusalLog {
-    counts: Mutex<HashMap<(String, String, tonic::Code, &'static str, String), u64>>,
+    counts: Mutex<HashMap<RefusalKind, u64>>,
     others: AtomicUsize,
 }
 
