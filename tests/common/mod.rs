@@ -257,26 +257,25 @@ impl BrokerProcess {
     /// and the database `data`, with `limits`; the file is written beside
     /// the database (`DATA.toml`).
     pub fn start_with(pki: &Path, data: &Path, limits: &Limits) -> Self {
+        Self::spawn(Self::configured(pki, data, limits))
+    }
+
+    /// [`BrokerProcess::start_with`], logging at INFO into [`BrokerProcess::log`].
+    pub fn start_logging(pki: &Path, data: &Path, limits: &Limits) -> Self {
+        let mut cmd = Self::configured(pki, data, limits);
+        cmd.env("RUST_LOG", "info");
+        Self::spawn(cmd)
+    }
+
+    /// `certex serve --config FILE`, the file written beside `data`.
+    fn configured(pki: &Path, data: &Path, limits: &Limits) -> Command {
         let mut config = BrokerConfig::from_pki(pki, data, "127.0.0.1:0".parse().unwrap());
         config.limits = limits.clone();
         let file = data.with_extension("toml");
         std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_certex"));
         cmd.args(["serve", "--config"]).arg(&file);
-        Self::spawn(cmd)
-    }
-
-    /// [`BrokerProcess::start_with`], logging at INFO into [`BrokerProcess::log`].
-    pub fn start_logging(pki: &Path, data: &Path, limits: &Limits) -> Self {
-        let mut config = BrokerConfig::from_pki(pki, data, "127.0.0.1:0".parse().unwrap());
-        config.limits = limits.clone();
-        let file = data.with_extension("toml");
-        std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certex"));
-        cmd.args(["serve", "--config"])
-            .arg(&file)
-            .env("RUST_LOG", "info");
-        Self::spawn(cmd)
+        cmd
     }
 
     /// The log lines so far that contain every one of `words`.
