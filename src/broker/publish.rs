@@ -6,6 +6,8 @@
 //! index alone; only new messages meet the free-disk watermark and spend
 //! the message and byte budgets (SPEC §15).
 
+use std::sync::Arc;
+
 use time::OffsetDateTime;
 
 use crate::broker::config::Limits;
@@ -18,10 +20,23 @@ use crate::rules::canonical::decode_canonical;
 use crate::rules::directory::Directory;
 use crate::rules::{envelope, time::format_time, validate};
 
+/// Envelopes from this size on are checked on the blocking pool: decoding,
+/// re-encoding and hashing a large body takes milliseconds, which would
+/// hold up every other call waiting on the same async worker.
+const CHECK_OFF_WORKERS: usize = 64 * 1024;
+
+/// What the checks before the log decided.
+enum Checked {
+    /// Answered from the index (a retry of a durable message).
+    Answered(pb::Receipt),
+    /// For the writer.
+    Append(Box<Submission>),
+}
+
 /// Checks `env` as published by `team` and appends it; the receipt comes
 /// back once the record is on the device.
 pub async fn publish(
-    state: &State,
+    state: &Arc<State>,
     team: &str,
     env: Option<pb::Envelope>,
 ) -> Result<pb::Receipt, Error> {
@@ -34,6 +49,23 @@ pub async fn publish(
             limit: limits.max_envelope_bytes,
         });
     }
+    let checked = if size >= CHECK_OFF_WORKERS {
+        let (state, team) = (state.clone(), team.to_owned());
+        tokio::task::spawn_blocking(move || check(&state, &team, env, size))
+            .await
+            .map_err(|e| Error::Internal(format!("publish check task failed: {e}")))??
+    } else {
+        check(state, team, env, size)?
+    };
+    match checked {
+        Checked::Answered(receipt) => Ok(receipt),
+        Checked::Append(sub) => state.log().append(*sub).await,
+    }
+}
+
+/// SPEC §4 in order, for an envelope of `size` bytes within the limit.
+fn check(state: &State, team: &str, env: pb::Envelope, size: usize) -> Result<Checked, Error> {
+    let limits = &state.config.limits;
     if env.body.is_empty() {
         return Err(Error::invalid("body", "is required"));
     }
@@ -70,14 +102,14 @@ pub async fn publish(
         if let Some((received_ms, stored)) = &l.receipt {
             identical = *stored == leaf;
             if identical && l.seq <= state.committed() {
-                return Ok(pb::Receipt {
+                return Ok(Checked::Answered(pb::Receipt {
                     seq: l.seq,
                     id: body.id,
                     received_at: Some(timestamp(*received_ms)),
                     leaf_hash: leaf.to_vec(),
                     tree_size: state.committed(),
                     duplicate: true,
-                });
+                }));
             }
         }
     }
@@ -122,14 +154,11 @@ pub async fn publish(
         check_skew(&body, now, limits)?;
         validate::check_body(&body, &dir)?;
     }
-    state
-        .log()
-        .append(Submission {
-            group_members: group_members(&body, &dir),
-            envelope: env,
-            body,
-        })
-        .await
+    Ok(Checked::Append(Box::new(Submission {
+        group_members: group_members(&body, &dir),
+        envelope: env,
+        body,
+    })))
 }
 
 /// The members of a `group` audience now, to be stored with the record.
