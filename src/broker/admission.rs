@@ -90,7 +90,8 @@ impl Inflight {
     }
 
     /// Bytes in flight for `team`.
-    pub fn of(&self, team: &str) -> usize {
+    #[cfg(test)]
+    fn of(&self, team: &str) -> usize {
         let teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
         teams.get(team).copied().unwrap_or(0)
     }

@@ -150,11 +150,6 @@ impl RecentRecords {
         }
     }
 
-    /// Bytes the cache holds now.
-    pub fn held_bytes(&self) -> usize {
-        self.held.load(Ordering::Acquire)
-    }
-
     /// Record `seq` (which must be committed), decoded.
     pub fn get(&self, storage: &Storage, seq: u64) -> Result<Arc<Decoded>, Error> {
         let slot = &self.slots[(seq % RECENT as u64) as usize];

@@ -14,13 +14,11 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use futures_util::StreamExt;
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::broker::config::{BrokerConfig, Limits};
 use crate::cli::abuse::{self, AttackKind, Mix, PeakRss, Target, VICTIM, rss_kib};
 use crate::client::connection::{Client, ClientFiles};
 use crate::proto::{self as pb, body::Content};
-use crate::rules::time::to_timestamp;
 
 use crate::cli::pki::SAMPLE_TEAMS as TEAMS;
 
@@ -261,30 +259,12 @@ fn dir_size(p: &Path) -> u64 {
 
 /// A community incident whose encoded body is about `size` bytes.
 pub fn sized_body(team: &str, size: usize, tag: &str) -> pb::Body {
-    let pad = size.saturating_sub(180);
-    pb::Body {
-        id: uuid::Uuid::new_v4().to_string(),
-        sender: team.to_owned(),
-        created_at: Some(to_timestamp(OffsetDateTime::now_utc())),
-        tlp: pb::Tlp::Clear as i32,
-        audience: Some(pb::Audience {
-            kind: Some(pb::audience::Kind::Community(true)),
-        }),
-        exercise: String::new(),
-        references: vec![],
-        content: Some(Content::Incident(pb::IncidentReport {
-            title: tag.to_owned(),
-            description: "x".repeat(pad),
-            category: pb::Category::Test as i32,
-            severity: pb::Severity::Medium as i32,
-            sectors: vec![],
-            detected_at: None,
-            observables: vec![pb::Observable {
-                r#type: pb::ObservableType::Ipv4 as i32,
-                value: "192.0.2.1".into(),
-            }],
-        })),
+    let mut body = crate::cli::abuse::small_incident(team, tag);
+    if let Some(Content::Incident(inc)) = body.content.as_mut() {
+        inc.description = "x".repeat(size.saturating_sub(180));
+        inc.severity = pb::Severity::Medium as i32;
     }
+    body
 }
 
 #[derive(Serialize)]

@@ -855,11 +855,6 @@ impl Storage {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
-    /// Whether the space reserve is held (see [`RESERVE_FILE`]).
-    pub fn holds_reserve(&self) -> bool {
-        self.dir.join(RESERVE_FILE).exists()
-    }
-
     /// The position of the durable cursor `name` of `team` (0 if never committed).
     pub fn cursor(&self, team: &str, name: &str) -> Result<u64> {
         let key = cursor_key(team, name);
