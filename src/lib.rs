@@ -29,6 +29,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod drill;
 pub mod error;
 pub mod log;
 pub mod rules;

@@ -282,6 +282,7 @@ fn dependencies_point_down() {
             "log" => to_wing == "rules",
             "broker" => matches!(to_wing, "log" | "rules"),
             "client" => to_wing == "rules",
+            "drill" => matches!(to_wing, "client" | "rules"),
             "cli" => true,
             _ => false,
         }
