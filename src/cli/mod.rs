@@ -8,6 +8,7 @@
 pub mod abuse;
 pub mod bench;
 pub mod demo;
+pub mod drill;
 pub mod pki;
 
 use std::io::Read;
@@ -92,6 +93,10 @@ pub enum Command {
     /// The transparency log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Tabletop drills: check a scenario, run it as the control cell, or
+    /// play an automated participant.
+    #[command(subcommand)]
+    Drill(crate::cli::drill::DrillCommand),
     /// The whole story in one process, narrated.
     Demo,
     /// Benchmarks over real mTLS; one JSON summary line each.
@@ -455,6 +460,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Subscribe(args) => subscribe(args).await,
         Command::Log(cmd) => log_command(cmd).await,
         Command::Case(cmd) => case_command(cmd).await,
+        Command::Drill(cmd) => crate::cli::drill::run(cmd).await,
         Command::Demo => crate::cli::demo::run().await.map_err(CliError),
         Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError),
     }

@@ -8,6 +8,9 @@
 //! the broker keeps it apart from real-world traffic (SPEC §5). The drill
 //! wing sits beside `client` and uses only `client` and `rules`.
 
+pub mod control;
+pub mod matching;
 pub mod render;
+pub mod respond;
 pub mod report;
 pub mod scenario;

@@ -342,6 +342,12 @@ pub struct Evidence {
     pub proved: u32,
     /// Records whose proof failed or could not be fetched.
     pub unproved: Vec<u64>,
+    /// Records whose signature verified against the control cell's copy of
+    /// the directory, and those that did not.
+    #[serde(default)]
+    pub signatures_verified: u32,
+    #[serde(default)]
+    pub signatures_failed: Vec<u64>,
     /// How to check it again.
     pub how_to_verify: String,
 }
