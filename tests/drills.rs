@@ -155,7 +155,14 @@ fn certex() -> Command {
 /// `certex drill respond` as `team`, once it is listening.
 fn responder(broker: &BrokerProcess, pki: &Path, team: &str, delay: &str) -> Child {
     let mut child = certex()
-        .args(["drill", "respond", "--exercise", "EX-TEST-GRID", "--delay", delay])
+        .args([
+            "drill",
+            "respond",
+            "--exercise",
+            "EX-TEST-GRID",
+            "--delay",
+            delay,
+        ])
         .args(["--broker", &broker.url, "--as", team, "--pki"])
         .arg(pki)
         .stdout(Stdio::null())
@@ -194,9 +201,13 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
     std::fs::write(&scenario, SCENARIO).unwrap();
 
     // A real-world reader for the whole drill, and a real record during it.
-    let reader = Client::connect(&broker.url, &ClientFiles::from_pki(&pki, "ZA-CSIRT"), "ZA-CSIRT")
-        .await
-        .unwrap();
+    let reader = Client::connect(
+        &broker.url,
+        &ClientFiles::from_pki(&pki, "ZA-CSIRT"),
+        "ZA-CSIRT",
+    )
+    .await
+    .unwrap();
     let mut real = reader
         .exchange()
         .subscribe(pb::SubscribeRequest {
@@ -222,12 +233,19 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
 
     let out = tmp.path().join("report");
     let run = {
-        let (pki, out, scenario, url) = (pki.clone(), out.clone(), scenario.clone(), broker.url.clone());
+        let (pki, out, scenario, url) = (
+            pki.clone(),
+            out.clone(),
+            scenario.clone(),
+            broker.url.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             certex()
                 .args(["drill", "run"])
                 .arg(&scenario)
-                .args(["--speed", "60", "--as", "ZA-EXCON", "--broker", &url, "--pki"])
+                .args([
+                    "--speed", "60", "--as", "ZA-EXCON", "--broker", &url, "--pki",
+                ])
                 .arg(&pki)
                 .arg("--out")
                 .arg(&out)
@@ -236,9 +254,13 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let brazil = Client::connect(&broker.url, &ClientFiles::from_pki(&pki, "BR-CERTBR"), "BR-CERTBR")
-        .await
-        .unwrap();
+    let brazil = Client::connect(
+        &broker.url,
+        &ClientFiles::from_pki(&pki, "BR-CERTBR"),
+        "BR-CERTBR",
+    )
+    .await
+    .unwrap();
     let draft: certex::client::draft::BodyJson = serde_json::from_str(
         r#"{"tlp": "green", "audience": "community", "incident": {"title": "A real incident",
             "category": "intrusions", "severity": "low"}}"#,
@@ -252,7 +274,10 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "drill run failed: {stderr}");
-    assert!(stderr.contains("inject I1 sent"), "progress is shown: {stderr}");
+    assert!(
+        stderr.contains("inject I1 sent"),
+        "progress is shown: {stderr}"
+    );
     let _ = za.kill();
     let _ = br.kill();
 
@@ -265,7 +290,11 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
     assert_eq!(status("E1"), "SUCCESS");
     assert_eq!(exp(&report, "E1").score, 10);
     assert_eq!(status("E1B"), "PARTIAL", "{:?}", exp(&report, "E1B"));
-    assert_eq!(exp(&report, "E1B").score, 5, "right kind, wrong severity: half");
+    assert_eq!(
+        exp(&report, "E1B").score,
+        5,
+        "right kind, wrong severity: half"
+    );
     assert!(exp(&report, "E1B").note.contains("critical expected"));
     assert_eq!(status("E2"), "SUCCESS");
     assert_eq!(status("E3"), "SUCCESS");
@@ -284,7 +313,11 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
     about("E2 accept", exp(&report, "E2").response_after_s, 120.0);
     about("E3 resolve", exp(&report, "E3").response_after_s, 240.0);
     let brm = report.teams.iter().find(|t| t.team == "BR-CERTBR").unwrap();
-    about("BR time to acknowledge", brm.time_to_acknowledge.p50_s, 60.0);
+    about(
+        "BR time to acknowledge",
+        brm.time_to_acknowledge.p50_s,
+        60.0,
+    );
     about("BR time to accept", brm.time_to_accept.p50_s, 120.0);
     about("BR time to resolve", brm.time_to_resolve.max_s, 240.0);
     let inj2 = report.injects.iter().find(|i| i.id == "I2").unwrap();
@@ -295,7 +328,11 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
         .find(|e| e.seq == exp(&report, "E1").response_seq)
         .unwrap()
         .at_s;
-    about("I2, 1m after E1 was met", inj2.at_s.map(|t| t - e1_at), 60.0);
+    about(
+        "I2, 1m after E1 was met",
+        inj2.at_s.map(|t| t - e1_at),
+        60.0,
+    );
 
     // Comchecks: the two answering teams replied after ~60 s; IN missed.
     let c1 = &report.comchecks[0];
@@ -317,7 +354,12 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
             .iter()
             .any(|f| f.team == "IN-CERTIN" && f.text.contains("communication check"))
     );
-    let ratings: Vec<&str> = report.hseep.ratings.iter().map(|r| r.rating.as_str()).collect();
+    let ratings: Vec<&str> = report
+        .hseep
+        .ratings
+        .iter()
+        .map(|r| r.rating.as_str())
+        .collect();
     // O1: 15 of 20 expected points = S; O2: 30 of 40 = S.
     assert_eq!(ratings, ["S", "S"]);
     assert!(
@@ -349,13 +391,23 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
         }
         all
     };
-    assert!(real_records.iter().any(|r| r.seq == real_receipt.seq), "the real record is read");
+    assert!(
+        real_records.iter().any(|r| r.seq == real_receipt.seq),
+        "the real record is read"
+    );
     for r in &real_records {
         let body = certex::rules::envelope::decode_body(r.envelope.as_ref().unwrap()).unwrap();
-        assert!(body.exercise.is_empty(), "exercise record {} in a real-world read", r.seq);
+        assert!(
+            body.exercise.is_empty(),
+            "exercise record {} in a real-world read",
+            r.seq
+        );
     }
     assert!(
-        report.timeline.iter().all(|e| e.seq != Some(real_receipt.seq)),
+        report
+            .timeline
+            .iter()
+            .all(|e| e.seq != Some(real_receipt.seq)),
         "the real record is not in the drill's timeline"
     );
 
@@ -367,9 +419,13 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
     assert_eq!(report.evidence.proved as usize, records.len());
     assert!(records.iter().all(|e| e.proved));
     assert_eq!(report.isolation.exercise_records as usize, records.len());
-    let excon = Client::connect(&broker.url, &ClientFiles::from_pki(&pki, "ZA-EXCON"), "ZA-EXCON")
-        .await
-        .unwrap();
+    let excon = Client::connect(
+        &broker.url,
+        &ClientFiles::from_pki(&pki, "ZA-EXCON"),
+        "ZA-EXCON",
+    )
+    .await
+    .unwrap();
     let i1 = report.injects.iter().find(|i| i.id == "I1").unwrap();
     let got = excon
         .get(pb::GetRequest {
@@ -386,7 +442,10 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
     // The HTML report: self-contained, and the files are the owner's only.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for external in ["src=", "<link", "url(", "https://", "@import"] {
-        assert!(!html.contains(external), "report.html refers outside itself: {external}");
+        assert!(
+            !html.contains(external),
+            "report.html refers outside itself: {external}"
+        );
     }
     assert!(html.contains("<svg"), "the timeline is inline SVG");
     assert!(html.contains("EX-TEST-GRID"));
@@ -419,7 +478,10 @@ fn malformed_scenarios_are_refused_with_the_line_and_the_reason() {
             "names no inject",
         ),
         (
-            SCENARIO.replace("severity = \"high\"\ndetected_at", "severity = \"apocalyptic\"\ndetected_at"),
+            SCENARIO.replace(
+                "severity = \"high\"\ndetected_at",
+                "severity = \"apocalyptic\"\ndetected_at",
+            ),
             "[[inject]]\nid = \"I1\"",
             "payload is not a valid draft: incident.severity",
         ),
@@ -428,17 +490,31 @@ fn malformed_scenarios_are_refused_with_the_line_and_the_reason() {
         let file = tmp.path().join(format!("bad{n}.toml"));
         std::fs::write(&file, text).unwrap();
         let line = text[..text.find(at).unwrap()].matches('\n').count() + 1;
-        let out = certex().args(["drill", "check"]).arg(&file).output().unwrap();
+        let out = certex()
+            .args(["drill", "check"])
+            .arg(&file)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{at}: accepted");
         let want = format!("{}:{line}: ", file.display());
         assert!(
-            stderr.lines().any(|l| l.contains(&want) && l.contains(reason)),
+            stderr
+                .lines()
+                .any(|l| l.contains(&want) && l.contains(reason)),
             "wanted {want}…{reason}, got: {stderr}"
         );
     }
     let good = tmp.path().join("good.toml");
     std::fs::write(&good, SCENARIO).unwrap();
-    let out = certex().args(["drill", "check"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = certex()
+        .args(["drill", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

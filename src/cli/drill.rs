@@ -137,7 +137,8 @@ async fn run_drill(args: RunArgs) -> Result<(), CliError> {
     let mut teams = std::collections::BTreeMap::new();
     if let Some(pki) = &args.conn.pki {
         for p in s.participants.iter().filter(|p| p.role != Role::Observer) {
-            if p.team == control.team() || !pki.join("teams").join(&p.team).join("cert.pem").exists()
+            if p.team == control.team()
+                || !pki.join("teams").join(&p.team).join("cert.pem").exists()
             {
                 continue;
             }
@@ -161,7 +162,9 @@ async fn run_drill(args: RunArgs) -> Result<(), CliError> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let report = control::run(&s, &ids, &opts, stop).await.map_err(CliError)?;
+    let report = control::run(&s, &ids, &opts, stop)
+        .await
+        .map_err(CliError)?;
     let written = write_report(&report, &args.out)?;
     print_json(&serde_json::json!({
         "exercise": report.exercise.id,

@@ -161,7 +161,9 @@ fn received(rec: &pb::Record) -> OffsetDateTime {
 }
 
 fn kind_word(body: &pb::Body) -> String {
-    Kind::of(body).map(|k| k.word().to_owned()).unwrap_or_default()
+    Kind::of(body)
+        .map(|k| k.word().to_owned())
+        .unwrap_or_default()
 }
 
 /// The control cell's state while the drill runs.
@@ -272,7 +274,11 @@ impl<'a> Cell<'a> {
         match outcome {
             Ok(sent) => {
                 let as_note = if client.team() != inj.from {
-                    format!(" (signed as {}: no identity for {})", client.team(), inj.from)
+                    format!(
+                        " (signed as {}: no identity for {})",
+                        client.team(),
+                        inj.from
+                    )
                 } else {
                     String::new()
                 };
@@ -379,7 +385,10 @@ impl<'a> Cell<'a> {
                 if !self.s.comchecks[c].to.contains(&exp.team) {
                     return Err(format!("comcheck {id} is not addressed to {}", exp.team));
                 }
-                match (self.comcheck_due[c], self.comchecks.get(&(c, exp.team.clone()))) {
+                match (
+                    self.comcheck_due[c],
+                    self.comchecks.get(&(c, exp.team.clone())),
+                ) {
                     (None, None) => Err(format!("comcheck {id} could not be sent to {}", exp.team)),
                     (_, sent) => Ok(sent),
                 }
@@ -406,7 +415,8 @@ impl<'a> Cell<'a> {
                 Ok(None) => {
                     if ending {
                         self.exps[e].status = Status::NotPlayed;
-                        self.exps[e].note = "its target was never sent: the drill ended first".into();
+                        self.exps[e].note =
+                            "its target was never sent: the drill ended first".into();
                         changed = true;
                     }
                     continue;
@@ -565,8 +575,8 @@ impl<'a> Cell<'a> {
         let Some(sent) = self.comchecks.get(&(c, team.to_owned())) else {
             return (None, true);
         };
-        let wall = time::Duration::try_from(self.wall(self.s.comchecks[c].expires))
-            .unwrap_or_default();
+        let wall =
+            time::Duration::try_from(self.wall(self.s.comchecks[c].expires)).unwrap_or_default();
         let deadline = sent.at + wall;
         let reply = self.seen.iter().find_map(|(seq, seen)| {
             let tref = TargetRef {
@@ -707,13 +717,7 @@ pub async fn run(
                 .exchange()
                 .subscribe(req)
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot subscribe as {}: {}",
-                        client.team(),
-                        e.message()
-                    )
-                })?
+                .map_err(|e| format!("cannot subscribe as {}: {}", client.team(), e.message()))?
                 .into_inner();
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
@@ -734,9 +738,7 @@ pub async fn run(
                             return;
                         }
                         Err(e) => {
-                            let _ = tx
-                                .send(Event::Ended(n, real, e.message().to_owned()))
-                                .await;
+                            let _ = tx.send(Event::Ended(n, real, e.message().to_owned())).await;
                             return;
                         }
                     }
@@ -917,9 +919,10 @@ fn recipients(
     if let Some(Content::CaseUpdate(u)) = &body.content {
         out.insert(u.requester.clone());
         // The addressee reads the requester's updates.
-        if let Some(req) = seen.values().find(|x| {
-            x.body.sender == u.requester && x.body.id == u.case_id
-        }) && let Some(Content::Request(r)) = &req.body.content
+        if let Some(req) = seen
+            .values()
+            .find(|x| x.body.sender == u.requester && x.body.id == u.case_id)
+            && let Some(Content::Request(r)) = &req.body.content
         {
             out.insert(r.to.clone());
         }
@@ -933,23 +936,31 @@ fn summary(body: &pb::Body) -> String {
         Some(Content::Incident(r)) => format!(
             "incident \"{}\" ({})",
             r.title,
-            pb::Severity::try_from(r.severity).map(|s| s.word()).unwrap_or("?")
+            pb::Severity::try_from(r.severity)
+                .map(|s| s.word())
+                .unwrap_or("?")
         ),
         Some(Content::Warning(w)) => format!(
             "warning \"{}\" ({})",
             w.title,
-            pb::Severity::try_from(w.severity).map(|s| s.word()).unwrap_or("?")
+            pb::Severity::try_from(w.severity)
+                .map(|s| s.word())
+                .unwrap_or("?")
         ),
         Some(Content::Request(r)) => format!(
             "request to {}: {}",
             r.to,
-            pb::Action::try_from(r.action).map(|a| a.word()).unwrap_or("?")
+            pb::Action::try_from(r.action)
+                .map(|a| a.word())
+                .unwrap_or("?")
         ),
         Some(Content::CaseUpdate(u)) => format!(
             "case {} of {}: {}{}",
             short(&u.case_id),
             u.requester,
-            pb::CaseState::try_from(u.transition).map(|s| s.word()).unwrap_or("?"),
+            pb::CaseState::try_from(u.transition)
+                .map(|s| s.word())
+                .unwrap_or("?"),
             if u.note.is_empty() {
                 String::new()
             } else {
@@ -965,7 +976,12 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-async fn build_report(cell: &Cell<'_>, opts: &RunOptions, ended: &str, trouble: &[String]) -> Report {
+async fn build_report(
+    cell: &Cell<'_>,
+    opts: &RunOptions,
+    ended: &str,
+    trouble: &[String],
+) -> Report {
     let s = cell.s;
     let dir = opts.directory.as_ref();
     let readers = cell.ids.all();
@@ -1174,7 +1190,11 @@ async fn build_report(cell: &Cell<'_>, opts: &RunOptions, ended: &str, trouble: 
                 id: cc.id.clone(),
                 from: cc.from.clone(),
                 message: cc.message.clone(),
-                at_s: if first.is_finite() { first } else { cc.at.as_secs_f64() },
+                at_s: if first.is_finite() {
+                    first
+                } else {
+                    cc.at.as_secs_f64()
+                },
                 expires_s: cc.expires.as_secs_f64(),
                 replies: cc
                     .to
@@ -1366,11 +1386,9 @@ async fn build_report(cell: &Cell<'_>, opts: &RunOptions, ended: &str, trouble: 
         .collect();
 
     let hseep = hseep(s, &expectations, &comchecks, &cell.sent_injects);
-    let all_carry = cell
-        .seen
-        .values()
-        .all(|x| x.body.exercise == s.exercise.id);
-    let passed = all_carry && cell.real_exercise == 0 && cell.real_streams > 0 && trouble.is_empty();
+    let all_carry = cell.seen.values().all(|x| x.body.exercise == s.exercise.id);
+    let passed =
+        all_carry && cell.real_exercise == 0 && cell.real_streams > 0 && trouble.is_empty();
     let isolation = report::Isolation {
         exercise_records: cell.seen.len() as u32,
         all_carry_exercise_id: all_carry,
@@ -1379,11 +1397,18 @@ async fn build_report(cell: &Cell<'_>, opts: &RunOptions, ended: &str, trouble: 
         passed,
         statement: format!(
             "{} of the {} records of exercise {} carried the exercise id; {} real-world subscription(s) (one per team identity of the control cell: {}) were open from seq {} to the end and delivered {} record(s), {} of them exercise traffic.{}",
-            cell.seen.values().filter(|x| x.body.exercise == s.exercise.id).count(),
+            cell.seen
+                .values()
+                .filter(|x| x.body.exercise == s.exercise.id)
+                .count(),
             cell.seen.len(),
             s.exercise.id,
             cell.real_streams,
-            readers.iter().map(|c| c.team()).collect::<Vec<_>>().join(", "),
+            readers
+                .iter()
+                .map(|c| c.team())
+                .collect::<Vec<_>>()
+                .join(", "),
             cell.seen.keys().next().map(|x| x - 1).unwrap_or(0),
             cell.real_seen,
             cell.real_exercise,
@@ -1427,7 +1452,11 @@ async fn build_report(cell: &Cell<'_>, opts: &RunOptions, ended: &str, trouble: 
             .collect(),
         how_to_verify: format!(
             "Each entry's record is in the log under the {}tree head above: `certex log prove SEQ --exercise {}` as a team that may read it re-checks one; `certex get SEQ --exercise {}` re-checks its signature.",
-            if verified_head { "signed and verified " } else { "(unverified: no --log-key) " },
+            if verified_head {
+                "signed and verified "
+            } else {
+                "(unverified: no --log-key) "
+            },
             s.exercise.id,
             s.exercise.id
         ),

@@ -11,6 +11,6 @@
 pub mod control;
 pub mod matching;
 pub mod render;
-pub mod respond;
 pub mod report;
+pub mod respond;
 pub mod scenario;

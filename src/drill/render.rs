@@ -2215,6 +2215,8 @@ mod tests {
                 log_key: "c0ffee".repeat(10),
                 proved: 5,
                 unproved: vec![15],
+                signatures_verified: 0,
+                signatures_failed: vec![],
                 how_to_verify: "certex verify --broker https://localhost:7443 --report report.json\n# checks ``` every proof".into(),
             },
         }

@@ -144,7 +144,10 @@ impl Rules {
     pub fn parse(text: &str, delay: Duration) -> Result<Self, String> {
         let raw: RulesToml = toml::from_str(text).map_err(|e| e.to_string())?;
         let dur = |s: &Option<String>, d: Duration| -> Result<Duration, String> {
-            s.as_deref().map(parse_duration).transpose().map(|x| x.unwrap_or(d))
+            s.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map(|x| x.unwrap_or(d))
         };
         let delay = dur(&raw.delay, delay)?;
         let mut rules = Rules::with_delay(delay);
@@ -303,12 +306,19 @@ fn warning_for(me: &str, inc: &pb::Body, r: &pb::IncidentReport) -> pb::Body {
             expires_at: None,
             cves: vec![],
             observables: r.observables.clone(),
-            recommended_actions: vec!["Block the listed indicators and look for them in your logs".into()],
+            recommended_actions: vec![
+                "Block the listed indicators and look for them in your logs".into(),
+            ],
         })),
     }
 }
 
-async fn act(client: Client, body: pb::Body, action: String, answered: (String, String)) -> ActionLine {
+async fn act(
+    client: Client,
+    body: pb::Body,
+    action: String,
+    answered: (String, String),
+) -> ActionLine {
     let exercise = body.exercise.clone();
     let result = match client.seal(&body) {
         Ok(env) => client.publish(env).await.map_err(|e| e.to_string()),
@@ -380,7 +390,10 @@ pub async fn respond(
             tracing::warn!(seq = rec.seq, "record does not verify; not answered");
             continue;
         }
-        let Some(body) = rec.envelope.as_ref().and_then(|e| envelope::decode_body(e).ok())
+        let Some(body) = rec
+            .envelope
+            .as_ref()
+            .and_then(|e| envelope::decode_body(e).ok())
         else {
             continue;
         };
@@ -415,9 +428,13 @@ pub async fn respond(
                     let (client, out) = (client.clone(), out.clone());
                     tasks.spawn(async move {
                         tokio::time::sleep(delay).await;
-                        let line =
-                            act(client, w, "warning".into(), (body.sender.clone(), body.id.clone()))
-                                .await;
+                        let line = act(
+                            client,
+                            w,
+                            "warning".into(),
+                            (body.sender.clone(), body.id.clone()),
+                        )
+                        .await;
                         let _ = out.send(line);
                     });
                 }
