@@ -447,7 +447,26 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
             "report.html refers outside itself: {external}"
         );
     }
-    assert!(html.contains("<svg"), "the timeline is inline SVG");
+    let doc = roxmltree::Document::parse_with_options(
+        &html,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .expect("report.html is well-formed");
+    let svg = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "svg")
+        .count();
+    assert_eq!(svg, 1, "one inline SVG timeline");
+    for team in TEAMS {
+        assert!(
+            doc.descendants()
+                .any(|n| n.tag_name().name() == "text" && n.text() == Some(*team)),
+            "the timeline has a lane for {team}"
+        );
+    }
     assert!(html.contains("EX-TEST-GRID"));
     use std::os::unix::fs::PermissionsExt;
     for f in ["report.json", "report.md", "report.html"] {

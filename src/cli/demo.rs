@@ -439,12 +439,139 @@ pub async fn run() -> Result<(), String> {
         ),
     );
 
+    play_drill(&pki, &url).await?;
+
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     say(
         "Done",
         "Every message was signed end to end, stored byte for byte, and is provable in the log.",
     );
+    Ok(())
+}
+
+/// The short drill of `examples/drills/demo-quick.toml` at speed 600:
+/// BR-CERTBR and IN-CERTIN answer through automated participants,
+/// RU-GOVCERT stays silent; the report goes to a directory that outlives
+/// the demo.
+async fn play_drill(pki: &std::path::Path, url: &str) -> Result<(), String> {
+    use crate::drill::control::{self, Identities, RunOptions};
+    use crate::drill::respond::{self, Rules};
+    use crate::drill::scenario::Scenario;
+    use crate::rules::access::TrafficScope;
+
+    const SCENARIO: &str = include_str!("../../examples/drills/demo-quick.toml");
+    let directory = Directory::load(&pki.join("directory.toml")).map_err(e)?;
+    let s = Scenario::parse(
+        "examples/drills/demo-quick.toml",
+        SCENARIO,
+        Some(&directory),
+    )
+    .map_err(e)?;
+    let connect = |team: &str| {
+        let files = ClientFiles::from_pki(pki, team);
+        let team = team.to_owned();
+        async move { Client::connect(url, &files, &team).await.map_err(e) }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
+    let mut participants = Vec::new();
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let client = connect(team).await?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut stop = stop_rx.clone();
+        let tx = tx.clone();
+        participants.push(tokio::spawn(async move {
+            respond::respond(
+                client,
+                TrafficScope::Exercise("DEMO-QUICK-1".into()),
+                Rules::with_delay(Duration::from_millis(300)),
+                async move {
+                    let _ = stop.changed().await;
+                },
+                move || {
+                    let _ = ready_tx.send(());
+                },
+                tx,
+            )
+            .await
+        }));
+        ready_rx
+            .await
+            .map_err(|_| format!("the automated participant {team} did not start"))?;
+    }
+    drop(tx);
+    let mut teams = std::collections::BTreeMap::new();
+    for team in ["BR-CERTBR", "IN-CERTIN", "RU-GOVCERT"] {
+        teams.insert(team.to_owned(), connect(team).await?);
+    }
+    let ids = Identities {
+        control: connect("ZA-CSIRT").await?,
+        teams,
+    };
+    let opts = RunOptions {
+        broker: url.to_owned(),
+        speed: None,
+        log_key: crate::client::audit::read_public_key(&pki.join("broker/signing.pub")).ok(),
+        directory: Some(directory),
+        scenario_file: "examples/drills/demo-quick.toml".into(),
+        progress: false,
+    };
+    let report = control::run(&s, &ids, &opts, std::future::pending()).await?;
+    let _ = stop_tx.send(true);
+    for p in participants {
+        let _ = p.await;
+    }
+    let mut answered = 0;
+    while actions.try_recv().is_ok() {
+        answered += 1;
+    }
+    let out = std::env::temp_dir().join(format!("certex-demo-drill-{}", std::process::id()));
+    let html = crate::cli::drill::write_report(&report, &out).map_err(e)?;
+    let lines: Vec<String> = report
+        .expectations
+        .iter()
+        .map(|x| {
+            format!(
+                "  {} {:<10} {} {} — {}",
+                x.id, x.status, x.team, x.kind, x.note
+            )
+        })
+        .collect();
+    say(
+        "10. A tabletop drill",
+        &format!(
+            "ZA-CSIRT runs the control cell of \"{}\" at speed {} (2 h of exercise time in {:.0} s): a\n\
+             communication check, an incident to BR-CERTBR and IN-CERTIN, and a takedown request that is\n\
+             played only once BR-CERTBR's warning has come in. BR-CERTBR and IN-CERTIN are automated\n\
+             participants ({answered} answers); RU-GOVCERT stays silent. Everything carries the exercise id\n\
+             {}, so no real-world reader sees it.\n\
+             Expectations scored ({} of {} points):\n{}\n\
+             Isolation check: {}\n\
+             {} of {} records proved in the log under a signed head. After-action report: {html}\n\
+             (also report.md and report.json there). Run your own: certex drill run examples/drills/grid-ransomware.toml",
+            report.exercise.name,
+            report.exercise.speed,
+            report.exercise.played_s / report.exercise.speed,
+            report.exercise.id,
+            report.overall.score,
+            report.overall.max_score,
+            lines.join("\n"),
+            if report.isolation.passed {
+                "passed"
+            } else {
+                "FAILED"
+            },
+            report.evidence.proved,
+            report.isolation.exercise_records,
+        ),
+    );
+    if !report.isolation.passed {
+        return Err(format!(
+            "drill isolation check failed: {}",
+            report.isolation.statement
+        ));
+    }
     Ok(())
 }
 
