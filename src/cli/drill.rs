@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{CliError, Conn, ScopeArgs, print_json};
+use crate::cli::args::{CliError, Conn, ScopeArgs, print_json};
 use crate::client::connection::{Client, ClientFiles};
 use crate::drill::control::{Identities, RunOptions};
 use crate::drill::report::Report;

@@ -5,6 +5,7 @@
 //! it. [`demo`], [`bench`] and [`pki`] are commands of their own; [`abuse`]
 //! holds the hostile-member attacks that `bench abuse` and the tests run.
 
+pub mod args;
 pub mod abuse;
 pub mod bench;
 pub mod demo;
@@ -16,37 +17,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use ed25519_dalek::VerifyingKey;
+
+pub use crate::cli::args::{CliError, Conn, ScopeArgs, print_json};
 use serde::Serialize;
 
 use crate::broker::config::BrokerConfig;
-use crate::broker::server::{Broker, StartError};
-use crate::client::audit::{fetch_head, head_json, prove, read_public_key, verify_state};
-use crate::client::connection::{Client, ClientError, ClientFiles, record_request};
+use crate::broker::server::Broker;
+use crate::client::audit::{fetch_head, head_json, prove, verify_state};
+use crate::client::connection::{ClientError, record_request};
 use crate::client::draft::{BodyJson, ReceiptJson, RecordJson};
 use crate::proto as pb;
-use crate::rules::access::TrafficScope;
 
-/// A failed command: one clear line for stderr.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CliError(pub String);
-
-impl From<String> for CliError {
-    fn from(s: String) -> Self {
-        CliError(s)
-    }
-}
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        CliError(e.to_string())
-    }
-}
-impl From<StartError> for CliError {
-    fn from(e: StartError) -> Self {
-        CliError(e.to_string())
-    }
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -135,37 +116,6 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-/// How to reach the broker and as whom.
-#[derive(Args, Debug, Clone)]
-pub struct Conn {
-    /// Broker URL.
-    #[arg(long, env = "CERTEX_BROKER", default_value = "https://localhost:7443")]
-    pub broker: String,
-    /// Development PKI directory.
-    #[arg(long, env = "CERTEX_PKI")]
-    pub pki: Option<PathBuf>,
-    /// The team to act as.
-    #[arg(long = "as", env = "CERTEX_TEAM")]
-    pub team: String,
-    /// CA certificate of the broker (overrides the PKI layout).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Team TLS certificate.
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
-    /// Team TLS key.
-    #[arg(long)]
-    pub key: Option<PathBuf>,
-    /// Team Ed25519 signing key.
-    #[arg(long)]
-    pub signing_key: Option<PathBuf>,
-    /// Directory file used to verify signatures.
-    #[arg(long)]
-    pub directory: Option<PathBuf>,
-    /// Broker tree-head public key (hex file).
-    #[arg(long)]
-    pub log_key: Option<PathBuf>,
-}
 
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
@@ -250,26 +200,6 @@ impl SubscribeArgs {
     }
 }
 
-/// Which traffic to read.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ScopeArgs {
-    /// Read the traffic of this exercise (drill) instead of real traffic.
-    #[arg(long)]
-    pub exercise: Option<String>,
-    /// Read the traffic of every exercise.
-    #[arg(long, conflicts_with = "exercise")]
-    pub all_exercises: bool,
-}
-
-impl ScopeArgs {
-    pub fn scope(&self) -> TrafficScope {
-        match (&self.exercise, self.all_exercises) {
-            (_, true) => TrafficScope::AllExercises,
-            (Some(e), _) if !e.is_empty() => TrafficScope::Exercise(e.clone()),
-            _ => TrafficScope::Real,
-        }
-    }
-}
 
 #[derive(Subcommand, Debug)]
 pub enum CaseCommand {
@@ -352,62 +282,7 @@ pub enum LogCommand {
     },
 }
 
-impl Conn {
-    fn files(&self) -> Result<ClientFiles, CliError> {
-        let mut files = match &self.pki {
-            Some(p) => ClientFiles::from_pki(p, &self.team),
-            None => ClientFiles {
-                ca: PathBuf::new(),
-                cert: PathBuf::new(),
-                key: PathBuf::new(),
-                signing_key: PathBuf::new(),
-                directory: PathBuf::new(),
-            },
-        };
-        let set = |slot: &mut PathBuf, v: &Option<PathBuf>| {
-            if let Some(v) = v {
-                *slot = v.clone();
-            }
-        };
-        set(&mut files.ca, &self.ca);
-        set(&mut files.cert, &self.cert);
-        set(&mut files.key, &self.key);
-        set(&mut files.signing_key, &self.signing_key);
-        set(&mut files.directory, &self.directory);
-        if files.ca.as_os_str().is_empty()
-            || files.cert.as_os_str().is_empty()
-            || files.key.as_os_str().is_empty()
-        {
-            return Err(CliError(
-                "no credentials: give --pki DIR (or CERTEX_PKI), or --ca, --cert and --key".into(),
-            ));
-        }
-        Ok(files)
-    }
 
-    pub async fn connect(&self) -> Result<Client, CliError> {
-        Ok(Client::connect(&self.broker, &self.files()?, &self.team).await?)
-    }
-
-    fn log_key(&self) -> Result<VerifyingKey, CliError> {
-        let path = match (&self.log_key, &self.pki) {
-            (Some(p), _) => p.clone(),
-            (None, Some(pki)) => pki.join("broker/signing.pub"),
-            (None, None) => {
-                return Err(CliError(
-                    "give --log-key FILE (the broker's tree-head public key)".into(),
-                ));
-            }
-        };
-        Ok(read_public_key(&path)?)
-    }
-}
-
-fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
-    let line = serde_json::to_string(v).map_err(|e| CliError(e.to_string()))?;
-    println!("{line}");
-    Ok(())
-}
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
