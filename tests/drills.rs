@@ -352,7 +352,11 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
             .hseep
             .areas_for_improvement
             .iter()
-            .any(|f| f.team == "IN-CERTIN" && f.text.contains("communication check"))
+            .any(|f| f.team == "IN-CERTIN"
+                && f.expectation == "E5"
+                && f.records == vec![c1.replies[2].request_seq.unwrap()]),
+        "the missed comcheck is an area for improvement, with the check's record: {:?}",
+        report.hseep.areas_for_improvement
     );
     let ratings: Vec<&str> = report
         .hseep
@@ -536,4 +540,35 @@ fn malformed_scenarios_are_refused_with_the_line_and_the_reason() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_example_scenarios_pass_their_checks_against_the_readme_pki() {
+    // The PKI the README's drill walkthrough creates.
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    let teams: Vec<String> =
+        "ZA-EXCON,ZA-CSIRT,BW-CSIRT,MZ-CSIRT,CN-CNCERT,RU-GOVCERT,IN-CERTIN,BR-CERTBR"
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+    let groups = [
+        "BRICS=CN-CNCERT,RU-GOVCERT,IN-CERTIN,BR-CERTBR,ZA-CSIRT",
+        "SCO=CN-CNCERT,RU-GOVCERT,IN-CERTIN",
+    ]
+    .iter()
+    .map(|g| certex::cli::pki::parse_group(g).unwrap())
+    .collect::<Vec<_>>();
+    certex::cli::pki::init(&pki, &teams, &groups).unwrap();
+    let dir = certex::rules::directory::Directory::load(&pki.join("directory.toml")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/drills");
+    for name in ["grid-ransomware.toml", "botnet-takedown.toml"] {
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        let s = certex::drill::scenario::Scenario::parse(name, &text, Some(&dir))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.injects.len() >= 5 && s.expectations.len() >= 8, "{name}");
+        assert!(!s.comchecks.is_empty(), "{name} has a comcheck");
+    }
+    let rules = root.join("participant-rules.toml");
+    certex::drill::respond::Rules::load(&rules, std::time::Duration::from_secs(1)).unwrap();
 }

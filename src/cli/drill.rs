@@ -15,7 +15,7 @@ use crate::client::connection::{Client, ClientFiles};
 use crate::drill::control::{Identities, RunOptions};
 use crate::drill::report::Report;
 use crate::drill::respond::Rules;
-use crate::drill::scenario::{Role, Scenario, Trigger, format_duration, parse_duration};
+use crate::drill::scenario::{On, Role, Scenario, Trigger, format_duration, parse_duration};
 use crate::drill::{control, render, respond};
 use crate::rules::access::TrafficScope;
 use crate::rules::directory::Directory;
@@ -108,7 +108,15 @@ fn check_summary(s: &Scenario, against_directory: bool) -> serde_json::Value {
                 "move": i.mv,
                 "when": match &i.trigger {
                     Trigger::At(t) => format!("at {}", format_duration(*t)),
-                    Trigger::After { event, delay, .. } => format!("{} after {event}", format_duration(*delay)),
+                    Trigger::After { event, delay, on } => format!(
+                        "{} after {event}{}",
+                        format_duration(*delay),
+                        match on {
+                            On::Met => "",
+                            On::Failed => " failed",
+                            On::Settled => " settled",
+                        }
+                    ),
                 },
                 "from": i.from,
                 "to": i.to,
@@ -238,7 +246,14 @@ async fn run_respond(args: RespondArgs) -> Result<(), CliError> {
             TrafficScope::Exercise(e) => format!("exercise {e}"),
             _ => "every exercise".to_owned(),
         },
-        format_duration(delay)
+        match &args.rules {
+            Some(f) => format!(
+                "{} unless the rules in {} say otherwise",
+                format_duration(delay),
+                f.display()
+            ),
+            None => format_duration(delay),
+        }
     );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {

@@ -5,8 +5,8 @@
 //! it. [`demo`], [`bench`] and [`pki`] are commands of their own; [`abuse`]
 //! holds the hostile-member attacks that `bench abuse` and the tests run.
 
-pub mod args;
 pub mod abuse;
+pub mod args;
 pub mod bench;
 pub mod demo;
 pub mod drill;
@@ -27,7 +27,6 @@ use crate::client::audit::{fetch_head, head_json, prove, verify_state};
 use crate::client::connection::{ClientError, record_request};
 use crate::client::draft::{BodyJson, ReceiptJson, RecordJson};
 use crate::proto as pb;
-
 
 #[derive(Parser, Debug)]
 #[command(
@@ -116,7 +115,6 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
     /// Only these kinds (incident, warning, request, case_update, retraction); repeatable.
@@ -200,7 +198,6 @@ impl SubscribeArgs {
     }
 }
 
-
 #[derive(Subcommand, Debug)]
 pub enum CaseCommand {
     /// Cases you are a party to, as JSON lines.
@@ -281,8 +278,6 @@ pub enum LogCommand {
         conn: Conn,
     },
 }
-
-
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {

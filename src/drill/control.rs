@@ -38,7 +38,7 @@ use crate::rules::vocab::Word;
 /// How long after a deadline the control cell waits for answers still in
 /// flight before it settles an expectation (wall clock). Answers are judged
 /// by the broker's receipt time, so this only bounds the wait.
-const GRACE: Duration = Duration::from_secs(1);
+const GRACE: Duration = Duration::from_millis(300);
 
 /// The identities the control cell acts and reads as.
 pub struct Identities {
@@ -458,7 +458,7 @@ impl<'a> Cell<'a> {
                 Some((points, seq, at, missing)) => {
                     st.points = points;
                     st.answer = Some((seq, at));
-                    st.status = if points >= exp.expected_score && points > 0 {
+                    st.status = if points >= exp.expected_score {
                         Status::Success
                     } else if points > 0 {
                         Status::Partial
@@ -548,8 +548,15 @@ impl<'a> Cell<'a> {
                     _ => false,
                 };
                 changed = true;
+                // A failure dates from its deadline, a success from its
+                // settling (the answer's arrival, or the deadline for a
+                // partial answer).
+                let base = match (st, self.exps[e].deadline) {
+                    (Status::Failed, Some(d)) => self.instant(d),
+                    _ => Instant::now(),
+                };
                 self.injects[i] = if fires {
-                    InjState::Due(Instant::now() + wall_delay)
+                    InjState::Due(base + wall_delay)
                 } else {
                     InjState::NotPlayed(format!(
                         "expectation {event} ended {}; this inject plays when it is {}",
@@ -961,10 +968,10 @@ fn summary(body: &pb::Body) -> String {
             pb::CaseState::try_from(u.transition)
                 .map(|s| s.word())
                 .unwrap_or("?"),
-            if u.note.is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", u.note)
+            match (u.note.is_empty(), u.reason.is_empty()) {
+                (false, _) => format!(" — {}", u.note),
+                (true, false) => format!(" — reason: {}", u.reason),
+                _ => String::new(),
             }
         ),
         Some(Content::Retraction(r)) => format!("retraction of {}", short(&r.target)),
@@ -1530,6 +1537,12 @@ fn hseep(
         if let Some(t) = sent.get(&x.target) {
             r.push(t.seq);
         }
+        let check = comchecks
+            .iter()
+            .filter(|c| c.id == x.target)
+            .flat_map(|c| c.replies.iter())
+            .find(|r| r.team == x.team);
+        r.extend(check.and_then(|c| c.request_seq));
         r.extend(x.response_seq);
         r
     };
@@ -1558,7 +1571,13 @@ fn hseep(
         }
     }
     for c in comchecks {
-        for r in c.replies.iter().filter(|r| r.status == "missed") {
+        // A miss an expectation already scores is reported there.
+        let scored = |team: &str| exps.iter().any(|x| x.target == c.id && x.team == team);
+        for r in c
+            .replies
+            .iter()
+            .filter(|r| r.status == "missed" && !scored(&r.team))
+        {
             areas.push(report::Finding {
                 text: format!(
                     "{} did not acknowledge communication check {} within {}",

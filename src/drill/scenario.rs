@@ -765,7 +765,7 @@ impl Scenario {
             };
             let at = c.duration(&format!("{what}: at"), &cc.at);
             let expires = c.duration(&format!("{what}: expires"), &cc.expires);
-            if expires.is_zero() {
+            if expires.is_zero() && parse_duration(cc.expires.get_ref()).is_ok() {
                 c.at(
                     cc.expires.span(),
                     format!("{what}: expires must be more than 0"),
@@ -796,6 +796,7 @@ impl Scenario {
         let mut injects = Vec::new();
         let mut inject_after: Vec<Option<Spanned<String>>> = Vec::new();
         let mut explicit_on: Vec<bool> = Vec::new();
+        let mut check_payload: Vec<bool> = Vec::new();
         for inj in raw.inject {
             let line = c.line(inj.span());
             let inj = inj.into_inner();
@@ -803,6 +804,7 @@ impl Scenario {
             let what = format!("inject {}", inj.id.get_ref());
             sender_ok(c, &what, &inj.from);
             receivers_ok(c, &what, &inj.to);
+            let method_known = Method::parse(inj.method.get_ref()).is_some();
             let method = match Method::parse(inj.method.get_ref()) {
                 Some(m) => m,
                 None => {
@@ -869,6 +871,7 @@ impl Scenario {
                     Trigger::At(Duration::ZERO)
                 }
             };
+            check_payload.push(method_known && inj.payload.is_some());
             let payload = match inj.payload {
                 Some(p) => p.into_inner(),
                 None => {
@@ -1029,7 +1032,7 @@ impl Scenario {
                 _ => {}
             }
             let within = c.duration(&format!("{what}: within"), &e.within);
-            if within.is_zero() {
+            if within.is_zero() && parse_duration(e.within.get_ref()).is_ok() {
                 c.at(
                     e.within.span(),
                     format!("{what}: within must be more than 0"),
@@ -1195,8 +1198,8 @@ impl Scenario {
             injects: Vec::new(),
             expectations: Vec::new(),
         };
-        for inj in &injects {
-            if inj.payload.is_empty() {
+        for (n, inj) in injects.iter().enumerate() {
+            if !check_payload[n] {
                 continue;
             }
             match partial.draft(inj, &ctx, &uuid::Uuid::new_v4().to_string(), &inj.from) {
