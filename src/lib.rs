@@ -20,6 +20,9 @@
 //!   transparency serving, configuration and lifecycle.
 //! - [`client`]: the client library: connection, signing and publishing, the
 //!   JSON forms of SPEC §11, the independent verifier and log audits.
+//! - [`drill`]: tabletop drills (SPEC §13): scenario files, the control cell,
+//!   the automated participant, scoring and the after-action report; built
+//!   on the client library like any member's tool.
 //! - [`cli`]: the `certex` command: argument definitions and one function per
 //!   command, the demo, the benchmarks and the development PKI.
 //! - [`error`]: the one error type of the broker and its gRPC status mapping.

@@ -152,8 +152,18 @@ fn certex() -> Command {
     Command::new(env!("CARGO_BIN_EXE_certex"))
 }
 
+/// A child process killed (and reaped) when dropped, even when a test fails.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `certex drill respond` as `team`, once it is listening.
-fn responder(broker: &BrokerProcess, pki: &Path, team: &str, delay: &str) -> Child {
+fn responder(broker: &BrokerProcess, pki: &Path, team: &str, delay: &str) -> Running {
     let mut child = certex()
         .args([
             "drill",
@@ -173,7 +183,7 @@ fn responder(broker: &BrokerProcess, pki: &Path, team: &str, delay: &str) -> Chi
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("answers exercise EX-TEST-GRID"), "{first}");
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    child
+    Running(child)
 }
 
 fn exp<'r>(r: &'r Report, id: &str) -> &'r certex::drill::report::ExpectationOutcome {
@@ -228,8 +238,8 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
 
     // ZA-CSIRT and BR-CERTBR answer after 1 s (60 s of exercise time) per
     // step; IN-CERTIN never answers.
-    let mut za = responder(&broker, &pki, "ZA-CSIRT", "1s");
-    let mut br = responder(&broker, &pki, "BR-CERTBR", "1s");
+    let za = responder(&broker, &pki, "ZA-CSIRT", "1s");
+    let br = responder(&broker, &pki, "BR-CERTBR", "1s");
 
     let out = tmp.path().join("report");
     let run = {
@@ -278,8 +288,7 @@ async fn a_drill_plays_scores_and_reports_as_predicted() {
         stderr.contains("inject I1 sent"),
         "progress is shown: {stderr}"
     );
-    let _ = za.kill();
-    let _ = br.kill();
+    drop((za, br));
 
     let report: Report =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
