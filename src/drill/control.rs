@@ -148,16 +148,19 @@ enum Event {
     Ended(usize, bool, String),
 }
 
+/// A protobuf time as a time; now when absent or out of range.
+fn time_of(ts: Option<&prost_types::Timestamp>) -> OffsetDateTime {
+    ts.and_then(|t| {
+        OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
+        )
+        .ok()
+    })
+    .unwrap_or_else(OffsetDateTime::now_utc)
+}
+
 fn received(rec: &pb::Record) -> OffsetDateTime {
-    rec.received_at
-        .as_ref()
-        .and_then(|t| {
-            OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos),
-            )
-            .ok()
-        })
-        .unwrap_or_else(OffsetDateTime::now_utc)
+    time_of(rec.received_at.as_ref())
 }
 
 fn kind_word(body: &pb::Body) -> String {
@@ -236,16 +239,7 @@ impl<'a> Cell<'a> {
             sender: body.sender,
             id: body.id,
             seq: receipt.seq,
-            at: receipt
-                .received_at
-                .as_ref()
-                .map(|_| {
-                    received(&pb::Record {
-                        received_at: receipt.received_at,
-                        ..Default::default()
-                    })
-                })
-                .unwrap_or_else(OffsetDateTime::now_utc),
+            at: time_of(receipt.received_at.as_ref()),
             leaf: hex::encode(&receipt.leaf_hash),
         })
     }

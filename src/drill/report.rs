@@ -1,5 +1,5 @@
 //! The after-action report of a drill as data: what `report.json` holds and
-//! what [`crate::drill::render`] turns into Markdown and HTML. Times are
+//! what the `render` module turns into Markdown and HTML. Times are
 //! exercise time in seconds since the start (wall time × speed), so a
 //! facilitator reads "acknowledged after 30 min" whatever the compression;
 //! every entry that is a record names its seq and leaf hash, proved against
