@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod cases;
 pub mod directory;
 pub mod envelope;
+pub mod note;
 pub mod time;
 pub mod validate;
 pub mod vocab;
