@@ -339,3 +339,92 @@ async fn a_hidden_leaf_is_answered_like_an_unknown_one() {
         unknown.message().replace(&hex::encode([0x42; 32]), "H")
     );
 }
+
+/// Checkpoints (SPEC §8): a C2SP signed note of the current head, opened
+/// with the directory's checkpoint_vkey by our verifier and by a second
+/// implementation (the `signed_note` crate), whose root is the signed tree
+/// head's and whose successors are provably consistent with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_standard_signed_notes_of_the_log() {
+    use certex::rules::note::{Checkpoint, Note, open};
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let vkey = cn
+        .local_directory()
+        .unwrap()
+        .checkpoint_vkey()
+        .unwrap()
+        .clone();
+    assert_eq!(vkey.name, certex::cli::pki::DEV_ORIGIN);
+    let mut seen: Vec<Checkpoint> = Vec::new();
+    for round in 0..2 {
+        for i in 0..5 {
+            let env = cn
+                .seal(&body(
+                    "CN-CNCERT",
+                    pb::Tlp::Clear,
+                    community(),
+                    incident(&format!("c{round}-{i}")),
+                ))
+                .unwrap();
+            cn.publish(env).await.unwrap();
+        }
+        let (cp, json) = certex::client::audit::fetch_checkpoint(&cn).await.unwrap();
+        assert!(json.verified);
+        let note = Note::parse(&json.note).unwrap();
+        assert_eq!(open(&note, std::slice::from_ref(&vkey)).unwrap().len(), 1);
+        // A second implementation agrees.
+        let theirs = signed_note::Note::from_bytes(json.note.as_bytes()).unwrap();
+        let known = signed_note::VerifierList::new(vec![Box::new(
+            signed_note::StandardVerifier::new(&vkey.to_string()).unwrap(),
+        )]);
+        theirs.verify(&known).unwrap();
+        // The checkpoint's root is the signed tree head's of that size.
+        let head = cn
+            .transparency()
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(cp.size, head.tree_size);
+        assert_eq!(cp.root.to_vec(), head.root_hash);
+        // Flip one byte of the text: no longer opens.
+        let forged = json.note.replacen(
+            &format!("\n{}\n", cp.size),
+            &format!("\n{}\n", cp.size + 1),
+            1,
+        );
+        assert!(open(&Note::parse(&forged).unwrap(), std::slice::from_ref(&vkey)).is_err());
+        if let Some(prev) = seen.last() {
+            let path = cn.consistency_proof(prev.size, cp.size).await.unwrap();
+            verify::check_extends((prev.size, &prev.root), (cp.size, &cp.root), &path).unwrap();
+        }
+        seen.push(cp);
+    }
+    assert_eq!(seen[1].size, seen[0].size + 5);
+}
+
+/// A checkpoint key the directory does not list is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_key_the_directory_does_not_list_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    make_pki(&pki);
+    let other = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let pem = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(
+        &other,
+        ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF,
+    )
+    .unwrap();
+    std::fs::write(pki.join("broker/checkpoint.key"), pem.as_bytes()).unwrap();
+    let config = certex::broker::config::BrokerConfig::from_pki(
+        &pki,
+        &tmp.path().join("data"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    let err = certex::broker::server::Broker::open(config)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not the one the directory lists"), "{err}");
+}

@@ -136,6 +136,11 @@ pub struct BrokerConfig {
     pub key: PathBuf,
     /// Ed25519 tree-head signing key (PKCS#8 PEM).
     pub tree_head_key: PathBuf,
+    /// Ed25519 checkpoint (note) key (PKCS#8 PEM), separate from the
+    /// tree-head key; with it the broker publishes C2SP checkpoints whose
+    /// verifier key the directory lists as `checkpoint_vkey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -150,6 +155,7 @@ impl BrokerConfig {
             cert: pki.join("broker/cert.pem"),
             key: pki.join("broker/key.pem"),
             tree_head_key: pki.join("broker/signing.key"),
+            checkpoint_key: Some(pki.join("broker/checkpoint.key")).filter(|p| p.exists()),
             limits: Limits::default(),
         }
     }
@@ -171,6 +177,11 @@ impl BrokerConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = &mut c.checkpoint_key
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
         }
         c.validate()
             .map_err(|e| format!("config {}: {e}", path.display()))?;

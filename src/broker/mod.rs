@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod case_views;
+pub mod checkpoint;
 pub mod config;
 pub mod limits;
 pub mod publish;

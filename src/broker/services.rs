@@ -425,4 +425,15 @@ impl Transparency for TransparencyService {
             })
             .await
     }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::SignedCheckpoint>, Status> {
+        self.0
+            .unary("GetCheckpoint", req, false, |b, _, _| async move {
+                transparency::checkpoint(&b)
+            })
+            .await
+    }
 }

@@ -39,6 +39,8 @@ pub struct State {
     directory: RwLock<Arc<Directory>>,
     /// The TLS client verifier, which follows directory reloads.
     pub verifier: Arc<TeamVerifier>,
+    /// The checkpoint signer, when the broker has a checkpoint key.
+    pub checkpoints: Option<crate::broker::checkpoint::Checkpoints>,
     log: Log,
 }
 
@@ -47,9 +49,11 @@ impl State {
         config: BrokerConfig,
         directory: Directory,
         verifier: Arc<TeamVerifier>,
+        checkpoints: Option<crate::broker::checkpoint::Checkpoints>,
         log: Log,
     ) -> Self {
         State {
+            checkpoints,
             slots: StreamSlots::new(
                 config.limits.max_subscriptions_per_team,
                 config.limits.max_subscriptions,

@@ -122,3 +122,17 @@ pub fn consistency(
         path: path.iter().map(|h| h.to_vec()).collect(),
     })
 }
+
+/// `Transparency.GetCheckpoint`: the current head as a signed checkpoint.
+pub fn checkpoint(state: &State) -> Result<crate::proto::SignedCheckpoint, Error> {
+    let signer = state.checkpoints.as_ref().ok_or_else(|| {
+        Error::Precondition(
+            "this broker publishes no checkpoints (no checkpoint_key in its configuration)".into(),
+        )
+    })?;
+    let head = state.log().head();
+    Ok(crate::proto::SignedCheckpoint {
+        note: signer.note_for(&head)?.as_str().to_owned(),
+        tree_size: head.tree_size,
+    })
+}

@@ -270,6 +270,13 @@ pub enum LogCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The latest checkpoint (C2SP signed note), verified with the
+    /// directory's checkpoint_vkey; its root checked against the signed
+    /// tree head when they have the same size.
+    Checkpoint {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Check the current head extends the one kept in FILE, then keep it.
     Verify {
         #[arg(long)]
@@ -642,6 +649,20 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let key = conn.log_key()?;
             let out = prove(&client, &key, &what, &scope.scope()).await?;
             print_json(&out)
+        }
+        LogCommand::Checkpoint { conn } => {
+            let client = conn.connect().await?;
+            let (cp, json) = crate::client::audit::fetch_checkpoint(&client).await?;
+            if let Ok(key) = conn.log_key() {
+                let (head, root) = fetch_head(&client, &key).await?;
+                if head.tree_size == cp.size && root != cp.root {
+                    return Err(CliError(format!(
+                        "LOG INCONSISTENT: the checkpoint and the signed tree head of size {} have different roots",
+                        cp.size
+                    )));
+                }
+            }
+            print_json(&json)
         }
         LogCommand::Verify { state, conn } => {
             let client = conn.connect().await?;

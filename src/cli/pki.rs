@@ -148,6 +148,10 @@ fn signing_key_pem(key: &ed25519_dalek::SigningKey) -> Result<String, String> {
     Ok(pem.to_string())
 }
 
+/// The origin line of a development broker's checkpoints (and the name of
+/// its checkpoint key).
+pub const DEV_ORIGIN: &str = "certex.localhost/certex/v1";
+
 /// The federation the demo, the benchmarks and the tests use.
 pub const SAMPLE_TEAMS: &[&str] = &[
     "CN-CNCERT",
@@ -287,6 +291,25 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         format!("{head_public}\n").as_bytes(),
         false,
     )?;
+    // The checkpoint (note) key, separate from the tree-head key.
+    let note_key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    write(
+        &dir.join("broker/checkpoint.key"),
+        signing_key_pem(&note_key)?.as_bytes(),
+        true,
+    )?;
+    let vkey = crate::rules::note::Vkey::new(
+        DEV_ORIGIN,
+        crate::rules::note::TYPE_ED25519,
+        note_key.verifying_key(),
+    )
+    .map_err(|e| e.to_string())?
+    .to_string();
+    write(
+        &dir.join("broker/checkpoint.vkey"),
+        format!("{vkey}\n").as_bytes(),
+        false,
+    )?;
 
     // Teams.
     let mut entries = Vec::new();
@@ -324,6 +347,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
     }
     let file = DirectoryFile {
         max_chain_depth: None,
+        checkpoint_vkey: Some(vkey),
         anchors,
         teams: entries,
         groups: group_map,

@@ -207,3 +207,61 @@ pub async fn verify_state(
         consistent: true,
     })
 }
+
+/// What `log checkpoint` prints.
+#[derive(Debug, Serialize)]
+pub struct CheckpointJson {
+    pub origin: String,
+    pub tree_size: u64,
+    pub root_hash: String,
+    /// The signed note as served.
+    pub note: String,
+    /// Verified with the directory's `checkpoint_vkey`.
+    pub verified: bool,
+}
+
+/// Fetches the broker's latest checkpoint and opens it with the verifier
+/// key of the local directory (never one the broker sends).
+pub async fn fetch_checkpoint(
+    client: &Client,
+) -> Result<(crate::rules::note::Checkpoint, CheckpointJson), ClientError> {
+    use crate::rules::note::{Checkpoint, Note, open};
+    let vkey = client
+        .local_directory()
+        .and_then(|d| d.checkpoint_vkey())
+        .ok_or_else(|| {
+            ClientError::Local(
+                "the local directory lists no checkpoint_vkey to verify checkpoints with".into(),
+            )
+        })?
+        .clone();
+    let got = client
+        .transparency()
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await?
+        .into_inner();
+    let note = Note::parse(&got.note)
+        .map_err(|e| ClientError::Check(format!("the checkpoint is not a signed note: {e}")))?;
+    open(&note, std::slice::from_ref(&vkey)).map_err(|e| {
+        ClientError::Check(format!(
+            "the checkpoint is NOT signed by {} ({e})",
+            vkey.name
+        ))
+    })?;
+    let cp = Checkpoint::parse(&note.text)
+        .map_err(|e| ClientError::Check(format!("the checkpoint text is not valid: {e}")))?;
+    if cp.origin != vkey.name {
+        return Err(ClientError::Check(format!(
+            "the checkpoint's origin {:?} is not the log's ({:?})",
+            cp.origin, vkey.name
+        )));
+    }
+    let json = CheckpointJson {
+        origin: cp.origin.clone(),
+        tree_size: cp.size,
+        root_hash: hex::encode(cp.root),
+        note: got.note,
+        verified: true,
+    };
+    Ok((cp, json))
+}

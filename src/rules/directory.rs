@@ -44,6 +44,11 @@ pub struct DirectoryFile {
     /// length, when smaller, wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_chain_depth: Option<u32>,
+    /// The verifier key of the broker's checkpoints (C2SP vkey
+    /// `origin+hexid+base64(0x01‖key)`; SPEC §8); its name is the log's
+    /// origin line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_vkey: Option<String>,
     /// One or more CA certificates per country.
     #[serde(default, rename = "anchor")]
     pub anchors: Vec<AnchorEntry>,
@@ -117,6 +122,7 @@ pub struct Directory {
     anchors: BTreeMap<String, Vec<CertificateDer<'static>>>,
     groups: BTreeMap<String, BTreeSet<String>>,
     keys: HashMap<String, (String, usize)>,
+    checkpoint_vkey: Option<crate::rules::note::Vkey>,
 }
 
 /// A member team.
@@ -409,12 +415,27 @@ impl Directory {
                 "the directory lists no [[team]]: every team would be cut off; refusing it".into(),
             );
         }
+        let checkpoint_vkey = file
+            .checkpoint_vkey
+            .as_deref()
+            .map(|v| {
+                let k = crate::rules::note::Vkey::parse(v)
+                    .map_err(|e| format!("checkpoint_vkey: {e}"))?;
+                if k.sig_type != crate::rules::note::TYPE_ED25519 {
+                    return Err(
+                        "checkpoint_vkey: a checkpoint key is of type 0x01 (Ed25519)".to_owned(),
+                    );
+                }
+                Ok(k)
+            })
+            .transpose()?;
         Ok(Directory {
             max_chain_depth: file.max_chain_depth.unwrap_or(1),
             teams,
             anchors,
             groups,
             keys,
+            checkpoint_vkey,
         })
     }
 
@@ -432,6 +453,11 @@ impl Directory {
 
     pub fn groups(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
         self.groups.iter()
+    }
+
+    /// The verifier key of the broker's checkpoints, when it publishes them.
+    pub fn checkpoint_vkey(&self) -> Option<&crate::rules::note::Vkey> {
+        self.checkpoint_vkey.as_ref()
     }
 
     /// Intermediate CAs allowed between an anchor and a team certificate.
