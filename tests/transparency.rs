@@ -428,3 +428,116 @@ async fn a_checkpoint_key_the_directory_does_not_list_is_refused() {
         .to_string();
     assert!(err.contains("not the one the directory lists"), "{err}");
 }
+
+/// Two members witness the log through the CLI (`log verify --cosign`):
+/// the checkpoint is then served with both cosignatures, which verify with
+/// the witness keys of the directory; a cosignature by another key, of a
+/// checkpoint the broker did not sign, or of a size it no longer keeps is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_cosign_checkpoints_through_the_cli() {
+    use certex::rules::note::{self, Note};
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    for i in 0..3 {
+        let env = cn
+            .seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident(&format!("w{i}")),
+            ))
+            .unwrap();
+        cn.publish(env).await.unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+            .args([
+                "log",
+                "verify",
+                "--cosign",
+                "--broker",
+                &b.url(),
+                "--as",
+                team,
+                "--pki",
+            ])
+            .arg(b.pki())
+            .arg("--state")
+            .arg(tmp.path().join(format!("{team}.json")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(line["cosign"]["cosigned_size"], 3, "{line}");
+    }
+    let (_, json) = certex::client::audit::fetch_checkpoint(&cn).await.unwrap();
+    assert_eq!(json.cosigners, vec!["BR-CERTBR", "IN-CERTIN"]);
+    let parsed = Note::parse(&json.note).unwrap();
+    assert_eq!(
+        parsed.sigs.len(),
+        3,
+        "the broker's signature and two cosignatures"
+    );
+    let dir = cn.local_directory().unwrap();
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let w = dir.team(team).unwrap().witness.clone().unwrap();
+        let line = parsed.by(&w).next().unwrap();
+        assert!(note::verify_line(&parsed.text, line, &w).unwrap().is_some());
+    }
+    // The checkpoint also opens with the witness keys alone, as a C2SP
+    // client configured with them would.
+    let witnesses: Vec<_> = ["BR-CERTBR", "IN-CERTIN"]
+        .iter()
+        .map(|t| dir.team(t).unwrap().witness.clone().unwrap())
+        .collect();
+    assert_eq!(note::open(&parsed, &witnesses).unwrap().len(), 2);
+
+    // Refusals.
+    let add = |size: u64, line: String| {
+        let c = cn.clone();
+        async move {
+            c.transparency()
+                .add_cosignature(pb::AddCosignatureRequest {
+                    tree_size: size,
+                    signature_line: line,
+                })
+                .await
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let cn_witness =
+        certex::rules::envelope::read_signing_key(&b.pki().join("teams/CN-CNCERT/witness.key"))
+            .unwrap();
+    let cn_name = dir.team("CN-CNCERT").unwrap().witness.clone().unwrap().name;
+    // Another key under CN's witness name.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let l = note::cosign(&parsed.text, &cn_name, &stranger, now).unwrap();
+    let e = add(3, l.line()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // A checkpoint text the broker did not sign (a forged root).
+    let forged = parsed.text.replace(
+        parsed.text.lines().nth(2).unwrap(),
+        "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=",
+    );
+    let l = note::cosign(&forged, &cn_name, &cn_witness, now).unwrap();
+    let e = add(3, l.line()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("does not verify"), "{}", e.message());
+    // A size the broker never signed.
+    let l = note::cosign(&parsed.text, &cn_name, &cn_witness, now).unwrap();
+    let e = add(2, l.line()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    // A cosignature from the future.
+    let l = note::cosign(&parsed.text, &cn_name, &cn_witness, now + 86_400).unwrap();
+    let e = add(3, l.line()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // The right one is taken.
+    let l = note::cosign(&parsed.text, &cn_name, &cn_witness, now).unwrap();
+    assert_eq!(add(3, l.line()).await.unwrap().into_inner().cosignatures, 3);
+}

@@ -5,9 +5,16 @@
 //! `checkpoint_vkey`, whose name is the origin. Checkpoints only grow: the
 //! signer refuses a size below one it has signed, so it never signs two
 //! checkpoints that are inconsistent with each other.
+//!
+//! Member teams cosign checkpoints (C2SP `tlog-cosignature`) with the
+//! witness key the directory lists for them; the signer keeps the latest
+//! checkpoints with every cosignature that verifies and serves them with
+//! the note. Cosignatures are kept in memory for the last
+//! [`KEPT`] checkpoints.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use ed25519_dalek::SigningKey;
 
@@ -15,13 +22,22 @@ use crate::error::Error;
 use crate::proto as pb;
 use crate::rules::directory::Directory;
 use crate::rules::envelope;
-use crate::rules::note::{self, Checkpoint, Note, Vkey};
+use crate::rules::note::{self, Checkpoint, SigLine, Vkey};
 
-/// Signs checkpoints, keeping the latest.
+/// How many of the latest checkpoints keep their cosignatures.
+pub const KEPT: usize = 64;
+
+/// A checkpoint as signed, with the cosignatures it has gathered.
+struct Signed {
+    text: String,
+    lines: Vec<SigLine>,
+}
+
+/// Signs checkpoints, keeping the latest with their cosignatures.
 pub struct Checkpoints {
     origin: String,
     key: SigningKey,
-    latest: Mutex<Option<(u64, Arc<String>)>>,
+    signed: Mutex<BTreeMap<u64, Signed>>,
 }
 
 impl Checkpoints {
@@ -45,7 +61,7 @@ impl Checkpoints {
         Ok(Checkpoints {
             origin: listed.name.clone(),
             key,
-            latest: Mutex::new(None),
+            signed: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -54,18 +70,20 @@ impl Checkpoints {
         &self.origin
     }
 
-    /// The signed checkpoint of `head` (a tree head of the log).
-    pub fn note_for(&self, head: &pb::SignedTreeHead) -> Result<Arc<String>, Error> {
-        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-        match &*latest {
-            Some((size, note)) if *size == head.tree_size => return Ok(note.clone()),
-            Some((size, _)) if *size > head.tree_size => {
-                return Err(Error::Internal(format!(
-                    "refusing to sign a checkpoint of size {} after one of size {size}",
-                    head.tree_size
-                )));
-            }
-            _ => {}
+    /// The signed checkpoint of `head` (a tree head of the log), with the
+    /// cosignatures it has.
+    pub fn note_for(&self, head: &pb::SignedTreeHead) -> Result<String, Error> {
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = signed.get(&head.tree_size) {
+            return Ok(encode(s));
+        }
+        if let Some((&size, _)) = signed.last_key_value()
+            && size > head.tree_size
+        {
+            return Err(Error::Internal(format!(
+                "refusing to sign a checkpoint of size {} after one of size {size}",
+                head.tree_size
+            )));
         }
         let root: [u8; 32] = head
             .root_hash
@@ -81,14 +99,92 @@ impl Checkpoints {
         .text();
         let line = note::sign(&text, &self.origin, &self.key)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let signed = Arc::new(
-            Note {
-                text,
-                sigs: vec![line],
-            }
-            .encode(),
-        );
-        *latest = Some((head.tree_size, signed.clone()));
-        Ok(signed)
+        let s = Signed {
+            text,
+            lines: vec![line],
+        };
+        let out = encode(&s);
+        signed.insert(head.tree_size, s);
+        while signed.len() > KEPT {
+            signed.pop_first();
+        }
+        Ok(out)
     }
+
+    /// Adds a team's cosignature (one signature line) of the checkpoint of
+    /// `size`: it must verify with the team's witness key over the text the
+    /// broker signed, and carry a time no later than `now` plus the skew.
+    /// A newer cosignature by the same key replaces an older one. Returns
+    /// how many cosignatures the checkpoint has.
+    pub fn cosign(
+        &self,
+        team: &str,
+        witness: Option<&Vkey>,
+        size: u64,
+        line: &str,
+        now: u64,
+        skew: u64,
+    ) -> Result<usize, Error> {
+        let witness = witness.ok_or_else(|| {
+            Error::Precondition(format!(
+                "{team} has no witness_key in the directory, so its cosignatures cannot be checked"
+            ))
+        })?;
+        let line =
+            SigLine::parse(line).map_err(|e| Error::BadRequest(format!("signature_line: {e}")))?;
+        if line.name != witness.name || line.id != witness.id {
+            return Err(Error::BadRequest(format!(
+                "signature_line: it names key {}+{:08x}, but {team}'s witness key is {}+{:08x}",
+                line.name, line.id, witness.name, witness.id
+            )));
+        }
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        let s = signed.get_mut(&size).ok_or_else(|| {
+            Error::Precondition(format!(
+                "no checkpoint of size {size} is kept; fetch the latest checkpoint and cosign that"
+            ))
+        })?;
+        let time = note::verify_line(&s.text, &line, witness)
+            .map_err(|e| {
+                Error::BadRequest(format!(
+                    "signature_line: {e} over the checkpoint of size {size} this broker signed"
+                ))
+            })?
+            .unwrap_or(0);
+        if time > now.saturating_add(skew) {
+            return Err(Error::BadRequest(format!(
+                "signature_line: the cosignature's time {time} is in the future"
+            )));
+        }
+        match s
+            .lines
+            .iter_mut()
+            .skip(1)
+            .find(|l| l.name == line.name && l.id == line.id)
+        {
+            Some(old) => {
+                if cosign_time(old) < time {
+                    *old = line;
+                }
+            }
+            None => s.lines.push(line),
+        }
+        Ok(s.lines.len() - 1)
+    }
+}
+
+fn cosign_time(l: &SigLine) -> u64 {
+    l.bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+fn encode(s: &Signed) -> String {
+    note::Note {
+        text: s.text.clone(),
+        sigs: s.lines.clone(),
+    }
+    .encode()
 }

@@ -436,4 +436,15 @@ impl Transparency for TransparencyService {
             })
             .await
     }
+
+    async fn add_cosignature(
+        &self,
+        req: Request<pb::AddCosignatureRequest>,
+    ) -> Result<Response<pb::AddCosignatureResponse>, Status> {
+        self.0
+            .unary("AddCosignature", req, false, |b, team, r| async move {
+                transparency::add_cosignature(&b, &team, &r)
+            })
+            .await
+    }
 }

@@ -132,7 +132,34 @@ pub fn checkpoint(state: &State) -> Result<crate::proto::SignedCheckpoint, Error
     })?;
     let head = state.log().head();
     Ok(crate::proto::SignedCheckpoint {
-        note: signer.note_for(&head)?.as_str().to_owned(),
+        note: signer.note_for(&head)?,
         tree_size: head.tree_size,
+    })
+}
+
+/// `Transparency.AddCosignature` from `team`.
+pub fn add_cosignature(
+    state: &State,
+    team: &str,
+    req: &crate::proto::AddCosignatureRequest,
+) -> Result<crate::proto::AddCosignatureResponse, Error> {
+    let signer = state.checkpoints.as_ref().ok_or_else(|| {
+        Error::Precondition(
+            "this broker publishes no checkpoints (no checkpoint_key in its configuration)".into(),
+        )
+    })?;
+    let dir = state.directory();
+    let witness = dir.team(team).and_then(|t| t.witness.as_ref());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let n = signer.cosign(
+        team,
+        witness,
+        req.tree_size,
+        &req.signature_line,
+        now,
+        state.config.limits.clock_skew_secs,
+    )?;
+    Ok(crate::proto::AddCosignatureResponse {
+        cosignatures: n as u32,
     })
 }

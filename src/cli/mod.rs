@@ -277,10 +277,17 @@ pub enum LogCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Check the current head extends the one kept in FILE, then keep it.
+    /// Check the current head extends the one kept in FILE, then keep it;
+    /// with --cosign, then cosign the broker's checkpoint as a witness.
     Verify {
         #[arg(long)]
         state: PathBuf,
+        /// Cosign the latest checkpoint once it agrees with the verified head.
+        #[arg(long)]
+        cosign: bool,
+        /// The team's witness key (default: teams/<TEAM>/witness.key in --pki).
+        #[arg(long)]
+        witness_key: Option<PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -664,11 +671,36 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             }
             print_json(&json)
         }
-        LogCommand::Verify { state, conn } => {
+        LogCommand::Verify {
+            state,
+            cosign,
+            witness_key,
+            conn,
+        } => {
             let client = conn.connect().await?;
             let key = conn.log_key()?;
             let out = verify_state(&client, &key, &state).await?;
-            print_json(&out)
+            if !cosign {
+                return print_json(&out);
+            }
+            let path = match (witness_key, &conn.pki) {
+                (Some(p), _) => p,
+                (None, Some(pki)) => pki.join("teams").join(&conn.team).join("witness.key"),
+                (None, None) => {
+                    return Err(CliError(
+                        "--cosign needs --witness-key FILE (or --pki)".into(),
+                    ));
+                }
+            };
+            let witness = crate::rules::envelope::read_signing_key(&path).map_err(CliError)?;
+            let root = hex::decode(&out.root_hash)
+                .ok()
+                .and_then(|r| crate::client::verify::hash_from_slice(&r).ok())
+                .ok_or_else(|| CliError("the verified head has no root".into()))?;
+            let cosigned =
+                crate::client::audit::cosign_latest(&client, (out.tree_size, &root), &witness)
+                    .await?;
+            print_json(&serde_json::json!({ "audit": out, "cosign": cosigned }))
         }
     }
 }

@@ -328,6 +328,19 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         write(&tdir.join("key.pem"), key.serialize_pem().as_bytes(), true)?;
         let (pem, public, id) = signing_key()?;
         write(&tdir.join("signing.key"), pem.as_bytes(), true)?;
+        let witness = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        write(
+            &tdir.join("witness.key"),
+            signing_key_pem(&witness)?.as_bytes(),
+            true,
+        )?;
+        let witness_key = crate::rules::note::Vkey::new(
+            &format!("witness.certex.localhost/{t}"),
+            crate::rules::note::TYPE_COSIGNATURE,
+            witness.verifying_key(),
+        )
+        .map_err(|e| e.to_string())?
+        .to_string();
         entries.push(TeamEntry {
             id: t.clone(),
             name: t.clone(),
@@ -343,6 +356,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
             retired_at: None,
             revoked_certificates: vec![],
             certificate_sha256: None,
+            witness_key: Some(witness_key),
         });
     }
     let file = DirectoryFile {

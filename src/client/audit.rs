@@ -218,6 +218,8 @@ pub struct CheckpointJson {
     pub note: String,
     /// Verified with the directory's `checkpoint_vkey`.
     pub verified: bool,
+    /// Teams whose cosignature (with their directory witness key) verifies.
+    pub cosigners: Vec<String>,
 }
 
 /// Fetches the broker's latest checkpoint and opens it with the verifier
@@ -256,12 +258,101 @@ pub async fn fetch_checkpoint(
             cp.origin, vkey.name
         )));
     }
+    let mut cosigners = Vec::new();
+    if let Some(dir) = client.local_directory() {
+        for t in dir.teams() {
+            let Some(w) = &t.witness else { continue };
+            if note
+                .by(w)
+                .any(|l| crate::rules::note::verify_line(&note.text, l, w).is_ok())
+            {
+                cosigners.push(t.id.clone());
+            }
+        }
+    }
     let json = CheckpointJson {
         origin: cp.origin.clone(),
         tree_size: cp.size,
         root_hash: hex::encode(cp.root),
         note: got.note,
         verified: true,
+        cosigners,
     };
     Ok((cp, json))
+}
+
+/// What `log verify --cosign` adds to its line.
+#[derive(Debug, Serialize)]
+pub struct CosignJson {
+    pub cosigned_size: u64,
+    pub witness: String,
+    /// Cosignatures the checkpoint has now, ours included.
+    pub cosignatures: u32,
+}
+
+/// Cosigns the broker's latest checkpoint as `client`'s team, but only once
+/// it agrees with `head`, a tree head already verified against the member's
+/// own history (same root at the same size, or a consistency proof either
+/// way). The witness key must be the one the local directory lists for the
+/// team.
+pub async fn cosign_latest(
+    client: &Client,
+    head: (u64, &verify::Hash),
+    witness_key: &ed25519_dalek::SigningKey,
+) -> Result<CosignJson, ClientError> {
+    use crate::rules::note::{self, Note, TYPE_COSIGNATURE, Vkey};
+    let listed = client
+        .local_directory()
+        .and_then(|d| d.team(client.team()))
+        .and_then(|t| t.witness.clone())
+        .ok_or_else(|| {
+            ClientError::Local(format!(
+                "the local directory lists no witness_key for {}",
+                client.team()
+            ))
+        })?;
+    let mine = Vkey::new(&listed.name, TYPE_COSIGNATURE, witness_key.verifying_key())
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+    if mine != listed {
+        return Err(ClientError::Local(format!(
+            "the witness key file is not {}'s witness key in the directory ({listed})",
+            client.team()
+        )));
+    }
+    let (cp, json) = fetch_checkpoint(client).await?;
+    let (size, root) = head;
+    let agrees = if cp.size == size {
+        cp.root == *root
+    } else {
+        let (a, b) = if cp.size > size {
+            ((size, root), (cp.size, &cp.root))
+        } else {
+            ((cp.size, &cp.root), (size, root))
+        };
+        let path = client.consistency_proof(a.0, b.0).await?;
+        verify::check_extends(a, b, &path).is_ok()
+    };
+    if !agrees {
+        return Err(ClientError::Check(format!(
+            "LOG INCONSISTENT: refusing to cosign: the checkpoint of size {} does not agree with the verified tree head of size {size} (a split view?)",
+            cp.size
+        )));
+    }
+    let note = Note::parse(&json.note).map_err(|e| ClientError::Check(e.to_string()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let line = note::cosign(&note.text, &listed.name, witness_key, now)
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+    let answer = client
+        .transparency()
+        .add_cosignature(pb::AddCosignatureRequest {
+            tree_size: cp.size,
+            signature_line: line.line(),
+        })
+        .await?
+        .into_inner();
+    Ok(CosignJson {
+        cosigned_size: cp.size,
+        witness: listed.name,
+        cosignatures: answer.cosignatures,
+    })
 }

@@ -89,6 +89,10 @@ pub struct TeamEntry {
     /// team may connect with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_sha256: Option<String>,
+    /// The team's witness key, a C2SP vkey of type 0x04 (tlog-cosignature):
+    /// with it the team cosigns the broker's checkpoints (SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +144,8 @@ pub struct Team {
     pub revoked_certificates: BTreeSet<String>,
     /// The only certificate fingerprint accepted, if pinned.
     pub certificate_sha256: Option<String>,
+    /// The key the team cosigns checkpoints with, if it witnesses.
+    pub witness: Option<crate::rules::note::Vkey>,
 }
 
 /// One of a team's Ed25519 signing keys.
@@ -385,6 +391,20 @@ impl Directory {
                     .map(certificate_ref)
                     .transpose()
                     .map_err(|e| format!("team {}: certificate_sha256: {e}", t.id))?,
+                witness: t
+                    .witness_key
+                    .as_deref()
+                    .map(|v| {
+                        let k = crate::rules::note::Vkey::parse(v).map_err(|e| e.to_string())?;
+                        if k.sig_type != crate::rules::note::TYPE_COSIGNATURE {
+                            return Err(
+                                "a witness key is of type 0x04 (tlog-cosignature)".to_owned()
+                            );
+                        }
+                        Ok(k)
+                    })
+                    .transpose()
+                    .map_err(|e| format!("team {}: witness_key: {e}", t.id))?,
             };
             if teams.insert(t.id.clone(), team).is_some() {
                 return Err(format!("team {} is listed twice", t.id));

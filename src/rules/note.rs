@@ -128,6 +128,34 @@ pub struct SigLine {
 }
 
 impl SigLine {
+    /// Parses one signature line (with or without its final newline).
+    pub fn parse(line: &str) -> Result<Self, NoteError> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        if line.contains('\n') {
+            return err("one signature line expected");
+        }
+        let rest = line.strip_prefix("— ").ok_or_else(|| {
+            NoteError(format!(
+                "{line:?} is not a signature line (— name signature)"
+            ))
+        })?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or_else(|| NoteError(format!("signature line {line:?} has no signature")))?;
+        check_name(name)?;
+        let raw = B64
+            .decode(b64)
+            .map_err(|_| NoteError(format!("signature of {name} is not base64")))?;
+        if raw.len() < 5 {
+            return err(format!("signature of {name} is too short"));
+        }
+        Ok(SigLine {
+            name: name.to_owned(),
+            id: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
+            bytes: raw[4..].to_vec(),
+        })
+    }
+
     /// The line, ending in a newline.
     pub fn line(&self) -> String {
         let mut raw = self.id.to_be_bytes().to_vec();
@@ -172,26 +200,7 @@ impl Note {
         }
         let mut sigs = Vec::new();
         for line in sigs_part[..sigs_part.len() - 1].split('\n') {
-            let rest = line.strip_prefix("— ").ok_or_else(|| {
-                NoteError(format!(
-                    "{line:?} is not a signature line (— name signature)"
-                ))
-            })?;
-            let (name, b64) = rest
-                .split_once(' ')
-                .ok_or_else(|| NoteError(format!("signature line {line:?} has no signature")))?;
-            check_name(name)?;
-            let raw = B64
-                .decode(b64)
-                .map_err(|_| NoteError(format!("signature of {name} is not base64")))?;
-            if raw.len() < 5 {
-                return err(format!("signature of {name} is too short"));
-            }
-            sigs.push(SigLine {
-                name: name.to_owned(),
-                id: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
-                bytes: raw[4..].to_vec(),
-            });
+            sigs.push(SigLine::parse(line)?);
             if sigs.len() > MAX_SIGNATURES {
                 return err(format!("more than {MAX_SIGNATURES} signatures"));
             }
