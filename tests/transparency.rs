@@ -541,3 +541,124 @@ async fn members_cosign_checkpoints_through_the_cli() {
     let l = note::cosign(&parsed.text, &cn_name, &cn_witness, now).unwrap();
     assert_eq!(add(3, l.line()).await.unwrap().into_inner().cosignatures, 3);
 }
+
+/// Offline evidence: `log prove --format tlog-proof` writes a C2SP bundle
+/// that `log check-proof` verifies with the broker stopped — record bytes,
+/// inclusion, the checkpoint's signature and the members' cosignatures —
+/// and that fails once any byte of the record, the proof or the checkpoint
+/// is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tlog_proof_verifies_offline_and_breaks_when_touched() {
+    use base64::Engine;
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    for i in 0..6 {
+        let env = cn
+            .seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Amber,
+                teams(&["BR-CERTBR"]),
+                incident(&format!("p{i}")),
+            ))
+            .unwrap();
+        cn.publish(env).await.unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let certex = |args: &[&str], team: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+            .args(args)
+            .env("CERTEX_BROKER", b.url())
+            .env("CERTEX_PKI", b.pki())
+            .env("CERTEX_TEAM", team)
+            .output()
+            .unwrap()
+    };
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let state = tmp.path().join(format!("{team}.json"));
+        let out = certex(
+            &[
+                "log",
+                "verify",
+                "--cosign",
+                "--state",
+                state.to_str().unwrap(),
+            ],
+            team,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bundle = certex(
+        &["log", "prove", "4", "--format", "tlog-proof"],
+        "BR-CERTBR",
+    );
+    assert!(
+        bundle.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bundle.stderr)
+    );
+    let text = String::from_utf8(bundle.stdout).unwrap();
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "));
+    assert!(text.contains("\nindex 3\n"));
+    let record = certex(&["get", "4"], "BR-CERTBR");
+    assert!(record.status.success());
+    std::fs::write(tmp.path().join("rec.json"), &record.stdout).unwrap();
+    // A team outside the audience gets no bundle.
+    let denied = certex(&["log", "prove", "4", "--format", "tlog-proof"], "US-CISA");
+    assert!(!denied.status.success());
+
+    let pki = b.pki();
+    drop(cn);
+    // The broker is gone; its temp dir (with the PKI) is kept.
+    let _kept = b.stop().await;
+
+    let check = |bundle: &str| {
+        let f = tmp.path().join("x.tlog-proof");
+        std::fs::write(&f, bundle).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+            .args(["log", "check-proof"])
+            .arg(&f)
+            .arg("--record")
+            .arg(tmp.path().join("rec.json"))
+            .arg("--pki")
+            .arg(&pki)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&text);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(json["seq"], 4);
+    assert_eq!(json["sender"], "CN-CNCERT");
+    assert_eq!(
+        json["cosigners"],
+        serde_json::json!(["BR-CERTBR", "IN-CERTIN"])
+    );
+
+    // Change one byte of the record, of a proof line, of the checkpoint.
+    let lines: Vec<&str> = text.split('\n').collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let flip = |line: &str, prefix: &str| {
+        let mut raw = b64.decode(line.strip_prefix(prefix).unwrap()).unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 1;
+        format!("{prefix}{}", b64.encode(raw))
+    };
+    let damaged = [
+        text.replacen(lines[1], &flip(lines[1], "extra "), 1),
+        text.replacen(lines[3], &flip(lines[3], ""), 1),
+        text.replacen("\n6\n", "\n7\n", 1),
+    ];
+    for d in &damaged {
+        assert_ne!(d, &text);
+        let out = check(d);
+        assert!(!out.status.success(), "a damaged bundle verified: {d}");
+    }
+}

@@ -265,10 +265,30 @@ pub enum LogCommand {
     /// Fetch and verify an inclusion proof for a record (seq or id).
     Prove {
         what: String,
+        /// `json` (a verified proof summary) or `tlog-proof` (a C2SP
+        /// tlog-proof@v1 bundle with the record's bytes and the cosigned
+        /// checkpoint, for `log check-proof`).
+        #[arg(long, default_value = "json")]
+        format: String,
         #[command(flatten)]
         scope: ScopeArgs,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Verify a tlog-proof bundle with no broker: record bytes, inclusion,
+    /// checkpoint signature, cosignatures, the record's own signature.
+    CheckProof {
+        /// The bundle (`log prove … --format tlog-proof`).
+        file: PathBuf,
+        /// A record as `certex get` printed it, which must be the proven one.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// The directory file to verify with.
+        #[arg(long)]
+        directory: Option<PathBuf>,
+        /// Development PKI whose directory.toml to verify with.
+        #[arg(long, env = "CERTEX_PKI")]
+        pki: Option<PathBuf>,
     },
     /// The latest checkpoint (C2SP signed note), verified with the
     /// directory's checkpoint_vkey; its root checked against the signed
@@ -651,10 +671,53 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let (head, _) = fetch_head(&client, &conn.log_key()?).await?;
             print_json(&head_json(&head))
         }
-        LogCommand::Prove { what, scope, conn } => {
+        LogCommand::Prove {
+            what,
+            format,
+            scope,
+            conn,
+        } => {
             let client = conn.connect().await?;
-            let key = conn.log_key()?;
-            let out = prove(&client, &key, &what, &scope.scope()).await?;
+            match format.as_str() {
+                "json" => {
+                    let key = conn.log_key()?;
+                    let out = prove(&client, &key, &what, &scope.scope()).await?;
+                    print_json(&out)
+                }
+                "tlog-proof" => {
+                    let bundle =
+                        crate::client::audit::tlog_proof(&client, &what, &scope.scope()).await?;
+                    print!("{bundle}");
+                    Ok(())
+                }
+                other => Err(CliError(format!(
+                    "--format {other:?}: one of json, tlog-proof"
+                ))),
+            }
+        }
+        LogCommand::CheckProof {
+            file,
+            record,
+            directory,
+            pki,
+        } => {
+            let dir_file = directory
+                .or_else(|| pki.map(|p| p.join("directory.toml")))
+                .ok_or_else(|| CliError("give --directory FILE or --pki DIR".into()))?;
+            let dir = crate::rules::directory::Directory::load(&dir_file)
+                .map_err(|e| CliError(e.to_string()))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| CliError(format!("cannot read {}: {e}", file.display())))?;
+            let record = record
+                .map(|r| -> Result<RecordJson, CliError> {
+                    let t = std::fs::read_to_string(&r)
+                        .map_err(|e| CliError(format!("cannot read {}: {e}", r.display())))?;
+                    serde_json::from_str(&t)
+                        .map_err(|e| CliError(format!("{} is not a record: {e}", r.display())))
+                })
+                .transpose()?;
+            let out = crate::client::audit::check_proof(&text, &dir, record.as_ref())
+                .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
             print_json(&out)
         }
         LogCommand::Checkpoint { conn } => {

@@ -356,3 +356,157 @@ pub async fn cosign_latest(
         cosignatures: answer.cosignatures,
     })
 }
+
+/// The C2SP `tlog-proof@v1` bundle of a record the team may read: its exact
+/// logged bytes (as `extra`), its index, its inclusion path, and the
+/// latest checkpoint with every cosignature, all checked before writing.
+pub async fn tlog_proof(
+    client: &Client,
+    what: &str,
+    scope: &TrafficScope,
+) -> Result<String, ClientError> {
+    use crate::rules::note::Proof;
+    let rec = client.get(record_request(what, None, scope)).await?;
+    let env = rec.envelope.as_ref().ok_or_else(|| {
+        ClientError::Local(format!(
+            "record {} is withheld (retracted); only its sender can prove its bytes",
+            rec.seq
+        ))
+    })?;
+    let bytes = envelope::log_bytes(env);
+    let leaf = verify::leaf_hash(&bytes);
+    let mut checkpoint = fetch_checkpoint(client).await?;
+    if checkpoint.0.size < rec.seq {
+        // Just committed: the next checkpoint covers it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        checkpoint = fetch_checkpoint(client).await?;
+    }
+    let (cp, json) = checkpoint;
+    let proof = client
+        .transparency()
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            leaf: Some(Leaf::Seq(rec.seq)),
+            tree_size: cp.size,
+        })
+        .await?
+        .into_inner();
+    let path = proof
+        .path
+        .iter()
+        .map(|h| verify::hash_from_slice(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Check(e.to_string()))?;
+    verify::verify_inclusion(&leaf, rec.seq - 1, cp.size, &path, &cp.root).map_err(|e| {
+        ClientError::Check(format!(
+            "record {} is NOT proven in the checkpoint: {e}",
+            rec.seq
+        ))
+    })?;
+    Ok(Proof {
+        extra: Some(bytes),
+        index: rec.seq - 1,
+        path,
+        checkpoint: json.note,
+    }
+    .encode())
+}
+
+/// What `log check-proof` prints.
+#[derive(Debug, Serialize)]
+pub struct ProofCheckJson {
+    pub verified: bool,
+    pub seq: u64,
+    pub id: String,
+    pub sender: String,
+    pub kind: String,
+    pub exercise: String,
+    pub origin: String,
+    pub tree_size: u64,
+    pub root_hash: String,
+    /// Teams whose cosignature of the checkpoint verifies.
+    pub cosigners: Vec<String>,
+    /// The record's signature verified with the sender's key of that id.
+    pub signature_key: String,
+}
+
+/// Verifies a `tlog-proof@v1` bundle with no broker: the record bytes in
+/// `extra` → leaf hash → inclusion path → checkpoint signed with the
+/// directory's `checkpoint_vkey` → cosignatures by directory witness keys;
+/// and the record's own signature by a key the directory lists for its
+/// sender. With `record`, that JSON record (as `get` prints it) must be the
+/// one the bundle proves.
+pub fn check_proof(
+    text: &str,
+    dir: &crate::rules::directory::Directory,
+    record: Option<&crate::client::draft::RecordJson>,
+) -> Result<ProofCheckJson, String> {
+    use crate::rules::note::{Checkpoint, Note, Proof, open, verify_line};
+    use prost::Message;
+    let p = Proof::parse(text).map_err(|e| format!("the bundle is not a tlog proof: {e}"))?;
+    let vkey = dir
+        .checkpoint_vkey()
+        .ok_or("the directory lists no checkpoint_vkey to verify the checkpoint with")?;
+    let note = Note::parse(&p.checkpoint).map_err(|e| format!("checkpoint: {e}"))?;
+    open(&note, std::slice::from_ref(vkey))
+        .map_err(|e| format!("the checkpoint is NOT signed by {}: {e}", vkey.name))?;
+    let cp = Checkpoint::parse(&note.text).map_err(|e| format!("checkpoint: {e}"))?;
+    if cp.origin != vkey.name {
+        return Err(format!(
+            "the checkpoint's origin {:?} is not the log's",
+            cp.origin
+        ));
+    }
+    let bytes = p
+        .extra
+        .as_ref()
+        .ok_or("the bundle carries no record bytes (extra)")?;
+    let leaf = verify::leaf_hash(bytes);
+    verify::verify_inclusion(&leaf, p.index, cp.size, &p.path, &cp.root)
+        .map_err(|e| format!("the record is NOT included in the checkpoint: {e}"))?;
+    let env = pb::Envelope::decode(bytes.as_slice())
+        .map_err(|e| format!("the record bytes are not an envelope: {e}"))?;
+    let body = crate::rules::canonical::decode_canonical(&env.body)
+        .map_err(|e| format!("the record's body is not canonical: {e}"))?;
+    let key = dir
+        .team(&body.sender)
+        .and_then(|t| t.keys.iter().find(|k| k.key_id == env.key_id))
+        .ok_or_else(|| format!("{} has no key {} in the directory", body.sender, env.key_id))?;
+    envelope::verify(&env, &key.public)
+        .map_err(|e| format!("the record's signature does NOT verify: {e}"))?;
+    let mut cosigners = Vec::new();
+    for t in dir.teams() {
+        let Some(w) = &t.witness else { continue };
+        if note.by(w).any(|l| verify_line(&note.text, l, w).is_ok()) {
+            cosigners.push(t.id.clone());
+        }
+    }
+    let seq = p.index + 1;
+    if let Some(r) = record {
+        let want = crate::client::draft::BodyJson::from_body(&body);
+        if r.seq != seq
+            || r.id != body.id
+            || r.sender != body.sender
+            || r.body.as_ref() != Some(&want)
+        {
+            return Err(format!(
+                "the record file is not the record the bundle proves (seq {seq}, id {}, sender {})",
+                body.id, body.sender
+            ));
+        }
+    }
+    Ok(ProofCheckJson {
+        verified: true,
+        seq,
+        id: body.id.clone(),
+        sender: body.sender.clone(),
+        kind: crate::rules::validate::Kind::of(&body)
+            .map(|k| k.word().to_owned())
+            .unwrap_or_default(),
+        exercise: body.exercise.clone(),
+        origin: cp.origin,
+        tree_size: cp.size,
+        root_hash: hex::encode(cp.root),
+        cosigners,
+        signature_key: env.key_id,
+    })
+}

@@ -396,6 +396,92 @@ impl Checkpoint {
     }
 }
 
+/// The first line of a C2SP `tlog-proof@v1` bundle.
+pub const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
+
+/// An offline-verifiable proof (C2SP `tlog-proof@v1`): a leaf index, its
+/// inclusion path, and the (cosigned) checkpoint it is proved against,
+/// verbatim. certex puts the record's exact logged bytes in `extra`, so the
+/// bundle alone gives the leaf hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    pub extra: Option<Vec<u8>>,
+    pub index: u64,
+    pub path: Vec<[u8; 32]>,
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+}
+
+impl Proof {
+    pub fn encode(&self) -> String {
+        let mut out = format!("{PROOF_HEADER}\n");
+        if let Some(e) = &self.extra {
+            out.push_str(&format!("extra {}\n", B64.encode(e)));
+        }
+        out.push_str(&format!("index {}\n", self.index));
+        for h in &self.path {
+            out.push_str(&B64.encode(h));
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.checkpoint);
+        out
+    }
+
+    pub fn parse(s: &str) -> Result<Self, NoteError> {
+        let rest = s
+            .strip_prefix(PROOF_HEADER)
+            .and_then(|r| r.strip_prefix('\n'))
+            .ok_or_else(|| {
+                NoteError(format!(
+                    "not a tlog proof: the first line must be {PROOF_HEADER}"
+                ))
+            })?;
+        let (head, checkpoint) = rest.split_once("\n\n").ok_or_else(|| {
+            NoteError("a tlog proof needs a blank line before its checkpoint".into())
+        })?;
+        let mut lines = head.split('\n').peekable();
+        let mut extra = None;
+        if let Some(e) = lines.peek().and_then(|l| l.strip_prefix("extra ")) {
+            extra = Some(
+                B64.decode(e)
+                    .map_err(|_| NoteError("the extra line is not base64".into()))?,
+            );
+            lines.next();
+        }
+        let index_line = lines
+            .next()
+            .and_then(|l| l.strip_prefix("index "))
+            .ok_or_else(|| NoteError("a tlog proof needs an `index N` line".into()))?;
+        if index_line.is_empty()
+            || !index_line.bytes().all(|b| b.is_ascii_digit())
+            || (index_line.len() > 1 && index_line.starts_with('0'))
+        {
+            return err(format!(
+                "index {index_line:?} is not a decimal without leading zeros"
+            ));
+        }
+        let index = index_line
+            .parse()
+            .map_err(|_| NoteError(format!("index {index_line:?} is too large")))?;
+        let path = lines
+            .map(|l| {
+                B64.decode(l)
+                    .ok()
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .ok_or_else(|| NoteError(format!("proof line {l:?} is not base64 of 32 bytes")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Note::parse(checkpoint)?;
+        Ok(Proof {
+            extra,
+            index,
+            path,
+            checkpoint: checkpoint.to_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,5 +703,44 @@ mod tests {
         let msg = format!("cosignature/v1\ntime 1779000000\n{text}");
         let sig = Signature::from_bytes(&raw[12..76].try_into().unwrap());
         assert!(w.verifying_key().verify(msg.as_bytes(), &sig).is_ok());
+    }
+
+    #[test]
+    fn proof_bundles_round_trip_and_refuse_damage() {
+        let key = go_key();
+        let cp = Checkpoint {
+            origin: "certex.example/certex/v1".into(),
+            size: 5,
+            root: [1; 32],
+            extensions: vec![],
+        };
+        let note = Note {
+            text: cp.text(),
+            sigs: vec![sign(&cp.text(), "certex.example/certex/v1", &key).unwrap()],
+        }
+        .encode();
+        let p = Proof {
+            extra: Some(b"bytes".to_vec()),
+            index: 3,
+            path: vec![[2; 32], [4; 32]],
+            checkpoint: note,
+        };
+        let text = p.encode();
+        assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra Ynl0ZXM=\nindex 3\n"));
+        assert_eq!(Proof::parse(&text).unwrap(), p);
+        let bare = Proof {
+            extra: None,
+            path: vec![],
+            ..p.clone()
+        };
+        assert_eq!(Proof::parse(&bare.encode()).unwrap(), bare);
+        for bad in [
+            text.replace("tlog-proof@v1", "tlog-proof@v2"),
+            text.replace("index 3", "index 03"),
+            text.replace("index 3", "idx 3"),
+            text.replacen("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=", "AgIC", 1),
+        ] {
+            assert!(Proof::parse(&bad).is_err(), "{bad}");
+        }
     }
 }
