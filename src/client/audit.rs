@@ -106,24 +106,7 @@ pub async fn prove(
             .map_err(|e| ClientError::Check(e.to_string()))?,
     };
     let (head, root) = fetch_head(client, key).await?;
-    let proof = client
-        .transparency()
-        .get_inclusion_proof(pb::InclusionProofRequest {
-            leaf: Some(Leaf::Seq(rec.seq)),
-            tree_size: head.tree_size,
-        })
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
-    let path = proof
-        .path
-        .iter()
-        .map(|h| verify::hash_from_slice(h))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ClientError::Check(e.to_string()))?;
-    verify::verify_inclusion(&leaf, rec.seq - 1, head.tree_size, &path, &root).map_err(|e| {
-        ClientError::Check(format!("record {} is NOT proven in the log: {e}", rec.seq))
-    })?;
+    let path = proven_path(client, &leaf, rec.seq, head.tree_size, &root).await?;
     Ok(ProofJson {
         seq: rec.seq,
         leaf_hash: hex::encode(leaf),
@@ -132,6 +115,54 @@ pub async fn prove(
         path_len: path.len(),
         verified: true,
     })
+}
+
+/// The broker's inclusion path of record `seq` in the tree of `size`
+/// leaves, checked against `root` with the leaf hash the caller computed.
+async fn proven_path(
+    client: &Client,
+    leaf: &verify::Hash,
+    seq: u64,
+    size: u64,
+    root: &verify::Hash,
+) -> Result<Vec<verify::Hash>, ClientError> {
+    let proof = client
+        .transparency()
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            leaf: Some(Leaf::Seq(seq)),
+            tree_size: size,
+        })
+        .await?
+        .into_inner();
+    let path = proof
+        .path
+        .iter()
+        .map(|h| verify::hash_from_slice(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Check(e.to_string()))?;
+    verify::verify_inclusion(leaf, seq - 1, size, &path, root).map_err(|e| {
+        ClientError::Check(format!(
+            "record {seq} is NOT proven in the tree of size {size}: {e}"
+        ))
+    })?;
+    Ok(path)
+}
+
+/// The teams whose cosignature of `note` verifies with the witness key the
+/// directory lists for them.
+fn cosigners(
+    note: &crate::rules::note::Note,
+    dir: &crate::rules::directory::Directory,
+) -> Vec<String> {
+    dir.teams()
+        .filter(|t| {
+            t.witness.as_ref().is_some_and(|w| {
+                note.by(w)
+                    .any(|l| crate::rules::note::verify_line(&note.text, l, w).is_ok())
+            })
+        })
+        .map(|t| t.id.clone())
+        .collect()
 }
 
 /// What `log verify` prints.
@@ -258,18 +289,10 @@ pub async fn fetch_checkpoint(
             cp.origin, vkey.name
         )));
     }
-    let mut cosigners = Vec::new();
-    if let Some(dir) = client.local_directory() {
-        for t in dir.teams() {
-            let Some(w) = &t.witness else { continue };
-            if note
-                .by(w)
-                .any(|l| crate::rules::note::verify_line(&note.text, l, w).is_ok())
-            {
-                cosigners.push(t.id.clone());
-            }
-        }
-    }
+    let cosigners = client
+        .local_directory()
+        .map(|d| cosigners(&note, d))
+        .unwrap_or_default();
     let json = CheckpointJson {
         origin: cp.origin.clone(),
         tree_size: cp.size,
@@ -382,26 +405,7 @@ pub async fn tlog_proof(
         checkpoint = fetch_checkpoint(client).await?;
     }
     let (cp, json) = checkpoint;
-    let proof = client
-        .transparency()
-        .get_inclusion_proof(pb::InclusionProofRequest {
-            leaf: Some(Leaf::Seq(rec.seq)),
-            tree_size: cp.size,
-        })
-        .await?
-        .into_inner();
-    let path = proof
-        .path
-        .iter()
-        .map(|h| verify::hash_from_slice(h))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ClientError::Check(e.to_string()))?;
-    verify::verify_inclusion(&leaf, rec.seq - 1, cp.size, &path, &cp.root).map_err(|e| {
-        ClientError::Check(format!(
-            "record {} is NOT proven in the checkpoint: {e}",
-            rec.seq
-        ))
-    })?;
+    let path = proven_path(client, &leaf, rec.seq, cp.size, &cp.root).await?;
     Ok(Proof {
         extra: Some(bytes),
         index: rec.seq - 1,
@@ -440,7 +444,7 @@ pub fn check_proof(
     dir: &crate::rules::directory::Directory,
     record: Option<&crate::client::draft::RecordJson>,
 ) -> Result<ProofCheckJson, String> {
-    use crate::rules::note::{Checkpoint, Note, Proof, open, verify_line};
+    use crate::rules::note::{Checkpoint, Note, Proof, open};
     use prost::Message;
     let p = Proof::parse(text).map_err(|e| format!("the bundle is not a tlog proof: {e}"))?;
     let vkey = dir
@@ -473,13 +477,7 @@ pub fn check_proof(
         .ok_or_else(|| format!("{} has no key {} in the directory", body.sender, env.key_id))?;
     envelope::verify(&env, &key.public)
         .map_err(|e| format!("the record's signature does NOT verify: {e}"))?;
-    let mut cosigners = Vec::new();
-    for t in dir.teams() {
-        let Some(w) = &t.witness else { continue };
-        if note.by(w).any(|l| verify_line(&note.text, l, w).is_ok()) {
-            cosigners.push(t.id.clone());
-        }
-    }
+    let cosigners = cosigners(&note, dir);
     let seq = p.index + 1;
     if let Some(r) = record {
         let want = crate::client::draft::BodyJson::from_body(&body);
