@@ -9,16 +9,19 @@
 //! Member teams cosign checkpoints (C2SP `tlog-cosignature`) with the
 //! witness key the directory lists for them; the signer keeps the latest
 //! checkpoints with every cosignature that verifies and serves them with
-//! the note. Cosignatures are kept in memory for the last
-//! [`KEPT`] checkpoints.
+//! the note, and so do the standard witnesses it pushes checkpoints to
+//! (`witness_push`). Cosignatures are written to the log's storage before
+//! they are acknowledged and reloaded at start, for the last [`KEPT`]
+//! checkpoints.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::SigningKey;
 
 use crate::error::Error;
+use crate::log::storage::Storage;
 use crate::proto as pb;
 use crate::rules::directory::Directory;
 use crate::rules::envelope;
@@ -38,11 +41,12 @@ pub struct Checkpoints {
     origin: String,
     key: SigningKey,
     signed: Mutex<BTreeMap<u64, Signed>>,
+    storage: Arc<Storage>,
 }
 
 impl Checkpoints {
     /// Loads the checkpoint key; the directory must list its verifier key.
-    pub fn open(path: &Path, dir: &Directory) -> Result<Self, String> {
+    pub fn open(path: &Path, dir: &Directory, storage: Arc<Storage>) -> Result<Self, String> {
         let key = envelope::read_signing_key(path)?;
         let listed = dir.checkpoint_vkey().ok_or_else(|| {
             format!(
@@ -58,10 +62,68 @@ impl Checkpoints {
                 path.display()
             ));
         }
-        Ok(Checkpoints {
+        let me = Checkpoints {
             origin: listed.name.clone(),
             key,
             signed: Mutex::new(BTreeMap::new()),
+            storage,
+        };
+        me.reload()
+            .map_err(|e| format!("cannot reload kept cosignatures: {e}"))?;
+        Ok(me)
+    }
+
+    /// Rebuilds the kept checkpoints from the stored tree heads and
+    /// cosignatures (each checkpoint is re-signed: Ed25519 is
+    /// deterministic, so the bytes are the ones served before).
+    fn reload(&self) -> Result<(), Error> {
+        let stored = self
+            .storage
+            .cosignatures()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        for (size, line) in stored {
+            let Ok(line) = SigLine::parse(&line) else {
+                tracing::warn!(size, "skipping a stored cosignature that does not parse");
+                continue;
+            };
+            if !signed.contains_key(&size) {
+                let Some(head) = self
+                    .storage
+                    .head(size)
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                else {
+                    continue;
+                };
+                let s = self.sign(size, &head.root_hash)?;
+                signed.insert(size, s);
+            }
+            if let Some(s) = signed.get_mut(&size) {
+                s.lines.push(line);
+            }
+        }
+        while signed.len() > KEPT {
+            signed.pop_first();
+        }
+        Ok(())
+    }
+
+    fn sign(&self, size: u64, root: &[u8]) -> Result<Signed, Error> {
+        let root: [u8; 32] = root
+            .try_into()
+            .map_err(|_| Error::Internal("tree head root is not 32 bytes".into()))?;
+        let text = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+            extensions: vec![],
+        }
+        .text();
+        let line = note::sign(&text, &self.origin, &self.key)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Signed {
+            text,
+            lines: vec![line],
         })
     }
 
@@ -85,24 +147,7 @@ impl Checkpoints {
                 head.tree_size
             )));
         }
-        let root: [u8; 32] = head
-            .root_hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Internal("tree head root is not 32 bytes".into()))?;
-        let text = Checkpoint {
-            origin: self.origin.clone(),
-            size: head.tree_size,
-            root,
-            extensions: vec![],
-        }
-        .text();
-        let line = note::sign(&text, &self.origin, &self.key)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let s = Signed {
-            text,
-            lines: vec![line],
-        };
+        let s = self.sign(head.tree_size, &head.root_hash)?;
         let out = encode(&s);
         signed.insert(head.tree_size, s);
         while signed.len() > KEPT {
@@ -138,6 +183,46 @@ impl Checkpoints {
                 line.name, line.id, witness.name, witness.id
             )));
         }
+        self.keep(size, line, witness, now, skew)
+    }
+
+    /// Adds a cosignature a standard witness returned for the checkpoint of
+    /// `size`, if it is by one of the `known` witness keys and verifies.
+    /// Returns the key's name, or why it was not kept.
+    pub fn add_witnessed(
+        &self,
+        size: u64,
+        line: &str,
+        known: &[Vkey],
+        now: u64,
+        skew: u64,
+    ) -> Result<String, Error> {
+        let line = SigLine::parse(line).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let v = known
+            .iter()
+            .find(|v| {
+                v.name == line.name && v.id == line.id && v.sig_type == note::TYPE_COSIGNATURE
+            })
+            .ok_or_else(|| {
+                Error::Precondition(format!(
+                    "key {}+{:08x} is not a witness the directory lists",
+                    line.name, line.id
+                ))
+            })?;
+        self.keep(size, line, v, now, skew)?;
+        Ok(v.name.clone())
+    }
+
+    /// Verifies `line` by `witness` over the checkpoint of `size` and keeps
+    /// it, on disk before it returns. Returns the checkpoint's cosignatures.
+    fn keep(
+        &self,
+        size: u64,
+        line: SigLine,
+        witness: &Vkey,
+        now: u64,
+        skew: u64,
+    ) -> Result<usize, Error> {
         let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
         let s = signed.get_mut(&size).ok_or_else(|| {
             Error::Precondition(format!(
@@ -156,20 +241,33 @@ impl Checkpoints {
                 "signature_line: the cosignature's time {time} is in the future"
             )));
         }
-        match s
+        let slot = s
             .lines
-            .iter_mut()
+            .iter()
             .skip(1)
-            .find(|l| l.name == line.name && l.id == line.id)
-        {
-            Some(old) => {
-                if cosign_time(old) < time {
-                    *old = line;
-                }
-            }
+            .position(|l| l.name == line.name && l.id == line.id)
+            .map(|i| i + 1);
+        if slot.is_some_and(|i| cosign_time(&s.lines[i]) >= time) {
+            return Ok(s.lines.len() - 1);
+        }
+        self.storage
+            .put_cosignature(
+                size,
+                &format!("{}+{:08x}", line.name, line.id),
+                &line.line(),
+            )
+            .map_err(|e| Error::Internal(format!("cannot keep the cosignature: {e}")))?;
+        match slot {
+            Some(i) => s.lines[i] = line,
             None => s.lines.push(line),
         }
-        Ok(s.lines.len() - 1)
+        let n = s.lines.len() - 1;
+        if let Some((&oldest, _)) = signed.first_key_value()
+            && let Err(e) = self.storage.prune_cosignatures(oldest)
+        {
+            tracing::warn!(error = %e, "cannot prune old cosignatures");
+        }
+        Ok(n)
     }
 }
 

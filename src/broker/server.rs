@@ -74,13 +74,13 @@ impl Broker {
         let directory = Directory::load(&config.directory)?;
         let verifier = TeamVerifier::new(&directory).map_err(StartError::Config)?;
         let key = envelope::read_signing_key(&config.tree_head_key).map_err(StartError::Config)?;
+        let storage = Arc::new(Storage::open(&config.data)?);
         let checkpoints = config
             .checkpoint_key
             .as_deref()
-            .map(|p| crate::broker::checkpoint::Checkpoints::open(p, &directory))
+            .map(|p| crate::broker::checkpoint::Checkpoints::open(p, &directory, storage.clone()))
             .transpose()
             .map_err(StartError::Config)?;
-        let storage = Arc::new(Storage::open(&config.data)?);
         let log = Log::start(storage, key).map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Broker {
             state: Arc::new(State::new(config, directory, verifier, checkpoints, log)),

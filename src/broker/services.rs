@@ -443,7 +443,10 @@ impl Transparency for TransparencyService {
     ) -> Result<Response<pb::AddCosignatureResponse>, Status> {
         self.0
             .unary("AddCosignature", req, false, |b, team, r| async move {
-                transparency::add_cosignature(&b, &team, &r)
+                // Verifying and syncing the cosignature to disk blocks.
+                tokio::task::spawn_blocking(move || transparency::add_cosignature(&b, &team, &r))
+                    .await
+                    .map_err(|e| crate::error::Error::Internal(format!("cosignature task: {e}")))?
             })
             .await
     }

@@ -257,7 +257,8 @@ pub struct UpdateArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
-    /// The current signed tree head, verified.
+    /// The current signed tree head, verified; with the latest
+    /// checkpoint's cosigners and whether they meet the witness quorum.
     Head {
         #[command(flatten)]
         conn: Conn,
@@ -289,6 +290,10 @@ pub enum LogCommand {
         /// Development PKI whose directory.toml to verify with.
         #[arg(long, env = "CERTEX_PKI")]
         pki: Option<PathBuf>,
+        /// Fail unless the checkpoint's cosignatures meet the directory's
+        /// witness_policy quorum.
+        #[arg(long)]
+        require_quorum: bool,
     },
     /// The latest checkpoint (C2SP signed note), verified with the
     /// directory's checkpoint_vkey; its root checked against the signed
@@ -308,9 +313,52 @@ pub enum LogCommand {
         /// The team's witness key (default: teams/<TEAM>/witness.key in --pki).
         #[arg(long)]
         witness_key: Option<PathBuf>,
+        /// Fail (exit non-zero) unless the latest checkpoint's cosignatures
+        /// meet the directory's witness_policy quorum.
+        #[arg(long)]
+        require_quorum: bool,
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// What `log head` and `log verify` report of the latest checkpoint.
+#[derive(serde::Serialize)]
+struct CheckpointSummary {
+    tree_size: u64,
+    cosigners: Vec<String>,
+    quorum: Option<crate::client::audit::QuorumJson>,
+}
+
+/// The latest checkpoint's cosigners and quorum, when the local directory
+/// lists a checkpoint key (else nothing to verify it with).
+async fn checkpoint_summary(
+    client: &crate::client::connection::Client,
+) -> Result<Option<CheckpointSummary>, CliError> {
+    if client
+        .local_directory()
+        .and_then(|d| d.checkpoint_vkey())
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let (cp, json) = crate::client::audit::fetch_checkpoint(client).await?;
+    Ok(Some(CheckpointSummary {
+        tree_size: cp.size,
+        cosigners: json.cosigners,
+        quorum: json.quorum,
+    }))
+}
+
+/// `--require-quorum`: fails unless the checkpoint met the quorum.
+fn quorum_check(required: bool, c: Option<&CheckpointSummary>) -> Result<(), CliError> {
+    if !required {
+        return Ok(());
+    }
+    let c = c.ok_or_else(|| {
+        CliError("--require-quorum: the local directory lists no checkpoint_vkey".into())
+    })?;
+    crate::client::audit::require_quorum(c.quorum.as_ref()).map_err(CliError)
 }
 
 /// Runs one command.
@@ -669,7 +717,12 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
         LogCommand::Head { conn } => {
             let client = conn.connect().await?;
             let (head, _) = fetch_head(&client, &conn.log_key()?).await?;
-            print_json(&head_json(&head))
+            let checkpoint = checkpoint_summary(&client).await?;
+            let mut out = serde_json::to_value(head_json(&head))
+                .map_err(|e| CliError(format!("cannot print the head: {e}")))?;
+            out["checkpoint"] = serde_json::to_value(checkpoint)
+                .map_err(|e| CliError(format!("cannot print the checkpoint: {e}")))?;
+            print_json(&out)
         }
         LogCommand::Prove {
             what,
@@ -700,6 +753,7 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             record,
             directory,
             pki,
+            require_quorum,
         } => {
             let dir_file = directory
                 .or_else(|| pki.map(|p| p.join("directory.toml")))
@@ -718,7 +772,12 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 .transpose()?;
             let out = crate::client::audit::check_proof(&text, &dir, record.as_ref())
                 .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
-            print_json(&out)
+            print_json(&out)?;
+            if require_quorum {
+                crate::client::audit::require_quorum(out.quorum.as_ref())
+                    .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+            }
+            Ok(())
         }
         LogCommand::Checkpoint { conn } => {
             let client = conn.connect().await?;
@@ -738,13 +797,24 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             state,
             cosign,
             witness_key,
+            require_quorum,
             conn,
         } => {
             let client = conn.connect().await?;
             let key = conn.log_key()?;
-            let out = verify_state(&client, &key, &state).await?;
+            let out = match verify_state(&client, &key, &state).await {
+                Ok(out) => out,
+                Err(e) if cosign => {
+                    return Err(CliError(format!(
+                        "refusing to cosign: {e} (another member may have been shown a different log: a split view)"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
             if !cosign {
-                return print_json(&out);
+                let checkpoint = checkpoint_summary(&client).await?;
+                print_json(&serde_json::json!({ "audit": out, "checkpoint": checkpoint }))?;
+                return quorum_check(require_quorum, checkpoint.as_ref());
             }
             let path = match (witness_key, &conn.pki) {
                 (Some(p), _) => p,
@@ -763,7 +833,13 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let cosigned =
                 crate::client::audit::cosign_latest(&client, (out.tree_size, &root), &witness)
                     .await?;
-            print_json(&serde_json::json!({ "audit": out, "cosign": cosigned }))
+            let checkpoint = checkpoint_summary(&client).await?;
+            print_json(&serde_json::json!({
+                "audit": out,
+                "cosign": cosigned,
+                "checkpoint": checkpoint,
+            }))?;
+            quorum_check(require_quorum, checkpoint.as_ref())
         }
     }
 }

@@ -313,6 +313,15 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
 
     // Teams.
     let mut entries = Vec::new();
+    let mut policy = format!(
+        "# Who must cosign a checkpoint before members rely on it (C2SP tlog-policy).\n\
+         # Default: any two member teams. Per framework, e.g.:\n\
+         #   group BRICS 2 <team> <team> <team>\n\
+         #   group SCO 2 <team> <team> <team>\n\
+         #   group frameworks all BRICS SCO\n\
+         #   quorum frameworks\n\
+         log {vkey}\n"
+    );
     for t in teams {
         let tdir = dir.join("teams").join(t);
         mkdir(&tdir)?;
@@ -341,6 +350,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         )
         .map_err(|e| e.to_string())?
         .to_string();
+        policy.push_str(&format!("witness {t} {witness_key}\n"));
         entries.push(TeamEntry {
             id: t.clone(),
             name: t.clone(),
@@ -359,9 +369,17 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
             witness_key: Some(witness_key),
         });
     }
+    match teams {
+        [only] => policy.push_str(&format!("quorum {only}\n")),
+        _ => policy.push_str(&format!(
+            "group members 2 {}\nquorum members\n",
+            teams.join(" ")
+        )),
+    }
     let file = DirectoryFile {
         max_chain_depth: None,
         checkpoint_vkey: Some(vkey),
+        witness_policy: Some(policy),
         anchors,
         teams: entries,
         groups: group_map,

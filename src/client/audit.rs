@@ -148,21 +148,82 @@ async fn proven_path(
     Ok(path)
 }
 
-/// The teams whose cosignature of `note` verifies with the witness key the
-/// directory lists for them.
+/// The witnesses whose cosignature of `note` verifies: teams (by id) with
+/// the witness key the directory lists for them, then witnesses of the
+/// directory's policy (by policy name) that are not a team's key.
 fn cosigners(
     note: &crate::rules::note::Note,
     dir: &crate::rules::directory::Directory,
 ) -> Vec<String> {
-    dir.teams()
-        .filter(|t| {
-            t.witness.as_ref().is_some_and(|w| {
-                note.by(w)
-                    .any(|l| crate::rules::note::verify_line(&note.text, l, w).is_ok())
-            })
-        })
+    let signed = |w: &crate::rules::note::Vkey| {
+        note.by(w)
+            .any(|l| crate::rules::note::verify_line(&note.text, l, w).is_ok())
+    };
+    let mut out: Vec<String> = dir
+        .teams()
+        .filter(|t| t.witness.as_ref().is_some_and(signed))
         .map(|t| t.id.clone())
-        .collect()
+        .collect();
+    if let Some(p) = dir.witness_policy() {
+        for w in &p.witnesses {
+            let a_team = dir
+                .teams()
+                .any(|t| t.witness.as_ref().is_some_and(|k| k.key == w.vkey.key));
+            if !a_team && signed(&w.vkey) && !out.contains(&w.name) {
+                out.push(w.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A checkpoint's cosignatures under the directory's witness policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuorumJson {
+    /// The policy's quorum (a witness or group name, or `none`).
+    pub quorum: String,
+    pub met: bool,
+    /// Policy names of the witnesses whose cosignature verified.
+    pub cosigned: Vec<String>,
+    /// Each group's count, e.g. `members: 2 of 2 needed (A, B)`.
+    pub groups: Vec<String>,
+}
+
+/// Applies the directory's witness policy to a checkpoint note; `None`
+/// when the directory has none. A cosignature by a listed witness that
+/// does not verify is an error.
+pub fn quorum_of(
+    note: &crate::rules::note::Note,
+    dir: &crate::rules::directory::Directory,
+) -> Result<Option<QuorumJson>, String> {
+    let Some(p) = dir.witness_policy() else {
+        return Ok(None);
+    };
+    let o = p
+        .evaluate(note)
+        .map_err(|e| format!("the checkpoint carries a bad cosignature: {e}"))?;
+    Ok(Some(QuorumJson {
+        quorum: p.quorum_name().to_owned(),
+        met: o.met,
+        cosigned: o.cosigned,
+        groups: o.groups,
+    }))
+}
+
+/// Fails unless `q` shows the quorum met, naming what is missing.
+pub fn require_quorum(q: Option<&QuorumJson>) -> Result<(), String> {
+    match q {
+        None => Err(
+            "--require-quorum: the directory has no witness_policy to decide a quorum with".into(),
+        ),
+        Some(q) if q.met => Ok(()),
+        Some(q) => Err(format!(
+            "QUORUM NOT MET: the checkpoint is cosigned by [{}], which does not meet quorum {} ({})",
+            q.cosigned.join(", "),
+            q.quorum,
+            q.groups.join("; ")
+        )),
+    }
 }
 
 /// What `log verify` prints.
@@ -249,8 +310,11 @@ pub struct CheckpointJson {
     pub note: String,
     /// Verified with the directory's `checkpoint_vkey`.
     pub verified: bool,
-    /// Teams whose cosignature (with their directory witness key) verifies.
+    /// Witnesses whose cosignature verifies: teams with their directory
+    /// witness key, and other witnesses of the directory's policy.
     pub cosigners: Vec<String>,
+    /// The directory's witness policy applied, when it has one.
+    pub quorum: Option<QuorumJson>,
 }
 
 /// Fetches the broker's latest checkpoint and opens it with the verifier
@@ -289,10 +353,12 @@ pub async fn fetch_checkpoint(
             cp.origin, vkey.name
         )));
     }
-    let cosigners = client
-        .local_directory()
-        .map(|d| cosigners(&note, d))
-        .unwrap_or_default();
+    let dir = client.local_directory();
+    let cosigners = dir.map(|d| cosigners(&note, d)).unwrap_or_default();
+    let quorum = match dir {
+        Some(d) => quorum_of(&note, d).map_err(ClientError::Check)?,
+        None => None,
+    };
     let json = CheckpointJson {
         origin: cp.origin.clone(),
         tree_size: cp.size,
@@ -300,6 +366,7 @@ pub async fn fetch_checkpoint(
         note: got.note,
         verified: true,
         cosigners,
+        quorum,
     };
     Ok((cp, json))
 }
@@ -427,8 +494,10 @@ pub struct ProofCheckJson {
     pub origin: String,
     pub tree_size: u64,
     pub root_hash: String,
-    /// Teams whose cosignature of the checkpoint verifies.
+    /// Witnesses whose cosignature of the checkpoint verifies.
     pub cosigners: Vec<String>,
+    /// The directory's witness policy applied, when it has one.
+    pub quorum: Option<QuorumJson>,
     /// The record's signature verified with the sender's key of that id.
     pub signature_key: String,
 }
@@ -478,6 +547,7 @@ pub fn check_proof(
     envelope::verify(&env, &key.public)
         .map_err(|e| format!("the record's signature does NOT verify: {e}"))?;
     let cosigners = cosigners(&note, dir);
+    let quorum = quorum_of(&note, dir)?;
     let seq = p.index + 1;
     if let Some(r) = record {
         let want = crate::client::draft::BodyJson::from_body(&body);
@@ -505,6 +575,7 @@ pub fn check_proof(
         tree_size: cp.size,
         root_hash: hex::encode(cp.root),
         cosigners,
+        quorum,
         signature_key: env.key_id,
     })
 }

@@ -1078,6 +1078,40 @@ impl Storage {
         }
     }
 
+    /// Keeps a witness's cosignature line of the checkpoint of `size` under
+    /// `key` (the witness key's name and id): one per key and checkpoint, a
+    /// later one replacing it. On the device when this returns.
+    pub fn put_cosignature(&self, size: u64, key: &str, line: &str) -> Result<()> {
+        let mut k = seq_key(b'w', size).to_vec();
+        k.extend_from_slice(key.as_bytes());
+        self.db.insert(k, line.as_bytes())?;
+        self.sync()
+    }
+
+    /// Forgets the cosignatures of checkpoints smaller than `size`.
+    pub fn prune_cosignatures(&self, size: u64) -> Result<()> {
+        let old: Vec<sled::IVec> = self
+            .db
+            .range(seq_key(b'w', 0)..seq_key(b'w', size))
+            .keys()
+            .collect::<std::result::Result<_, _>>()?;
+        for k in old {
+            self.db.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// Every kept cosignature line, by checkpoint size (ascending).
+    pub fn cosignatures(&self) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([b'w']) {
+            let (k, v) = kv?;
+            let size = be64(&k, &k[1..9])?;
+            out.push((size, String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(out)
+    }
+
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         let records = self.records.end.lock().unwrap_or_else(|p| p.into_inner()).1;

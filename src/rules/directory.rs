@@ -49,6 +49,11 @@ pub struct DirectoryFile {
     /// origin line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_vkey: Option<String>,
+    /// Which member witnesses must cosign a checkpoint for members to rely
+    /// on it, in C2SP `tlog-policy` syntax (`witness NAME VKEY [URL]`,
+    /// `group NAME K MEMBER…`, `quorum NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_policy: Option<String>,
     /// One or more CA certificates per country.
     #[serde(default, rename = "anchor")]
     pub anchors: Vec<AnchorEntry>,
@@ -127,6 +132,7 @@ pub struct Directory {
     groups: BTreeMap<String, BTreeSet<String>>,
     keys: HashMap<String, (String, usize)>,
     checkpoint_vkey: Option<crate::rules::note::Vkey>,
+    witness_policy: Option<crate::rules::policy::Policy>,
 }
 
 /// A member team.
@@ -449,7 +455,25 @@ impl Directory {
                 Ok(k)
             })
             .transpose()?;
+        let witness_policy = file
+            .witness_policy
+            .as_deref()
+            .map(|text| {
+                let p = crate::rules::policy::Policy::parse(text)
+                    .map_err(|e| format!("witness_policy: {e}"))?;
+                if let Some(cp) = &checkpoint_vkey
+                    && !p.logs.is_empty()
+                    && !p.logs.iter().any(|(l, _)| l == cp)
+                {
+                    return Err(format!(
+                        "witness_policy: its log lines do not list this broker's checkpoint_vkey {cp}"
+                    ));
+                }
+                Ok(p)
+            })
+            .transpose()?;
         Ok(Directory {
+            witness_policy,
             max_chain_depth: file.max_chain_depth.unwrap_or(1),
             teams,
             anchors,
@@ -478,6 +502,11 @@ impl Directory {
     /// The verifier key of the broker's checkpoints, when it publishes them.
     pub fn checkpoint_vkey(&self) -> Option<&crate::rules::note::Vkey> {
         self.checkpoint_vkey.as_ref()
+    }
+
+    /// The witness quorum members apply to checkpoints, when there is one.
+    pub fn witness_policy(&self) -> Option<&crate::rules::policy::Policy> {
+        self.witness_policy.as_ref()
     }
 
     /// Intermediate CAs allowed between an anchor and a team certificate.

@@ -13,6 +13,7 @@ pub mod cases;
 pub mod directory;
 pub mod envelope;
 pub mod note;
+pub mod policy;
 pub mod time;
 pub mod validate;
 pub mod vocab;
