@@ -573,6 +573,29 @@ async fn a_tlog_proof_verifies_offline_and_breaks_when_touched() {
             .output()
             .unwrap()
     };
+    // Before any member cosigns: the bundle verifies, but not the quorum.
+    let early = certex(
+        &["log", "prove", "4", "--format", "tlog-proof"],
+        "BR-CERTBR",
+    );
+    assert!(early.status.success());
+    std::fs::write(tmp.path().join("early.tlog-proof"), &early.stdout).unwrap();
+    let check_early = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+            .args(["log", "check-proof"])
+            .arg(tmp.path().join("early.tlog-proof"))
+            .arg("--pki")
+            .arg(b.pki())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(check_early(&[]).status.success());
+    let out = check_early(&["--require-quorum"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("QUORUM NOT MET"), "{err}");
+
     for team in ["BR-CERTBR", "IN-CERTIN"] {
         let state = tmp.path().join(format!("{team}.json"));
         let out = certex(
@@ -629,6 +652,17 @@ async fn a_tlog_proof_verifies_offline_and_breaks_when_touched() {
             .unwrap()
     };
     let ok = check(&text);
+    let with_quorum = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args(["log", "check-proof", "--require-quorum", "--pki"])
+        .arg(&pki)
+        .arg(tmp.path().join("x.tlog-proof"))
+        .output()
+        .unwrap();
+    assert!(
+        with_quorum.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_quorum.stderr)
+    );
     assert!(
         ok.status.success(),
         "{}",
@@ -661,4 +695,176 @@ async fn a_tlog_proof_verifies_offline_and_breaks_when_touched() {
         let out = check(d);
         assert!(!out.status.success(), "a damaged bundle verified: {d}");
     }
+}
+
+/// Copies a directory tree (a stopped broker's PKI or database).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `certex log verify` as `team` against `url`, keeping its state in `state`.
+fn log_verify(
+    url: &str,
+    pki: &std::path::Path,
+    team: &str,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args(["log", "verify", "--broker", url, "--as", team, "--pki"])
+        .arg(pki)
+        .arg("--state")
+        .arg(state)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+async fn publish_n(b: &TestBroker, tag: &str, n: usize) {
+    let cn = b.client("CN-CNCERT").await;
+    for i in 0..n {
+        let env = cn
+            .seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident(&format!("{tag}{i}")),
+            ))
+            .unwrap();
+        cn.publish(env).await.unwrap();
+    }
+}
+
+/// A split view: the operator runs a second broker with the same keys over
+/// a copy of the log taken earlier, and shows it to one member. The member
+/// that witnessed the real log refuses to cosign the forged view and exits
+/// non-zero naming the conflict; a member with no history is fooled into
+/// cosigning it, but alone its cosignature does not meet the quorum, so
+/// `--require-quorum` fails there while the real log meets it. Cosignatures
+/// survive a restart of the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_view_is_refused_by_witnesses_and_lacks_the_quorum() {
+    let b = TestBroker::start().await;
+    publish_n(&b, "shared", 2).await;
+    let tmp = b.stop().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The operator keeps a copy of the log at size 2, with the same keys.
+    let fork_tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tmp.path().join("pki"), &fork_tmp.path().join("pki"));
+    copy_dir(&tmp.path().join("data"), &fork_tmp.path().join("data"));
+
+    let real = TestBroker::start_in(tmp, Default::default()).await;
+    publish_n(&real, "real", 1).await;
+    let pki = real.pki();
+    let states = tempfile::tempdir().unwrap();
+    let state = |team: &str| states.path().join(format!("{team}.json"));
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let out = log_verify(&real.url(), &pki, team, &state(team), &["--cosign"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Two cosigners meet the dev quorum (any two members), shown by log head.
+    let head = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args([
+            "log",
+            "head",
+            "--broker",
+            &real.url(),
+            "--as",
+            "CN-CNCERT",
+            "--pki",
+        ])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(
+        head.status.success(),
+        "{}",
+        String::from_utf8_lossy(&head.stderr)
+    );
+    let head: serde_json::Value = serde_json::from_slice(&head.stdout).unwrap();
+    assert_eq!(head["checkpoint"]["tree_size"], 3, "{head}");
+    assert_eq!(head["checkpoint"]["quorum"]["met"], true, "{head}");
+    assert_eq!(
+        head["checkpoint"]["cosigners"],
+        serde_json::json!(["BR-CERTBR", "IN-CERTIN"])
+    );
+
+    // The forged view: same origin and keys, other records after size 2.
+    let forged = TestBroker::start_in(fork_tmp, Default::default()).await;
+    publish_n(&forged, "forged", 2).await;
+    let out = log_verify(
+        &forged.url(),
+        &pki,
+        "IN-CERTIN",
+        &state("IN-CERTIN"),
+        &["--cosign"],
+    );
+    assert!(!out.status.success(), "a witness cosigned a split view");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to cosign"), "{err}");
+    assert!(err.contains("LOG INCONSISTENT"), "{err}");
+    assert!(err.contains("split view"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing printed as if fine");
+
+    // A member with no history cosigns the forged view, but alone: no quorum.
+    let out = log_verify(
+        &forged.url(),
+        &pki,
+        "RU-GOVCERT",
+        &state("RU-GOVCERT"),
+        &["--cosign", "--require-quorum"],
+    );
+    assert!(!out.status.success(), "the forged view met the quorum");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("QUORUM NOT MET"), "{err}");
+    assert!(err.contains("members: 1 of 2"), "{err}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["checkpoint"]["quorum"]["met"], false, "{printed}");
+
+    // The real log meets it, and keeps its cosignatures over a restart.
+    let out = log_verify(
+        &real.url(),
+        &pki,
+        "CN-CNCERT",
+        &state("CN-CNCERT"),
+        &["--require-quorum"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tmp = real.stop().await;
+    let real = TestBroker::start_in(tmp, Default::default()).await;
+    let out = log_verify(
+        &real.url(),
+        &pki,
+        "CN-CNCERT",
+        &state("CN-CNCERT"),
+        &["--require-quorum"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["checkpoint"]["cosigners"],
+        serde_json::json!(["BR-CERTBR", "IN-CERTIN"]),
+        "{printed}"
+    );
 }

@@ -141,6 +141,10 @@ pub struct BrokerConfig {
     /// verifier key the directory lists as `checkpoint_vkey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_key: Option<PathBuf>,
+    /// Standard witnesses (C2SP tlog-witness submission prefixes, http) the
+    /// broker pushes each new checkpoint to for cosigning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witness_push: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -156,6 +160,7 @@ impl BrokerConfig {
             key: pki.join("broker/key.pem"),
             tree_head_key: pki.join("broker/signing.key"),
             checkpoint_key: Some(pki.join("broker/checkpoint.key")).filter(|p| p.exists()),
+            witness_push: vec![],
             limits: Limits::default(),
         }
     }
@@ -190,6 +195,9 @@ impl BrokerConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
+        for url in &self.witness_push {
+            crate::broker::witness_push::check_url(url)?;
+        }
         let l = &self.limits;
         if l.max_envelope_bytes < 1024 {
             return Err("limits.max_envelope_bytes must be at least 1024".into());

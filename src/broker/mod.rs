@@ -23,3 +23,4 @@ pub mod state;
 pub mod subscribe;
 pub mod transparency;
 pub mod transport;
+pub mod witness_push;

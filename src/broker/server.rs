@@ -131,6 +131,7 @@ impl Broker {
 
         let l = &c.limits;
         RefusalLog::spawn_flusher(&self.state.refusals);
+        crate::broker::witness_push::spawn(&self.state);
         let services = Services::new(self.state.clone());
         let router = tonic::transport::Server::builder()
             // HTTP/2: calls per connection, the caps on reset streams (both

@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// A TOML configuration file instead of --pki/--data/--listen.
     #[arg(long, conflicts_with_all = ["pki", "data"])]
     pub config: Option<PathBuf>,
+    /// A standard witness (C2SP tlog-witness submission prefix, http://…)
+    /// to push each new checkpoint to; repeatable, added to the config's.
+    #[arg(long = "witness-push")]
+    pub witness_push: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -679,6 +683,8 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         (None, Some(pki), Some(data)) => BrokerConfig::from_pki(pki, data, args.listen),
         _ => return Err(CliError("give --pki and --data, or --config".into())),
     };
+    let mut config = config;
+    config.witness_push.extend(args.witness_push);
     let listen = config.listen;
     let broker = Broker::open(config)?;
     let listener = tokio::net::TcpListener::bind(listen)
