@@ -384,6 +384,8 @@ pub async fn run() -> Result<(), String> {
         ),
     );
 
+    let evidence = witness_and_bundle(&pki, tmp.path(), &key, &url, &case_id).await?;
+
     // Key rotation: CN-CNCERT's key is replaced; what it signed before stays evidence.
     let at = OffsetDateTime::now_utc();
     let new_key = crate::cli::pki::rotate_signing_key(&pki, "CN-CNCERT", at)?;
@@ -443,9 +445,135 @@ pub async fn run() -> Result<(), String> {
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    check_offline(&evidence)?;
     say(
         "Done",
         "Every message was signed end to end, stored byte for byte, and is provable in the log.",
+    );
+    Ok(())
+}
+
+/// Step 8b: BR-CERTBR and IN-CERTIN witness the log (each checks the
+/// head against its own state, then cosigns the checkpoint), and BR-CERTBR
+/// takes a C2SP tlog-proof bundle of its request. The bundle, the record
+/// and a copy of the directory go to a directory that outlives the demo.
+async fn witness_and_bundle(
+    pki: &std::path::Path,
+    tmp: &std::path::Path,
+    key: &ed25519_dalek::VerifyingKey,
+    url: &str,
+    case_id: &str,
+) -> Result<std::path::PathBuf, String> {
+    use crate::client::audit;
+    let connect = |team: &str| {
+        let files = ClientFiles::from_pki(pki, team);
+        let team = team.to_owned();
+        async move { Client::connect(url, &files, &team).await.map_err(e) }
+    };
+    let mut lines = Vec::new();
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let c = connect(team).await?;
+        let state = tmp.join(format!("{team}-log-state.json"));
+        let audited = audit::verify_state(&c, key, &state).await.map_err(e)?;
+        let root = hex::decode(&audited.root_hash)
+            .ok()
+            .and_then(|r| verify::hash_from_slice(&r).ok())
+            .ok_or("the verified head has no root")?;
+        let witness = crate::rules::envelope::read_signing_key(
+            &pki.join("teams").join(team).join("witness.key"),
+        )?;
+        let done = audit::cosign_latest(&c, (audited.tree_size, &root), &witness)
+            .await
+            .map_err(e)?;
+        lines.push(format!(
+            "  {team} checks the head of {} records extends its kept state, then cosigns as {}",
+            audited.tree_size, done.witness
+        ));
+    }
+    let br = connect("BR-CERTBR").await?;
+    let (_, checkpoint) = audit::fetch_checkpoint(&br).await.map_err(e)?;
+    let quorum = checkpoint
+        .quorum
+        .as_ref()
+        .map(|q| {
+            format!(
+                "quorum {}: {}",
+                q.quorum,
+                if q.met { "met" } else { "NOT met" }
+            )
+        })
+        .unwrap_or_else(|| "no quorum policy".into());
+    let bundle = audit::tlog_proof(&br, case_id, &Default::default())
+        .await
+        .map_err(e)?;
+    let record = br.render(&br.get(get_by_id(case_id)).await.map_err(e)?);
+    let out = std::env::temp_dir().join(format!("certex-demo-evidence-{}", std::process::id()));
+    crate::cli::pki::mkdir(&out)?;
+    crate::cli::pki::write(&out.join("request.tlog-proof"), bundle.as_bytes(), true)?;
+    crate::cli::pki::write(
+        &out.join("request.json"),
+        serde_json::to_string_pretty(&record).map_err(e)?.as_bytes(),
+        true,
+    )?;
+    // The directory and the public anchor certificates it names.
+    let dir_text = std::fs::read(pki.join("directory.toml")).map_err(e)?;
+    crate::cli::pki::write(&out.join("directory.toml"), &dir_text, true)?;
+    crate::cli::pki::mkdir(&out.join("ca"))?;
+    for entry in std::fs::read_dir(pki.join("ca")).map_err(e)? {
+        let path = entry.map_err(e)?.path();
+        if path.extension().is_some_and(|x| x == "pem") {
+            let name = path.file_name().ok_or("anchor without a name")?;
+            let cert = std::fs::read(&path).map_err(e)?;
+            crate::cli::pki::write(&out.join("ca").join(name), &cert, false)?;
+        }
+    }
+    say(
+        "8b. Members witness the log",
+        &format!(
+            "A broker could show each member a different log (a split view); members cosign its checkpoints\n\
+             only after checking them against their own history, and a checkpoint counts once enough have.\n\
+             {}\n\
+             The checkpoint, a C2SP signed note (origin, size, root; the broker's signature, then the cosignatures):\n\
+             {}\n\
+             Cosigners {:?}; {quorum}.\n\
+             BR-CERTBR takes the evidence bundle of its request (C2SP tlog-proof: record bytes, inclusion path,\n\
+             cosigned checkpoint) to {}",
+            lines.join("\n"),
+            format!("    {}", checkpoint.note.trim_end().replace('\n', "\n    ")),
+            checkpoint.cosigners,
+            out.join("request.tlog-proof").display()
+        ),
+    );
+    Ok(out)
+}
+
+/// Step 11: the bundle verifies with the broker stopped.
+fn check_offline(out: &std::path::Path) -> Result<(), String> {
+    let dir = Directory::load(&out.join("directory.toml")).map_err(e)?;
+    let bundle = std::fs::read_to_string(out.join("request.tlog-proof")).map_err(e)?;
+    let record: crate::client::draft::RecordJson =
+        serde_json::from_str(&std::fs::read_to_string(out.join("request.json")).map_err(e)?)
+            .map_err(e)?;
+    let checked = crate::client::audit::check_proof(&bundle, &dir, Some(&record))?;
+    crate::client::audit::require_quorum(checked.quorum.as_ref())?;
+    say(
+        "11. Evidence with the broker stopped",
+        &format!(
+            "The broker is down. From the bundle alone: record {} ({} by {}) hashes to a leaf included in the\n\
+             checkpoint of {} records, signed by {}, cosigned by {:?} (quorum met); the request's own signature\n\
+             verifies with key {}. Check it yourself:\n  \
+             certex log check-proof {} --record {} --directory {} --require-quorum",
+            checked.seq,
+            checked.kind,
+            checked.sender,
+            checked.tree_size,
+            checked.origin,
+            checked.cosigners,
+            checked.signature_key,
+            out.join("request.tlog-proof").display(),
+            out.join("request.json").display(),
+            out.join("directory.toml").display(),
+        ),
     );
     Ok(())
 }

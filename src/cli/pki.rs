@@ -29,7 +29,7 @@ use crate::rules::directory::{
 use crate::rules::envelope::key_id;
 use crate::rules::time::format_time;
 
-fn mkdir(p: &Path) -> Result<(), String> {
+pub(crate) fn mkdir(p: &Path) -> Result<(), String> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -38,7 +38,7 @@ fn mkdir(p: &Path) -> Result<(), String> {
 }
 
 /// Writes a file; `secret` files are created owner-only (0600).
-fn write(p: &Path, contents: &[u8], secret: bool) -> Result<(), String> {
+pub(crate) fn write(p: &Path, contents: &[u8], secret: bool) -> Result<(), String> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)

@@ -185,7 +185,7 @@ pub struct QuorumJson {
     pub met: bool,
     /// Policy names of the witnesses whose cosignature verified.
     pub cosigned: Vec<String>,
-    /// Each group's count, e.g. `members: 2 of 2 needed (A, B)`.
+    /// Each group's count, e.g. `members: 1 cosigned, 2 needed (A)`.
     pub groups: Vec<String>,
 }
 

@@ -51,7 +51,7 @@ pub struct Outcome {
     pub cosigned: Vec<String>,
     /// Whether the quorum is met.
     pub met: bool,
-    /// One line per group, e.g. `BRICS: 1 of 2 needed (CN-CNCERT)`.
+    /// One line per group, e.g. `BRICS: 1 cosigned, 2 needed (CN-CNCERT)`.
     pub groups: Vec<String>,
 }
 
@@ -238,7 +238,7 @@ impl Policy {
                 .collect();
             met.insert(&g.name, have.len() >= g.k);
             groups.push(format!(
-                "{}: {} of {} needed ({})",
+                "{}: {} cosigned, {} needed ({})",
                 g.name,
                 have.len(),
                 g.k,
@@ -322,8 +322,8 @@ mod tests {
             .unwrap();
         assert_eq!(o.cosigned, ["A", "B"]);
         assert!(!o.met, "Y is not met: {o:?}");
-        assert_eq!(o.groups[0], "X: 2 of 2 needed (A, B)");
-        assert_eq!(o.groups[1], "Y: 0 of 1 needed (none)");
+        assert_eq!(o.groups[0], "X: 2 cosigned, 2 needed (A, B)");
+        assert_eq!(o.groups[1], "Y: 0 cosigned, 1 needed (none)");
 
         let o = p
             .evaluate(&checkpoint(&[("w/a", 10), ("w/e", 14), ("w/c", 12)]))
