@@ -314,3 +314,52 @@ async fn get_exits_non_zero_only_when_a_signature_does_not_verify() {
     assert_eq!(printed["verified"], true);
     assert_eq!(printed["key_status"], "active");
 }
+
+/// `certex demo` runs to the end: the story the README promises, including
+/// members cosigning the checkpoint and the evidence bundle verified with
+/// the broker stopped (its files go to the temporary directory given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_certex"))
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "== 8b. Members witness the log",
+        "quorum members: met",
+        "== 10. A tabletop drill",
+        "== 11. Evidence with the broker stopped",
+        "(quorum met)",
+        "== Done",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let evidence = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("certex-demo-evidence-"))
+        .expect("the evidence directory");
+    let check = Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args(["log", "check-proof", "--require-quorum"])
+        .arg(evidence.join("request.tlog-proof"))
+        .arg("--record")
+        .arg(evidence.join("request.json"))
+        .arg("--directory")
+        .arg(evidence.join("directory.toml"))
+        .output()
+        .await
+        .unwrap();
+    let v = json_line(&check);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["quorum"]["met"], true);
+}

@@ -28,26 +28,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Most bytes read of a witness's answer.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// Checks a witness URL from the configuration.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let u = url::Url::parse(url).map_err(|e| format!("witness_push {url:?}: {e}"))?;
-    match u.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "witness_push {url:?}: https witnesses are not supported yet; reach them through a local TLS proxy (the exchange is signed end to end)"
-            ));
-        }
-        s => return Err(format!("witness_push {url:?}: scheme {s} is not http")),
-    }
-    if u.host().is_none() || !u.username().is_empty() || u.password().is_some() {
-        return Err(format!(
-            "witness_push {url:?}: give a host and no credentials"
-        ));
-    }
-    Ok(())
-}
-
 /// Starts one push task per configured witness; they end when the broker
 /// starts closing.
 pub fn spawn(state: &Arc<State>) {

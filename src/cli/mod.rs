@@ -819,7 +819,11 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             };
             if !cosign {
                 let checkpoint = checkpoint_summary(&client).await?;
-                print_json(&serde_json::json!({ "audit": out, "checkpoint": checkpoint }))?;
+                let mut line = serde_json::to_value(&out)
+                    .map_err(|e| CliError(format!("cannot print the audit: {e}")))?;
+                line["checkpoint"] = serde_json::to_value(&checkpoint)
+                    .map_err(|e| CliError(format!("cannot print the checkpoint: {e}")))?;
+                print_json(&line)?;
                 return quorum_check(require_quorum, checkpoint.as_ref());
             }
             let path = match (witness_key, &conn.pki) {
