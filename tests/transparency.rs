@@ -868,3 +868,213 @@ async fn a_split_view_is_refused_by_witnesses_and_lacks_the_quorum() {
         "{printed}"
     );
 }
+
+/// A running `certex witness serve`.
+struct WitnessProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl WitnessProcess {
+    fn start(listen: &str, state: &std::path::Path, key: &std::path::Path, log: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+            .args([
+                "witness",
+                "serve",
+                "--listen",
+                listen,
+                "--name",
+                "witness.example/w1",
+                "--log",
+                log,
+            ])
+            .arg("--state")
+            .arg(state)
+            .arg("--key")
+            .arg(key)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the witness exited before listening")
+                .unwrap();
+            if let Some(a) = line.strip_prefix("listening on ") {
+                break a.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        WitnessProcess { child, addr }
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (10 s at most) until the broker's checkpoint covers `size`
+/// records and carries a cosignature by `who`; returns the checkpoint.
+async fn cosigned_by(
+    c: &certex::client::connection::Client,
+    who: &str,
+    size: u64,
+) -> certex::client::audit::CheckpointJson {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (cp, json) = certex::client::audit::fetch_checkpoint(c).await.unwrap();
+        if cp.size >= size && json.cosigners.iter().any(|x| x == who) {
+            return json;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cosignature by {who} at size {size} within 10 s: {json:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The push path: the broker posts its checkpoints to a `certex witness
+/// serve` listed in the directory's policy, keeps its cosignatures, and the
+/// policy's quorum (two members and the standard witness) is met; the
+/// witness keeps its state over a restart and the broker, restarted with no
+/// memory of the witness, learns its size from the 409 and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_witness_cosigns_through_the_push_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    make_pki(&pki);
+    let key = tmp.path().join("witness.key");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
+        .args(["witness", "init", "--name", "witness.example/w1", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let vkey = String::from_utf8(init.stdout)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let log_vkey = std::fs::read_to_string(pki.join("broker/checkpoint.vkey")).unwrap();
+    let state = tmp.path().join("witness-state");
+    let witness = WitnessProcess::start("127.0.0.1:0", &state, &key, log_vkey.trim());
+    let url = format!("http://{}", witness.addr);
+
+    // The policy: any two members, and the standard witness too.
+    let dir_path = pki.join("directory.toml");
+    let mut file: certex::rules::directory::DirectoryFile =
+        toml::from_str(&std::fs::read_to_string(&dir_path).unwrap()).unwrap();
+    let policy = file.witness_policy.take().unwrap();
+    let policy = policy.replace(
+        "quorum members\n",
+        &format!("witness W1 {vkey} {url}\ngroup both all members W1\nquorum both\n"),
+    );
+    file.witness_policy = Some(policy);
+    std::fs::write(&dir_path, toml::to_string_pretty(&file).unwrap()).unwrap();
+
+    let data = tmp.path().join("data");
+    let serve = |pki: &std::path::Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_certex"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--witness-push",
+            &url,
+            "--pki",
+        ])
+        .arg(pki)
+        .arg("--data")
+        .arg(&data);
+        BrokerProcess::spawn(cmd)
+    };
+    let broker = serve(&pki);
+    let connect = |team: &'static str, url: String| {
+        let files = certex::client::connection::ClientFiles::from_pki(&pki, team);
+        async move {
+            certex::client::connection::Client::connect(&url, &files, team)
+                .await
+                .unwrap()
+        }
+    };
+    let cn = connect("CN-CNCERT", broker.url.clone()).await;
+    let publish = |c: certex::client::connection::Client, tag: &'static str| async move {
+        let env = c
+            .seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Clear,
+                community(),
+                incident(tag),
+            ))
+            .unwrap();
+        c.publish(env).await.unwrap().seq
+    };
+    publish(cn.clone(), "p1").await;
+    publish(cn.clone(), "p2").await;
+    let json = cosigned_by(&cn, "W1", 2).await;
+    assert_eq!(
+        json.quorum.as_ref().unwrap().met,
+        false,
+        "W1 alone: {json:?}"
+    );
+    // The cosignature verifies with the witness's vkey, as any C2SP client would.
+    let w1 = certex::rules::note::Vkey::parse(&vkey).unwrap();
+    let note = certex::rules::note::Note::parse(&json.note).unwrap();
+    assert!(certex::rules::note::open(&note, &[w1.clone()]).is_ok());
+
+    let states = tmp.path().join("states");
+    std::fs::create_dir_all(&states).unwrap();
+    for team in ["BR-CERTBR", "IN-CERTIN"] {
+        let out = log_verify(&broker.url, &pki, team, &states.join(team), &["--cosign"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = log_verify(
+        &broker.url,
+        &pki,
+        "US-CISA",
+        &states.join("US"),
+        &["--require-quorum"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["checkpoint"]["quorum"]["met"], true, "{line}");
+
+    // The witness restarts on the same state; new checkpoints still get cosigned.
+    let addr = witness.addr.clone();
+    drop(witness);
+    let witness = WitnessProcess::start(&addr, &state, &key, log_vkey.trim());
+    let seq = publish(cn.clone(), "p3").await;
+    cosigned_by(&cn, "W1", seq).await;
+
+    // The broker restarts without memory of the witness's size: the 409
+    // tells it, and the next checkpoint is cosigned.
+    drop(cn);
+    drop(broker);
+    let broker = serve(&pki);
+    let cn = connect("CN-CNCERT", broker.url.clone()).await;
+    let seq = publish(cn.clone(), "p4").await;
+    cosigned_by(&cn, "W1", seq).await;
+    drop(witness);
+}

@@ -292,7 +292,7 @@ impl BrokerProcess {
     /// Spawns the broker and waits for its listening line. With
     /// `SHOW_BROKER` set in the environment, its log (at INFO) is copied to
     /// the test's stderr.
-    fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(mut cmd: Command) -> Self {
         let show = std::env::var_os("SHOW_BROKER").is_some();
         let level = cmd
             .get_envs()
