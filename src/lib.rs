@@ -23,6 +23,9 @@
 //! - [`drill`]: tabletop drills (SPEC §13): scenario files, the control cell,
 //!   the automated participant, scoring and the after-action report; built
 //!   on the client library like any member's tool.
+//! - [`witness`]: a C2SP tlog-witness (`certex witness serve`) that cosigns
+//!   a log's checkpoints once each is proven to extend the last; built on
+//!   the client's verifier and the signed-note rules.
 //! - [`cli`]: the `certex` command: argument definitions and one function per
 //!   command, the demo, the benchmarks and the development PKI.
 //! - [`error`]: the one error type of the broker and its gRPC status mapping.
@@ -36,6 +39,7 @@ pub mod drill;
 pub mod error;
 pub mod log;
 pub mod rules;
+pub mod witness;
 
 /// The `certex.v1` API, generated from `proto/certex/v1`.
 #[allow(clippy::all, missing_docs)]

@@ -8,7 +8,8 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = certex::cli::Cli::parse();
     let default = match cli.command {
-        certex::cli::Command::Serve(_) => "info",
+        certex::cli::Command::Serve(_)
+        | certex::cli::Command::Witness(certex::cli::witness::WitnessCommand::Serve(_)) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -2,7 +2,7 @@
 //! function per command. Data goes to stdout as JSON; errors to stderr.
 //!
 //! The CLI sits on top: it may use every other wing, and nothing below uses
-//! it. [`demo`], [`bench`] and [`pki`] are commands of their own; [`abuse`]
+//! it. [`demo`], [`bench`], [`pki`] and [`witness`] are commands of their own; [`abuse`]
 //! holds the hostile-member attacks that `bench abuse` and the tests run.
 
 pub mod abuse;
@@ -11,6 +11,7 @@ pub mod bench;
 pub mod demo;
 pub mod drill;
 pub mod pki;
+pub mod witness;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Benchmarks over real mTLS; one JSON summary line each.
     #[command(subcommand)]
     Bench(crate::cli::bench::BenchCommand),
+    /// A C2SP tlog-witness: create its key, or serve add-checkpoint.
+    #[command(subcommand)]
+    Witness(crate::cli::witness::WitnessCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -419,6 +423,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Drill(cmd) => crate::cli::drill::run(cmd).await,
         Command::Demo => crate::cli::demo::run().await.map_err(CliError),
         Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError),
+        Command::Witness(cmd) => crate::cli::witness::run(cmd).await,
     }
 }
 

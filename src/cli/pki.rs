@@ -137,7 +137,7 @@ fn signing_key() -> Result<(String, String, String), String> {
 /// seed, no public key), the form OpenSSL 3 and Python `cryptography` read.
 /// ed25519-dalek's own `to_pkcs8_pem` writes v2 (public key embedded), which
 /// both refuse.
-fn signing_key_pem(key: &ed25519_dalek::SigningKey) -> Result<String, String> {
+pub(crate) fn signing_key_pem(key: &ed25519_dalek::SigningKey) -> Result<String, String> {
     let v1 = KeypairBytes {
         secret_key: key.to_bytes(),
         public_key: None,

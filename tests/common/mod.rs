@@ -1,6 +1,7 @@
 //! The one test harness: a real broker on 127.0.0.1:0 with a freshly
 //! generated development PKI, real mTLS and a temporary sled database, and
-//! real gRPC clients per team.
+//! real gRPC clients per team; and ([`witness`]) a real `certex witness
+//! serve` process with a plain HTTP client.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -17,6 +18,8 @@ use certex::rules::time::to_timestamp;
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
+
+pub mod witness;
 
 #[allow(unused_imports)]
 pub use certex::cli::pki::SAMPLE_TEAMS as TEAMS;

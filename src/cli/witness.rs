@@ -1,0 +1,120 @@
+//! `certex witness init|serve`: the command-line face of the witness wing.
+//! `init` writes a new witness key (owner-only, never over an existing
+//! file) and prints its verifier key; `serve` checks its flags, reads the
+//! key and the state, binds, prints the verifier key and
+//! `listening on ADDR`, and serves until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use crate::cli::args::CliError;
+use crate::rules::envelope::read_signing_key;
+use crate::rules::note::{self, TYPE_COSIGNATURE, Vkey};
+use crate::witness::server::{self, Witness};
+use crate::witness::state::StateDir;
+
+#[derive(Subcommand, Debug)]
+pub enum WitnessCommand {
+    /// Generate a witness key (PKCS#8 PEM, 0600) and print its verifier key.
+    Init {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        key: PathBuf,
+        /// The witness's name, e.g. witness.example.org/w1.
+        #[arg(long)]
+        name: String,
+    },
+    /// Run a C2SP tlog-witness: POST /add-checkpoint.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Directory of the latest cosigned checkpoint of each log (created 0700).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// The witness key (`certex witness init`, or a team's witness.key).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The witness's name, as its verifier key names it.
+    #[arg(long)]
+    pub name: String,
+    /// A log's verifier key (type 0x01; its name is the log's origin);
+    /// repeatable, several keys per origin allowed.
+    #[arg(long = "log", required = true)]
+    pub logs: Vec<String>,
+}
+
+/// Runs one witness command.
+pub async fn run(cmd: WitnessCommand) -> Result<(), CliError> {
+    match cmd {
+        WitnessCommand::Init { key, name } => init(&key, &name),
+        WitnessCommand::Serve(args) => serve(args).await,
+    }
+}
+
+fn init(path: &std::path::Path, name: &str) -> Result<(), CliError> {
+    note::check_name(name).map_err(|e| CliError(format!("--name: {e}")))?;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let vkey = Vkey::new(name, TYPE_COSIGNATURE, key.verifying_key())
+        .map_err(|e| CliError(format!("--name: {e}")))?;
+    let pem = crate::cli::pki::signing_key_pem(&key)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => CliError(format!(
+                "--key {}: the file exists; refusing to overwrite a key",
+                path.display()
+            )),
+            _ => CliError(format!("cannot create {}: {e}", path.display())),
+        })?;
+    f.write_all(pem.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
+    println!("{vkey}");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let logs = args
+        .logs
+        .iter()
+        .map(|s| Vkey::parse(s).map_err(|e| CliError(format!("--log {s}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = read_signing_key(&args.key).map_err(|e| CliError(format!("--key: {e}")))?;
+    let state = StateDir::open(&args.state).map_err(|e| CliError(e.to_string()))?;
+    let witness = Witness::new(&args.name, key, logs, state).map_err(|e| CliError(e.0))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError(format!("--listen: cannot listen on {}: {e}", args.listen)))?;
+    let local = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    tracing::info!(addr = %local, name = %args.name, origins = ?witness.origins(), "witness listening");
+    println!("{}", witness.vkey());
+    println!("listening on {local}");
+
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    server::run(listener, Arc::new(witness), shutdown)
+        .await
+        .map_err(|e| CliError(format!("witness server failed: {e}")))
+}
