@@ -87,20 +87,20 @@ impl Checkpoints {
                 tracing::warn!(size, "skipping a stored cosignature that does not parse");
                 continue;
             };
-            if !signed.contains_key(&size) {
-                let Some(head) = self
-                    .storage
-                    .head(size)
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                else {
-                    continue;
-                };
-                let s = self.sign(size, &head.root_hash)?;
-                signed.insert(size, s);
-            }
-            if let Some(s) = signed.get_mut(&size) {
-                s.lines.push(line);
-            }
+            let s = match signed.entry(size) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let Some(head) = self
+                        .storage
+                        .head(size)
+                        .map_err(|e| Error::Internal(e.to_string()))?
+                    else {
+                        continue;
+                    };
+                    v.insert(self.sign(size, &head.root_hash)?)
+                }
+            };
+            s.lines.push(line);
         }
         while signed.len() > KEPT {
             signed.pop_first();

@@ -533,13 +533,13 @@ async fn witness_and_bundle(
             "A broker could show each member a different log (a split view); members cosign its checkpoints\n\
              only after checking them against their own history, and a checkpoint counts once enough have.\n\
              {}\n\
-             The checkpoint, a C2SP signed note (origin, size, root; the broker's signature, then the cosignatures):\n\
+             The checkpoint, a C2SP signed note (origin, size, root; the broker's signature, then the cosignatures):\n    \
              {}\n\
              Cosigners {:?}; {quorum}.\n\
              BR-CERTBR takes the evidence bundle of its request (C2SP tlog-proof: record bytes, inclusion path,\n\
              cosigned checkpoint) to {}",
             lines.join("\n"),
-            format!("    {}", checkpoint.note.trim_end().replace('\n', "\n    ")),
+            checkpoint.note.trim_end().replace('\n', "\n    "),
             checkpoint.cosigners,
             out.join("request.tlog-proof").display()
         ),
