@@ -68,7 +68,11 @@ impl Checkpoints {
             signed: Mutex::new(BTreeMap::new()),
             storage,
         };
-        me.reload()
+        let mut known: Vec<Vkey> = dir.teams().filter_map(|t| t.witness.clone()).collect();
+        if let Some(p) = dir.witness_policy() {
+            known.extend(p.witness_keys());
+        }
+        me.reload(&known)
             .map_err(|e| format!("cannot reload kept cosignatures: {e}"))?;
         Ok(me)
     }
@@ -76,7 +80,7 @@ impl Checkpoints {
     /// Rebuilds the kept checkpoints from the stored tree heads and
     /// cosignatures (each checkpoint is re-signed: Ed25519 is
     /// deterministic, so the bytes are the ones served before).
-    fn reload(&self) -> Result<(), Error> {
+    fn reload(&self, known: &[Vkey]) -> Result<(), Error> {
         let stored = self
             .storage
             .cosignatures()
@@ -100,7 +104,23 @@ impl Checkpoints {
                     v.insert(self.sign(size, &head.root_hash)?)
                 }
             };
-            s.lines.push(line);
+            // Only what still verifies with a key of the directory in force.
+            let ok = known
+                .iter()
+                .find(|v| v.name == line.name && v.id == line.id)
+                .is_some_and(|v| note::verify_line(&s.text, &line, v).is_ok());
+            let dup = s
+                .lines
+                .iter()
+                .any(|l| l.name == line.name && l.id == line.id);
+            if ok && !dup {
+                s.lines.push(line);
+            } else if !ok {
+                tracing::warn!(
+                    size,
+                    "dropping a stored cosignature no witness key of the directory verifies"
+                );
+            }
         }
         while signed.len() > KEPT {
             signed.pop_first();
@@ -159,7 +179,7 @@ impl Checkpoints {
     /// Adds a team's cosignature (one signature line) of the checkpoint of
     /// `size`: it must verify with the team's witness key over the text the
     /// broker signed, and carry a time no later than `now` plus the skew.
-    /// A newer cosignature by the same key replaces an older one. Returns
+    /// A key that already cosigned the checkpoint adds nothing. Returns
     /// how many cosignatures the checkpoint has.
     pub fn cosign(
         &self,
@@ -223,13 +243,27 @@ impl Checkpoints {
         now: u64,
         skew: u64,
     ) -> Result<usize, Error> {
-        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
-        let s = signed.get_mut(&size).ok_or_else(|| {
-            Error::Precondition(format!(
-                "no checkpoint of size {size} is kept; fetch the latest checkpoint and cosign that"
-            ))
-        })?;
-        let time = note::verify_line(&s.text, &line, witness)
+        // Verify under the lock (short), write to disk outside it, then
+        // add. A key that already cosigned this checkpoint adds nothing: a
+        // later time says no more, and rewriting would cost a disk sync per
+        // call.
+        let text = {
+            let signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+            let s = signed.get(&size).ok_or_else(|| {
+                Error::Precondition(format!(
+                    "no checkpoint of size {size} is kept; fetch the latest checkpoint and cosign that"
+                ))
+            })?;
+            if s.lines
+                .iter()
+                .skip(1)
+                .any(|l| l.name == line.name && l.id == line.id)
+            {
+                return Ok(s.lines.len() - 1);
+            }
+            s.text.clone()
+        };
+        let time = note::verify_line(&text, &line, witness)
             .map_err(|e| {
                 Error::BadRequest(format!(
                     "signature_line: {e} over the checkpoint of size {size} this broker signed"
@@ -241,15 +275,6 @@ impl Checkpoints {
                 "signature_line: the cosignature's time {time} is in the future"
             )));
         }
-        let slot = s
-            .lines
-            .iter()
-            .skip(1)
-            .position(|l| l.name == line.name && l.id == line.id)
-            .map(|i| i + 1);
-        if slot.is_some_and(|i| cosign_time(&s.lines[i]) >= time) {
-            return Ok(s.lines.len() - 1);
-        }
         self.storage
             .put_cosignature(
                 size,
@@ -257,26 +282,32 @@ impl Checkpoints {
                 &line.line(),
             )
             .map_err(|e| Error::Internal(format!("cannot keep the cosignature: {e}")))?;
-        match slot {
-            Some(i) => s.lines[i] = line,
-            None => s.lines.push(line),
-        }
-        let n = s.lines.len() - 1;
-        if let Some((&oldest, _)) = signed.first_key_value()
+        let (n, oldest) = {
+            let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+            let oldest = signed.first_key_value().map(|(k, _)| *k);
+            match signed.get_mut(&size) {
+                Some(s) => {
+                    if !s
+                        .lines
+                        .iter()
+                        .skip(1)
+                        .any(|l| l.name == line.name && l.id == line.id)
+                    {
+                        s.lines.push(line);
+                    }
+                    (s.lines.len() - 1, oldest)
+                }
+                // Dropped from memory meanwhile; it stays on disk until pruned.
+                None => (0, oldest),
+            }
+        };
+        if let Some(oldest) = oldest
             && let Err(e) = self.storage.prune_cosignatures(oldest)
         {
             tracing::warn!(error = %e, "cannot prune old cosignatures");
         }
         Ok(n)
     }
-}
-
-fn cosign_time(l: &SigLine) -> u64 {
-    l.bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
 }
 
 fn encode(s: &Signed) -> String {

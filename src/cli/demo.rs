@@ -482,7 +482,7 @@ async fn witness_and_bundle(
         let witness = crate::rules::envelope::read_signing_key(
             &pki.join("teams").join(team).join("witness.key"),
         )?;
-        let done = audit::cosign_latest(&c, (audited.tree_size, &root), &witness)
+        let done = audit::cosign_latest(&c, (audited.tree_size, &root), &witness, &state)
             .await
             .map_err(e)?;
         lines.push(format!(

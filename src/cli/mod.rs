@@ -268,6 +268,10 @@ pub enum LogCommand {
     /// The current signed tree head, verified; with the latest
     /// checkpoint's cosigners and whether they meet the witness quorum.
     Head {
+        /// Fail (exit non-zero) unless the checkpoint's cosignatures meet
+        /// the directory's witness_policy quorum.
+        #[arg(long)]
+        require_quorum: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -339,9 +343,12 @@ struct CheckpointSummary {
 }
 
 /// The latest checkpoint's cosigners and quorum, when the local directory
-/// lists a checkpoint key (else nothing to verify it with).
+/// lists a checkpoint key (else nothing to verify it with). The checkpoint
+/// must be the same log as `verified`, the tree head just checked, so a
+/// quorum elsewhere cannot vouch for it.
 async fn checkpoint_summary(
     client: &crate::client::connection::Client,
+    verified: (u64, &crate::client::verify::Hash),
 ) -> Result<Option<CheckpointSummary>, CliError> {
     if client
         .local_directory()
@@ -351,6 +358,12 @@ async fn checkpoint_summary(
         return Ok(None);
     }
     let (cp, json) = crate::client::audit::fetch_checkpoint(client).await?;
+    if !crate::client::audit::agrees(client, verified, (cp.size, &cp.root)).await? {
+        return Err(CliError(format!(
+            "LOG INCONSISTENT: the checkpoint of size {} and the verified tree head of size {} are not the same log",
+            cp.size, verified.0
+        )));
+    }
     Ok(Some(CheckpointSummary {
         tree_size: cp.size,
         cosigners: json.cosigners,
@@ -725,15 +738,19 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
     match cmd {
-        LogCommand::Head { conn } => {
+        LogCommand::Head {
+            require_quorum,
+            conn,
+        } => {
             let client = conn.connect().await?;
-            let (head, _) = fetch_head(&client, &conn.log_key()?).await?;
-            let checkpoint = checkpoint_summary(&client).await?;
+            let (head, root) = fetch_head(&client, &conn.log_key()?).await?;
+            let checkpoint = checkpoint_summary(&client, (head.tree_size, &root)).await?;
             let mut out = serde_json::to_value(head_json(&head))
                 .map_err(|e| CliError(format!("cannot print the head: {e}")))?;
-            out["checkpoint"] = serde_json::to_value(checkpoint)
+            out["checkpoint"] = serde_json::to_value(&checkpoint)
                 .map_err(|e| CliError(format!("cannot print the checkpoint: {e}")))?;
-            print_json(&out)
+            print_json(&out)?;
+            quorum_check(require_quorum, checkpoint.as_ref())
         }
         LogCommand::Prove {
             what,
@@ -795,10 +812,16 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let (cp, json) = crate::client::audit::fetch_checkpoint(&client).await?;
             if let Ok(key) = conn.log_key() {
                 let (head, root) = fetch_head(&client, &key).await?;
-                if head.tree_size == cp.size && root != cp.root {
+                if !crate::client::audit::agrees(
+                    &client,
+                    (head.tree_size, &root),
+                    (cp.size, &cp.root),
+                )
+                .await?
+                {
                     return Err(CliError(format!(
-                        "LOG INCONSISTENT: the checkpoint and the signed tree head of size {} have different roots",
-                        cp.size
+                        "LOG INCONSISTENT: the checkpoint of size {} and the signed tree head of size {} are not the same log",
+                        cp.size, head.tree_size
                     )));
                 }
             }
@@ -822,8 +845,12 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let root = hex::decode(&out.root_hash)
+                .ok()
+                .and_then(|r| crate::client::verify::hash_from_slice(&r).ok())
+                .ok_or_else(|| CliError("the verified head has no root".into()))?;
             if !cosign {
-                let checkpoint = checkpoint_summary(&client).await?;
+                let checkpoint = checkpoint_summary(&client, (out.tree_size, &root)).await?;
                 let mut line = serde_json::to_value(&out)
                     .map_err(|e| CliError(format!("cannot print the audit: {e}")))?;
                 line["checkpoint"] = serde_json::to_value(&checkpoint)
@@ -841,14 +868,14 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 }
             };
             let witness = crate::rules::envelope::read_signing_key(&path).map_err(CliError)?;
-            let root = hex::decode(&out.root_hash)
-                .ok()
-                .and_then(|r| crate::client::verify::hash_from_slice(&r).ok())
-                .ok_or_else(|| CliError("the verified head has no root".into()))?;
-            let cosigned =
-                crate::client::audit::cosign_latest(&client, (out.tree_size, &root), &witness)
-                    .await?;
-            let checkpoint = checkpoint_summary(&client).await?;
+            let cosigned = crate::client::audit::cosign_latest(
+                &client,
+                (out.tree_size, &root),
+                &witness,
+                &state,
+            )
+            .await?;
+            let checkpoint = checkpoint_summary(&client, (out.tree_size, &root)).await?;
             print_json(&serde_json::json!({
                 "audit": out,
                 "cosign": cosigned,

@@ -38,6 +38,65 @@ pub struct HeadJson {
     pub timestamp_ms: u64,
     pub signature: String,
     pub verified: bool,
+    /// A checkpoint larger than the head that this member cosigned: later
+    /// heads must extend it too, so a witness never cosigns both sides of
+    /// a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosigned: Option<CosignedJson>,
+}
+
+/// The size and root of a checkpoint a member cosigned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CosignedJson {
+    pub tree_size: u64,
+    pub root_hash: String,
+}
+
+fn root_of(hex_root: &str, state: &Path) -> Result<verify::Hash, ClientError> {
+    hex::decode(hex_root)
+        .ok()
+        .and_then(|b| verify::hash_from_slice(&b).ok())
+        .ok_or_else(|| ClientError::Local(format!("state file {}: bad root_hash", state.display())))
+}
+
+/// Writes the member's state file atomically (temporary file, then rename).
+fn keep_state(state: &Path, head: &HeadJson) -> Result<(), ClientError> {
+    let tmp = state.with_extension("tmp");
+    let text = serde_json::to_string_pretty(head).map_err(|e| ClientError::Check(e.to_string()))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, state))
+        .map_err(|e| {
+            ClientError::Local(format!("cannot keep the head in {}: {e}", state.display()))
+        })
+}
+
+fn read_state(state: &Path) -> Result<Option<HeadJson>, ClientError> {
+    match std::fs::read_to_string(state) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).map_err(|e| {
+            ClientError::Local(format!("state file {} is not valid: {e}", state.display()))
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ClientError::Local(format!(
+            "cannot read state {}: {e}",
+            state.display()
+        ))),
+    }
+}
+
+/// Whether the tree `(a_size, a_root)` and the tree `(b_size, b_root)` are
+/// one log: same root at the same size, else a consistency proof from the
+/// smaller to the larger checks out.
+pub async fn agrees(
+    client: &Client,
+    a: (u64, &verify::Hash),
+    b: (u64, &verify::Hash),
+) -> Result<bool, ClientError> {
+    if a.0 == b.0 {
+        return Ok(a.1 == b.1);
+    }
+    let (small, large) = if a.0 < b.0 { (a, b) } else { (b, a) };
+    let path = client.consistency_proof(small.0, large.0).await?;
+    Ok(verify::check_extends(small, large, &path).is_ok())
 }
 
 /// Fetches the current head and checks its signature.
@@ -77,6 +136,7 @@ pub fn head_json(h: &pb::SignedTreeHead) -> HeadJson {
         timestamp_ms: h.timestamp_ms,
         signature: hex::encode(&h.signature),
         verified: true,
+        cosigned: None,
     }
 }
 
@@ -210,6 +270,42 @@ pub fn quorum_of(
     }))
 }
 
+/// When the witnesses attest the checkpoint existed (POSIX seconds): with
+/// a policy, the earliest cosignature time by which the quorum had
+/// cosigned; without one, the latest cosignature by a team's witness key.
+/// `None` when the cosignatures prove no time.
+pub fn attested_at(
+    note: &crate::rules::note::Note,
+    dir: &crate::rules::directory::Directory,
+) -> Option<u64> {
+    use crate::rules::note::verify_line;
+    let timed = |name: &str, w: &crate::rules::note::Vkey| {
+        note.by(w)
+            .filter_map(|l| verify_line(&note.text, l, w).ok().flatten())
+            .min()
+            .map(|t| (name.to_owned(), t))
+    };
+    match dir.witness_policy() {
+        Some(p) => {
+            let mut times: Vec<(String, u64)> = p
+                .witnesses
+                .iter()
+                .filter_map(|w| timed(&w.name, &w.vkey))
+                .collect();
+            times.sort_by_key(|(_, t)| *t);
+            (0..times.len()).find_map(|i| {
+                let names = times[..=i].iter().map(|(n, _)| n.clone()).collect();
+                (p.quorum.is_some() && p.outcome(names).met).then_some(times[i].1)
+            })
+        }
+        None => dir
+            .teams()
+            .filter_map(|t| t.witness.as_ref().and_then(|w| timed(&t.id, w)))
+            .map(|(_, t)| t)
+            .max(),
+    }
+}
+
 /// Fails unless `q` shows the quorum met, naming what is missing.
 pub fn require_quorum(q: Option<&QuorumJson>) -> Result<(), String> {
     match q {
@@ -242,25 +338,9 @@ pub async fn verify_state(
     state: &Path,
 ) -> Result<AuditJson, ClientError> {
     let (head, root) = fetch_head(client, key).await?;
-    let kept: Option<HeadJson> = match std::fs::read_to_string(state) {
-        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
-            ClientError::Local(format!("state file {} is not valid: {e}", state.display()))
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(ClientError::Local(format!(
-                "cannot read state {}: {e}",
-                state.display()
-            )));
-        }
-    };
+    let kept = read_state(state)?;
     if let Some(k) = &kept {
-        let kept_root = hex::decode(&k.root_hash)
-            .ok()
-            .and_then(|b| verify::hash_from_slice(&b).ok())
-            .ok_or_else(|| {
-                ClientError::Local(format!("state file {}: bad root_hash", state.display()))
-            })?;
+        let kept_root = root_of(&k.root_hash, state)?;
         if head.tree_size < k.tree_size {
             return Err(ClientError::Check(format!(
                 "LOG ROLLBACK: the broker's head has {} records but {} were seen before",
@@ -284,14 +364,22 @@ pub async fn verify_state(
             },
         )?;
     }
-    let tmp = state.with_extension("tmp");
-    let text = serde_json::to_string_pretty(&head_json(&head))
-        .map_err(|e| ClientError::Check(e.to_string()))?;
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, state))
-        .map_err(|e| {
-            ClientError::Local(format!("cannot keep the head in {}: {e}", state.display()))
-        })?;
+    if let Some(c) = kept.as_ref().and_then(|k| k.cosigned.as_ref()) {
+        let c_root = root_of(&c.root_hash, state)?;
+        if head.tree_size < c.tree_size {
+            return Err(ClientError::Check(format!(
+                "LOG ROLLBACK: the broker's head has {} records but this member cosigned a checkpoint of {}",
+                head.tree_size, c.tree_size
+            )));
+        }
+        if !agrees(client, (c.tree_size, &c_root), (head.tree_size, &root)).await? {
+            return Err(ClientError::Check(format!(
+                "LOG INCONSISTENT: head {} does not extend the checkpoint of {} this member cosigned",
+                head.tree_size, c.tree_size
+            )));
+        }
+    }
+    keep_state(state, &head_json(&head))?;
     Ok(AuditJson {
         previous_size: kept.map(|k| k.tree_size),
         tree_size: head.tree_size,
@@ -389,6 +477,7 @@ pub async fn cosign_latest(
     client: &Client,
     head: (u64, &verify::Hash),
     witness_key: &ed25519_dalek::SigningKey,
+    state: &Path,
 ) -> Result<CosignJson, ClientError> {
     use crate::rules::note::{self, Note, TYPE_COSIGNATURE, Vkey};
     let listed = client
@@ -411,22 +500,29 @@ pub async fn cosign_latest(
     }
     let (cp, json) = fetch_checkpoint(client).await?;
     let (size, root) = head;
-    let agrees = if cp.size == size {
-        cp.root == *root
-    } else {
-        let (a, b) = if cp.size > size {
-            ((size, root), (cp.size, &cp.root))
-        } else {
-            ((cp.size, &cp.root), (size, root))
-        };
-        let path = client.consistency_proof(a.0, b.0).await?;
-        verify::check_extends(a, b, &path).is_ok()
-    };
-    if !agrees {
+    if cp.size < size {
+        return Err(ClientError::Check(format!(
+            "refusing to cosign: the checkpoint (size {}) is older than the verified tree head (size {size}); a cosignature vouches for the largest tree seen",
+            cp.size
+        )));
+    }
+    if !agrees(client, (size, root), (cp.size, &cp.root)).await? {
         return Err(ClientError::Check(format!(
             "LOG INCONSISTENT: refusing to cosign: the checkpoint of size {} does not agree with the verified tree head of size {size} (a split view?)",
             cp.size
         )));
+    }
+    // Remember a larger checkpoint before vouching for it: from now on
+    // every head must extend it.
+    if cp.size > size {
+        let mut kept = read_state(state)?.ok_or_else(|| {
+            ClientError::Local(format!("state file {} vanished", state.display()))
+        })?;
+        kept.cosigned = Some(CosignedJson {
+            tree_size: cp.size,
+            root_hash: hex::encode(cp.root),
+        });
+        keep_state(state, &kept)?;
     }
     let note = Note::parse(&json.note).map_err(|e| ClientError::Check(e.to_string()))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
@@ -500,6 +596,12 @@ pub struct ProofCheckJson {
     pub quorum: Option<QuorumJson>,
     /// The record's signature verified with the sender's key of that id.
     pub signature_key: String,
+    /// What has happened to that key since (active, expired,
+    /// revoked-after-signing), judged at `attested_at`.
+    pub key_status: String,
+    /// When the witnesses attest the record was in the log (RFC 3339), if
+    /// their cosignatures prove it; otherwise the key must be valid now.
+    pub attested_at: Option<String>,
 }
 
 /// Verifies a `tlog-proof@v1` bundle with no broker: the record bytes in
@@ -540,10 +642,22 @@ pub fn check_proof(
         .map_err(|e| format!("the record bytes are not an envelope: {e}"))?;
     let body = crate::rules::canonical::decode_canonical(&env.body)
         .map_err(|e| format!("the record's body is not canonical: {e}"))?;
-    let key = dir
-        .team(&body.sender)
-        .and_then(|t| t.keys.iter().find(|k| k.key_id == env.key_id))
-        .ok_or_else(|| format!("{} has no key {} in the directory", body.sender, env.key_id))?;
+    // The key must have been valid when the record was logged; offline,
+    // the witnesses' cosignature times are the evidence of when that was.
+    let now = time::OffsetDateTime::now_utc();
+    let attested = attested_at(&note, dir)
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok());
+    let (key, status) = dir
+        .key_for_record(&body.sender, &env.key_id, attested.unwrap_or(now), now)
+        .map_err(|e| match attested {
+            Some(t) => format!(
+                "the record's key is not valid: {e} (as of {}, when the witnesses attest it was logged)",
+                crate::rules::time::format_time(t)
+            ),
+            None => format!(
+                "the record's key is not valid now: {e} (no quorum of cosignatures proves it was logged earlier)"
+            ),
+        })?;
     envelope::verify(&env, &key.public)
         .map_err(|e| format!("the record's signature does NOT verify: {e}"))?;
     let cosigners = cosigners(&note, dir);
@@ -577,5 +691,7 @@ pub fn check_proof(
         cosigners,
         quorum,
         signature_key: env.key_id,
+        key_status: status.word().to_owned(),
+        attested_at: attested.map(crate::rules::time::format_time),
     })
 }

@@ -455,12 +455,39 @@ impl Directory {
                 Ok(k)
             })
             .transpose()?;
+        // A cosignature does not name its signer inside the signed bytes:
+        // one key in two roles would count twice or sign for both.
+        let mut witness_keys: BTreeMap<[u8; 32], &str> = BTreeMap::new();
+        for t in teams.values() {
+            if let Some(w) = &t.witness {
+                if let Some(other) = witness_keys.insert(w.key.to_bytes(), &t.id) {
+                    return Err(format!(
+                        "team {}: witness_key is also {other}'s; each witness has its own key",
+                        t.id
+                    ));
+                }
+                if checkpoint_vkey.as_ref().is_some_and(|c| c.key == w.key) {
+                    return Err(format!(
+                        "team {}: witness_key is the broker's checkpoint key",
+                        t.id
+                    ));
+                }
+            }
+        }
         let witness_policy = file
             .witness_policy
             .as_deref()
             .map(|text| {
                 let p = crate::rules::policy::Policy::parse(text)
                     .map_err(|e| format!("witness_policy: {e}"))?;
+                if let Some(cp) = &checkpoint_vkey
+                    && let Some(w) = p.witnesses.iter().find(|w| w.vkey.key == cp.key)
+                {
+                    return Err(format!(
+                        "witness_policy: witness {} has the broker's checkpoint key",
+                        w.name
+                    ));
+                }
                 if let Some(cp) = &checkpoint_vkey
                     && !p.logs.is_empty()
                     && !p.logs.iter().any(|(l, _)| l == cp)

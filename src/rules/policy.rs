@@ -82,6 +82,9 @@ impl Policy {
             text: text.to_owned(),
         };
         let mut quorum_seen = false;
+        // Each name may be a group member once in the whole file, so no
+        // witness counts twice towards the quorum.
+        let mut used: Vec<String> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let words: Vec<&str> = raw.split(is_space).filter(|w| !w.is_empty()).collect();
@@ -134,6 +137,11 @@ impl Policy {
                         if seen.iter().any(|s| s == m) {
                             return Err(at(format!("group {name}: {m} is listed twice")));
                         }
+                        if used.iter().any(|s| s == m) {
+                            return Err(at(format!(
+                                "group {name}: {m} is already a member of another group (a name may be a member once)"
+                            )));
+                        }
                         seen.push(m.to_string());
                     }
                     let k = match *k {
@@ -149,6 +157,7 @@ impl Policy {
                             }
                         },
                     };
+                    used.extend(seen.iter().cloned());
                     p.groups.push(Group {
                         name: name.to_string(),
                         k,
@@ -401,6 +410,13 @@ mod tests {
             (
                 format!("witness A {w}\ngroup G any A A\nquorum G\n"),
                 "twice",
+            ),
+            (
+                format!(
+                    "witness A {w}\nwitness B {}\ngroup X any A\ngroup Y any A B\ngroup Q all X Y\nquorum Q\n",
+                    wvkey("w/b", 11)
+                ),
+                "already a member",
             ),
             (
                 format!("witness A {w}\nwitness B {w}\nquorum A\n"),
