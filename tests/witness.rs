@@ -3,7 +3,9 @@
 //! checkpoints signed with a log key made here. Every status of C2SP
 //! tlog-witness, the cosignature checked by our verifier, by the
 //! `signed_note` crate and by hand from the spec, atomic check-and-persist
-//! under concurrent requests, and state surviving a crash.
+//! under concurrent requests, state surviving a crash, no write for a
+//! resent checkpoint, short refusals and log lines whatever the input, and
+//! the server's limits on connections and on time to send headers.
 
 mod common;
 
@@ -18,6 +20,8 @@ use common::witness::{Answer, Http, WitnessProcess, certex, serve_args};
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const ORIGIN: &str = "example.org/certex-log";
 const WITNESS: &str = "witness.example.org/w1";
@@ -330,16 +334,32 @@ async fn a_growing_log_is_cosigned_and_every_refusal_has_its_status() {
         .add_checkpoint(&w.url, body(33, &log.proof(33, 40), &forged))
         .await;
     assert_status(&a, 422, "forged root");
-    assert!(
-        !w.log_lines(&["consistency proof does not verify", ORIGIN])
-            .is_empty()
-    );
 
     // The same size with another root: 409, and not a size answer.
     let fork = log.note_with(33, [9; 32], &[(ORIGIN, &log.key)]);
     let a = http.add_checkpoint(&w.url, body(33, &[], &fork)).await;
     assert_reason(&a, 409, "another root hash");
     assert_ne!(a.content_type, "text/x.tlog.size");
+
+    // The fork, under the log's own signature, is evidence: an error line
+    // with the checkpoint. A proof that does not verify is only the
+    // client's mistake (anyone can resend a genuine checkpoint with junk):
+    // a warning without the checkpoint, and the four of them within 10 s
+    // make one line.
+    let forks = w.wait_log(&["ERROR", "(fork)", ORIGIN]);
+    assert_eq!(forks.len(), 1, "{forks:?}");
+    assert!(forks[0].contains(&B64.encode([9u8; 32])), "{forks:?}");
+    let proofs = w.log_lines(&["a client sent a consistency proof that does not verify"]);
+    assert_eq!(proofs.len(), 1, "{proofs:?}");
+    assert!(
+        proofs[0].contains("WARN") && proofs[0].contains(ORIGIN) && proofs[0].contains("size=40"),
+        "{proofs:?}"
+    );
+    assert!(
+        !proofs[0].contains(&B64.encode(log.root(40))) && !proofs[0].contains("checkpoint="),
+        "{proofs:?}"
+    );
+    assert!(w.log_lines(&["ERROR", "consistency proof"]).is_empty());
 
     // old beyond the checkpoint's size: 400.
     let a = http
@@ -673,4 +693,227 @@ async fn bad_flags_are_named() {
     std::fs::write(&junk, "hello").unwrap();
     let err = run(&junk, &[log.vkey().to_string()]);
     assert!(err.contains("--key") && err.contains("junk.key"), "{err}");
+}
+
+#[tokio::test]
+async fn a_resent_checkpoint_is_cosigned_without_a_write() {
+    use std::os::unix::fs::MetadataExt;
+    let setup = Setup::new();
+    let mut log = Log::new(ORIGIN);
+    let w = setup.start(&[&log]);
+    let http = Http::default();
+    log.grow_to(5);
+    check_cosignature(
+        &http.add_checkpoint(&w.url, log.add(0, 5)).await,
+        &log.note(5),
+        &w.vkey,
+    );
+    let file = setup
+        .state()
+        .join(format!("{}.json", hex::encode(Sha256::digest(ORIGIN))));
+    let stamp = || {
+        let m = std::fs::metadata(&file).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let before = stamp();
+    // Anyone can resend the latest checkpoint: cosigned, nothing written.
+    for _ in 0..3 {
+        let a = http.add_checkpoint(&w.url, log.add(5, 5)).await;
+        check_cosignature(&a, &log.note(5), &w.vkey);
+    }
+    assert_eq!(stamp(), before);
+    // Growth is written.
+    log.grow_to(8);
+    check_cosignature(
+        &http.add_checkpoint(&w.url, log.add(5, 8)).await,
+        &log.note(8),
+        &w.vkey,
+    );
+    assert_ne!(stamp(), before);
+}
+
+#[tokio::test]
+async fn refusals_and_log_lines_quote_client_text_short() {
+    let setup = Setup::new();
+    let mut log = Log::new(ORIGIN);
+    let w = setup.start(&[&log]);
+    let http = Http::default();
+    log.grow_to(3);
+    let note = log.note(3);
+
+    // One signature line of 60 KB after the log's.
+    let garbage = format!("{note}— {}\n", "A".repeat(60_000));
+    let a = http.add_checkpoint(&w.url, body(0, &[], &garbage)).await;
+    assert_reason(&a, 400, "checkpoint:");
+    assert!(a.body.len() < 300, "{} bytes", a.body.len());
+    // An origin of 60 KB, signed by someone.
+    let mut huge = Log::new(&format!("example.org/{}", "o".repeat(60_000)));
+    huge.grow_to(1);
+    let n = huge.note_with(1, huge.root(1), &[("example.org/short", &huge.key)]);
+    let a = http.add_checkpoint(&w.url, body(0, &[], &n)).await;
+    assert_reason(&a, 404, "does not follow");
+    assert!(a.body.len() < 300, "{} bytes", a.body.len());
+    // The same log signature 100 times is verified once, and cosigned.
+    let parsed = Note::parse(&note).unwrap();
+    let repeated = Note {
+        text: parsed.text.clone(),
+        sigs: vec![parsed.sigs[0].clone(); 100],
+    }
+    .encode();
+    let a = http.add_checkpoint(&w.url, body(0, &[], &repeated)).await;
+    // (The same text as the note with one line: the same cosignature.)
+    check_cosignature(&a, &note, &w.vkey);
+
+    assert_eq!(w.wait_log(&["cosigned", ORIGIN]).len(), 1);
+    let longest = w.log.lock().unwrap().iter().map(String::len).max().unwrap();
+    assert!(longest < 1000, "a log line of {longest} bytes");
+}
+
+/// Sends one request on `stream` and reads one answer (by its
+/// Content-Length); `None` if the witness closed the connection instead.
+async fn exchange(stream: &mut TcpStream, body: &str, close: bool) -> Option<(u16, String)> {
+    let head = format!(
+        "POST /add-checkpoint HTTP/1.1\r\nHost: witness\r\nContent-Length: {}\r\n{}\r\n",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body.as_bytes()).await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("no answer within 5 s")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.parse().unwrap())
+            })
+            .unwrap();
+        if rest.len() >= len {
+            let status = head[9..12].parse().unwrap();
+            return Some((status, rest.to_owned()));
+        }
+    }
+}
+
+/// Reads until the witness closes the connection (within `limit`) and
+/// returns when that was and what it sent first.
+async fn closed_within(
+    stream: &mut TcpStream,
+    limit: std::time::Duration,
+) -> (std::time::Instant, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Err(_) => panic!("the connection is still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return (std::time::Instant::now(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    let setup = Setup::new();
+    let mut log = Log::new(ORIGIN);
+    let logs = vec![log.vkey().to_string()];
+    let w = WitnessProcess::start_with(
+        &setup.state(),
+        &setup.key,
+        WITNESS,
+        &logs,
+        &["--max-connections", "4"],
+    );
+    let addr = w.url.strip_prefix("http://").unwrap().to_owned();
+    log.grow_to(3);
+
+    // Four idle connections fill the witness (headers may take 10 s).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // A fifth is closed at once, unanswered, even with a whole request.
+    let mut fifth = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(exchange(&mut fifth, &log.add(0, 3), true).await, None);
+    let (_, sent) = closed_within(&mut fifth, std::time::Duration::from_secs(3)).await;
+    assert!(sent.is_empty());
+    assert!(!w.wait_log(&["WARN", "connection limit reached"]).is_empty());
+
+    // One idle connection gone, a log's request is served again.
+    drop(idle.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let answer = loop {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        if let Some(a) = exchange(&mut s, &log.add(0, 3), true).await {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(answer.0, 200, "{answer:?}");
+    assert!(answer.1.starts_with("— "), "{answer:?}");
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_after_the_header_timeout() {
+    let setup = Setup::new();
+    let mut log = Log::new(ORIGIN);
+    let logs = vec![log.vkey().to_string()];
+    let w = WitnessProcess::start_with(
+        &setup.state(),
+        &setup.key,
+        WITNESS,
+        &logs,
+        &["--header-read-timeout-ms", "500"],
+    );
+    let addr = w.url.strip_prefix("http://").unwrap().to_owned();
+    log.grow_to(3);
+    let five = std::time::Duration::from_secs(5);
+    let at_least = std::time::Duration::from_millis(400);
+
+    // Silent from the start.
+    let opened = std::time::Instant::now();
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    // Half a request head, then nothing.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /add-checkpoint HTTP/1.1\r\nHost: witness\r\n")
+        .await
+        .unwrap();
+    // A whole request on a keep-alive connection, answered, then silence.
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    let a = exchange(&mut kept, &log.add(0, 3), false).await.unwrap();
+    assert_eq!(a.0, 200, "{a:?}");
+
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("kept alive", &mut kept),
+    ] {
+        let (closed, sent) = closed_within(s, five).await;
+        let took = closed - opened;
+        assert!(took >= at_least, "{what}: closed after {took:?}");
+        let sent = String::from_utf8_lossy(&sent);
+        assert!(
+            sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
+            "{what}: {sent}"
+        );
+    }
+    // The witness still serves.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let a = exchange(&mut s, &log.add(3, 3), true).await.unwrap();
+    assert_eq!(a.0, 200, "{a:?}");
 }

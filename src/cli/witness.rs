@@ -2,13 +2,15 @@
 //! `init` writes a new witness key (owner-only, never over an existing
 //! file) and prints its verifier key; `serve` checks its flags, reads the
 //! key and the state, binds, prints the verifier key and
-//! `listening on ADDR`, and serves until SIGINT or SIGTERM.
+//! `listening on ADDR`, and serves (within a cap on open connections and a
+//! deadline for request headers) until SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -41,7 +43,10 @@ pub struct ServeArgs {
     /// Directory of the latest cosigned checkpoint of each log (created 0700).
     #[arg(long)]
     pub state: PathBuf,
-    /// The witness key (`certex witness init`, or a team's witness.key).
+    /// The witness key (`certex witness init`). Use a witness key for one
+    /// witness only: a key that also cosigns through `certex log verify
+    /// --cosign` keeps two separate memories of the log and can be led to
+    /// cosign both sides of a fork.
     #[arg(long)]
     pub key: PathBuf,
     /// The witness's name, as its verifier key names it.
@@ -51,6 +56,13 @@ pub struct ServeArgs {
     /// repeatable, several keys per origin allowed.
     #[arg(long = "log", required = true)]
     pub logs: Vec<String>,
+    /// Most connections open at once; new ones beyond it are closed at once.
+    #[arg(long, default_value_t = server::MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Milliseconds a client has to send a request's headers (also closes
+    /// idle connections); for tests.
+    #[arg(long, hide = true, default_value_t = server::HEADER_READ_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
 }
 
 /// Runs one witness command.
@@ -114,7 +126,11 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             _ = term.recv() => {},
         }
     };
-    server::run(listener, Arc::new(witness), shutdown)
+    let limits = server::Limits {
+        max_connections: args.max_connections as usize,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+    };
+    server::run(listener, Arc::new(witness), limits, shutdown)
         .await
         .map_err(|e| CliError(format!("witness server failed: {e}")))
 }

@@ -10,8 +10,9 @@
 //! consistency-proof verifier) and `rules` (signed notes, checkpoints,
 //! cosignatures). `server` → (`request`, `state`): `request` parses a body
 //! with no state, `state` is the durable per-origin memory, `server` holds
-//! the checks, the lock that makes check-and-persist atomic, and the HTTP
-//! routes.
+//! the checks, the lock that makes check-and-persist atomic, the HTTP
+//! routes and the HTTP/1.1 server with its connection and header-time
+//! limits.
 
 pub mod request;
 pub mod server;

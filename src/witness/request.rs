@@ -1,8 +1,11 @@
 //! The body of a C2SP tlog-witness `add-checkpoint` request, parsed with no
 //! state and no keys: an `old N` line, at most 63 base64 consistency-proof
-//! hashes, an empty line, then the checkpoint as a signed note. Whatever
-//! is wrong here is the client's mistake (400), told in one line an
-//! operator can act on.
+//! hashes, an empty line, then the checkpoint as a signed note, with
+//! exact duplicate signature lines dropped (each would cost a signature
+//! verification and says nothing new). Whatever is wrong here is the
+//! client's mistake (400), told in one short line an operator can act on:
+//! any text the client sent is cut to a few dozen characters ([`quote`],
+//! [`clip`]) before it reaches a refusal or a log line.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -36,14 +39,40 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, RequestError> {
     Err(RequestError(msg.into()))
 }
 
-/// At most 48 characters of what the client sent, quoted and escaped, so a
-/// refusal stays one short line whatever the input.
-fn quote(s: &str) -> String {
-    let mut cut: String = s.chars().take(48).collect();
+/// Characters of client text quoted in a refusal or a log line.
+pub const QUOTE_CHARS: usize = 80;
+/// Bytes of a message that may quote client text (such as a `rules::note`
+/// parse error, which quotes a whole line).
+pub const CLIP_BYTES: usize = 160;
+
+/// At most [`QUOTE_CHARS`] characters of what the client sent, quoted and
+/// escaped (`…` marks a cut), so a refusal stays one short line whatever
+/// the input.
+pub fn quote(s: &str) -> String {
+    let mut cut: String = s.chars().take(QUOTE_CHARS).collect();
     if cut.len() < s.len() {
         cut.push('…');
     }
     format!("{cut:?}")
+}
+
+/// At most [`CLIP_BYTES`] bytes of a message that may quote client text,
+/// control characters escaped and `…` marking a cut: one short line.
+pub fn clip(msg: &str) -> String {
+    let mut out = String::new();
+    for c in msg.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.into()
+        };
+        if out.len() + piece.len() > CLIP_BYTES {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
 }
 
 /// Parses an `add-checkpoint` body.
@@ -87,9 +116,18 @@ pub fn parse(body: &[u8]) -> Result<AddCheckpoint, RequestError> {
     if old == 0 && !proof.is_empty() {
         return bad("the consistency proof must be empty when the old size is 0");
     }
-    let note = Note::parse(rest).map_err(|e| RequestError(format!("checkpoint: {e}")))?;
-    let checkpoint =
-        Checkpoint::parse(&note.text).map_err(|e| RequestError(format!("checkpoint: {e}")))?;
+    let mut note =
+        Note::parse(rest).map_err(|e| RequestError(format!("checkpoint: {}", clip(&e.0))))?;
+    let checkpoint = Checkpoint::parse(&note.text)
+        .map_err(|e| RequestError(format!("checkpoint: {}", clip(&e.0))))?;
+    // At most MAX_SIGNATURES lines, so the quadratic scan is cheap.
+    let mut sigs = Vec::with_capacity(note.sigs.len());
+    for s in note.sigs {
+        if !sigs.contains(&s) {
+            sigs.push(s);
+        }
+    }
+    note.sigs = sigs;
     Ok(AddCheckpoint {
         old,
         proof,
@@ -250,5 +288,47 @@ mod tests {
         assert!(why.len() < 200 && !why.contains('\n'), "{why}");
         let why = refusal(format!("old 1\n{long}\n\n").as_bytes());
         assert!(why.len() < 200 && !why.contains('\n'), "{why}");
+    }
+
+    #[test]
+    fn a_huge_bad_signature_line_is_quoted_short() {
+        // One signature line of 60 KB: the note parser quotes it whole.
+        let garbage = "A".repeat(60_000);
+        let b = format!(
+            "old 0\n\n{}\n— {garbage}\n",
+            Note::parse(&signed(3)).unwrap().text
+        );
+        let why = refusal(b.as_bytes());
+        assert!(why.starts_with("checkpoint:"), "{why}");
+        assert!(why.len() < 200 && !why.contains('\n'), "{why}");
+        assert!(why.ends_with('…'), "{why}");
+        // Unclipped text stays as it is; control characters are escaped.
+        assert_eq!(clip("short"), "short");
+        assert_eq!(clip("a\u{7}b"), "a\\u{7}b");
+        assert!(clip(&"é".repeat(1000)).len() <= CLIP_BYTES + '…'.len_utf8());
+        assert_eq!(quote(&"x".repeat(1000)).chars().count(), QUOTE_CHARS + 3);
+    }
+
+    #[test]
+    fn duplicate_signature_lines_are_dropped() {
+        let n = Note::parse(&signed(5)).unwrap();
+        let line = n.sigs[0].line();
+        let other = note::sign(
+            &n.text,
+            "example.com/other",
+            &SigningKey::from_bytes(&[8; 32]),
+        )
+        .unwrap()
+        .line();
+        let b = format!(
+            "old 0\n\n{}\n{}{other}{}",
+            n.text,
+            line.repeat(60),
+            line.repeat(39)
+        );
+        let r = parse(b.as_bytes()).unwrap();
+        assert_eq!(r.note.sigs.len(), 2);
+        assert_eq!(r.note.sigs[0].line(), line);
+        assert_eq!(r.note.sigs[1].line(), other);
     }
 }

@@ -1,13 +1,15 @@
 //! The witness's durable memory: for each log origin, the latest checkpoint
-//! it cosigned. One small JSON file per origin in the state directory,
-//! named by the hex SHA-256 of the origin (`<hex>.json`: origin, size,
-//! base64 root, checkpoint text), replaced atomically (temporary file,
-//! fsync, rename, fsync of the directory) so a crash leaves the old state
-//! or the new one, never a torn file. The directory is owner-only (0700),
-//! the files 0600, and a `.lock` file held with `flock` keeps a second
-//! witness process off the same state. A file that does not read back whole and consistent
-//! stops the witness at start, naming the file: cosigning from a guessed
-//! state could roll a log back.
+//! it cosigned and the time of its last cosignature. One small JSON file
+//! per origin in the state directory, named by the hex SHA-256 of the
+//! origin (`<hex>.json`: origin, size, base64 root, checkpoint text,
+//! `cosigned_at`, read as 0 from files written before it existed),
+//! replaced atomically (temporary file, fsync, rename, fsync of the
+//! directory) so a crash leaves the old state or the new one, never a torn
+//! file. The directory is owner-only (0700), the files 0600, and a `.lock`
+//! file held with `flock` keeps a second witness process off the same
+//! state. A file that does not read back whole and consistent stops the
+//! witness at start, naming the file: cosigning from a guessed state could
+//! roll a log back.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -31,6 +33,10 @@ pub struct Latest {
     pub root: [u8; 32],
     /// Its note text (origin, size, root, extension lines), as cosigned.
     pub checkpoint: String,
+    /// The time (POSIX seconds) of the last cosignature for this origin
+    /// when the state was written, so cosignature times do not go
+    /// backwards across restarts; 0 when unknown.
+    pub cosigned_at: u64,
 }
 
 /// The file's form.
@@ -41,6 +47,9 @@ struct StateFile {
     size: u64,
     root: String,
     checkpoint: String,
+    /// Missing from files written before it existed.
+    #[serde(default)]
+    cosigned_at: u64,
 }
 
 /// Why the state could not be read or written.
@@ -166,6 +175,7 @@ impl StateDir {
             size: latest.size,
             root: B64.encode(latest.root),
             checkpoint: latest.checkpoint.clone(),
+            cosigned_at: latest.cosigned_at,
         })
         .map_err(|e| StateError::Write {
             path: path.clone(),
@@ -216,6 +226,9 @@ fn read_file(path: &Path) -> Result<(String, Latest), StateError> {
             "origin, size or root differ from the checkpoint text".into(),
         ));
     }
+    if f.cosigned_at > i64::MAX as u64 {
+        return Err(corrupt("cosigned_at is beyond 2^63 - 1".into()));
+    }
     let expected = format!("{}.json", hex::encode(Sha256::digest(&f.origin)));
     if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
         return Err(corrupt(format!(
@@ -229,6 +242,7 @@ fn read_file(path: &Path) -> Result<(String, Latest), StateError> {
             size: f.size,
             root,
             checkpoint: f.checkpoint,
+            cosigned_at: f.cosigned_at,
         },
     ))
 }
@@ -249,6 +263,7 @@ mod tests {
             size,
             root: cp.root,
             checkpoint: cp.text(),
+            cosigned_at: 1_700_000_000 + size,
         }
     }
 
@@ -319,5 +334,36 @@ mod tests {
         drop(s);
         let (_, got) = StateDir::open(tmp.path()).unwrap();
         assert_eq!(got["example.com/a"].size, 3);
+    }
+
+    #[test]
+    fn a_file_without_cosigned_at_reads_as_zero() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = StateDir::open(tmp.path()).unwrap();
+        let l = latest("example.com/a", 3);
+        s.save("example.com/a", &l).unwrap();
+        let file = s.file_of("example.com/a");
+        let saved = fs::read_to_string(&file).unwrap();
+        assert!(saved.contains("\"cosigned_at\": 1700000003"), "{saved}");
+        drop(s);
+        // As written before the field existed.
+        let mut old: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        old.as_object_mut().unwrap().remove("cosigned_at");
+        fs::write(&file, serde_json::to_vec(&old).unwrap()).unwrap();
+        let (s, got) = StateDir::open(tmp.path()).unwrap();
+        assert_eq!(
+            got["example.com/a"],
+            Latest {
+                cosigned_at: 0,
+                ..l.clone()
+            }
+        );
+        drop(s);
+        // A time no cosignature can carry is corruption, not a clock.
+        let mut bad: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        bad["cosigned_at"] = serde_json::json!(u64::MAX);
+        fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let e = StateDir::open(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("cosigned_at"), "{e}");
     }
 }

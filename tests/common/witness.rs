@@ -56,9 +56,21 @@ pub fn certex(args: &[String]) -> Output {
 impl WitnessProcess {
     /// Starts the witness and waits for its `listening on` line.
     pub fn start(state: &Path, key: &Path, name: &str, logs: &[String]) -> Self {
+        Self::start_with(state, key, name, logs, &[])
+    }
+
+    /// [`WitnessProcess::start`] with more `serve` flags.
+    pub fn start_with(
+        state: &Path,
+        key: &Path,
+        name: &str,
+        logs: &[String],
+        more: &[&str],
+    ) -> Self {
         let show = std::env::var_os("SHOW_WITNESS").is_some();
         let mut child = Command::new(env!("CARGO_BIN_EXE_certex"))
             .args(serve_args(state, key, name, logs))
+            .args(more)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -107,6 +119,19 @@ impl WitnessProcess {
             .filter(|l| words.iter().all(|w| l.contains(w)))
             .cloned()
             .collect()
+    }
+
+    /// The log lines containing every one of `words`, waiting up to 5 s
+    /// for the first (the log is read from a pipe, behind the answers).
+    pub fn wait_log(&self, words: &[&str]) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let lines = self.log_lines(words);
+            if !lines.is_empty() || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, as a crash.
