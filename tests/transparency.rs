@@ -223,6 +223,31 @@ async fn log_verify_detects_rollback_and_fork() {
         .unwrap_err();
     assert!(err.to_string().contains("LOG INCONSISTENT"), "{err}");
 
+    // A checkpoint this member cosigned beyond its kept head binds it too:
+    // a head that does not extend it, or is smaller, is refused.
+    let mut cosigned_other = kept.clone();
+    cosigned_other["cosigned"] = serde_json::json!({
+        "tree_size": 5, "root_hash": hex::encode([9u8; 32])
+    });
+    std::fs::write(&state, cosigned_other.to_string()).unwrap();
+    let err = certex::client::audit::verify_state(&cn, &key, &state)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("this member cosigned"), "{err}");
+    let mut cosigned_bigger = kept.clone();
+    cosigned_bigger["cosigned"] = serde_json::json!({
+        "tree_size": 8, "root_hash": kept["root_hash"].clone()
+    });
+    std::fs::write(&state, cosigned_bigger.to_string()).unwrap();
+    let err = certex::client::audit::verify_state(&cn, &key, &state)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("LOG ROLLBACK"), "{err}");
+    assert!(
+        err.to_string().contains("cosigned a checkpoint of 8"),
+        "{err}"
+    );
+
     // The genuine state still verifies.
     std::fs::write(&state, kept.to_string()).unwrap();
     certex::client::audit::verify_state(&cn, &key, &state)
@@ -675,6 +700,9 @@ async fn a_tlog_proof_verifies_offline_and_breaks_when_touched() {
         json["cosigners"],
         serde_json::json!(["BR-CERTBR", "IN-CERTIN"])
     );
+    // The sender's key is judged when the quorum attests the record logged.
+    assert_eq!(json["key_status"], "active", "{json}");
+    assert!(json["attested_at"].is_string(), "{json}");
 
     // Change one byte of the record, of a proof line, of the checkpoint.
     let lines: Vec<&str> = text.split('\n').collect();
@@ -1073,4 +1101,39 @@ async fn a_standard_witness_cosigns_through_the_push_path() {
     let seq = publish(cn.clone(), "p4").await;
     cosigned_by(&cn, "W1", seq).await;
     drop(witness);
+}
+
+/// The directory refuses witness keys that would count twice or sign in
+/// two roles, and policies where one witness is a member of two groups.
+#[test]
+fn witness_keys_and_policies_that_would_count_twice_are_refused() {
+    use certex::rules::directory::{Directory, DirectoryFile};
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    make_pki(&pki);
+    let path = pki.join("directory.toml");
+    let original: DirectoryFile = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let load = |f: &DirectoryFile| {
+        std::fs::write(&path, toml::to_string_pretty(f).unwrap()).unwrap();
+        Directory::load(&path)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    load(&original).unwrap();
+
+    let mut shared = original.clone();
+    shared.teams[1].witness_key = shared.teams[0].witness_key.clone();
+    let e = load(&shared).unwrap_err();
+    assert!(e.contains("witness_key is also"), "{e}");
+
+    let mut twice = original.clone();
+    let policy = twice.witness_policy.take().unwrap();
+    let policy = policy.replace(
+        "quorum members\n",
+        "group X any CN-CNCERT\ngroup Y any CN-CNCERT BR-CERTBR\ngroup Q all X Y\nquorum Q\n",
+    );
+    let policy = policy.replace("group members 2", "# group members 2");
+    twice.witness_policy = Some(policy);
+    let e = load(&twice).unwrap_err();
+    assert!(e.contains("already a member"), "{e}");
 }
