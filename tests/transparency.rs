@@ -7,6 +7,7 @@ mod common;
 
 use certex::client::verify::{self, VerifyError};
 use certex::proto::{self as pb, body::Content, inclusion_proof_request::Leaf};
+use common::witness::WitnessProcess;
 use common::*;
 
 fn hashes(path: &[Vec<u8>]) -> Vec<verify::Hash> {
@@ -897,57 +898,6 @@ async fn a_split_view_is_refused_by_witnesses_and_lacks_the_quorum() {
     );
 }
 
-/// A running `certex witness serve`.
-struct WitnessProcess {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl WitnessProcess {
-    fn start(listen: &str, state: &std::path::Path, key: &std::path::Path, log: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certex"))
-            .args([
-                "witness",
-                "serve",
-                "--listen",
-                listen,
-                "--name",
-                "witness.example/w1",
-                "--log",
-                log,
-            ])
-            .arg("--state")
-            .arg(state)
-            .arg("--key")
-            .arg(key)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the witness exited before listening")
-                .unwrap();
-            if let Some(a) = line.strip_prefix("listening on ") {
-                break a.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        WitnessProcess { child, addr }
-    }
-}
-
-impl Drop for WitnessProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Waits (10 s at most) until the broker's checkpoint covers `size`
 /// records and carries a cosignature by `who`; returns the checkpoint.
 async fn cosigned_by(
@@ -999,8 +949,10 @@ async fn a_standard_witness_cosigns_through_the_push_path() {
         .to_owned();
     let log_vkey = std::fs::read_to_string(pki.join("broker/checkpoint.vkey")).unwrap();
     let state = tmp.path().join("witness-state");
-    let witness = WitnessProcess::start("127.0.0.1:0", &state, &key, log_vkey.trim());
-    let url = format!("http://{}", witness.addr);
+    let logs = [log_vkey.trim().to_owned()];
+    let witness = WitnessProcess::start(&state, &key, "witness.example/w1", &logs);
+    assert_eq!(witness.vkey, vkey);
+    let url = witness.url.clone();
 
     // The policy: any two members, and the standard witness too.
     let dir_path = pki.join("directory.toml");
@@ -1086,9 +1038,9 @@ async fn a_standard_witness_cosigns_through_the_push_path() {
     assert_eq!(line["checkpoint"]["quorum"]["met"], true, "{line}");
 
     // The witness restarts on the same state; new checkpoints still get cosigned.
-    let addr = witness.addr.clone();
+    let addr = url.trim_start_matches("http://").to_owned();
     drop(witness);
-    let witness = WitnessProcess::start(&addr, &state, &key, log_vkey.trim());
+    let witness = WitnessProcess::start_at(&addr, &state, &key, "witness.example/w1", &logs);
     let seq = publish(cn.clone(), "p3").await;
     cosigned_by(&cn, "W1", seq).await;
 

@@ -239,6 +239,16 @@ pub fn strip_ansi(line: &str) -> String {
 }
 
 /// A broker child process, killed when dropped.
+/// The lines of a child's captured log that contain every one of `words`.
+pub fn lines_with(log: &std::sync::Mutex<Vec<String>>, words: &[&str]) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .cloned()
+        .collect()
+}
+
 pub struct BrokerProcess {
     pub child: Child,
     pub url: String,
@@ -283,13 +293,7 @@ impl BrokerProcess {
 
     /// The log lines so far that contain every one of `words`.
     pub fn log_lines(&self, words: &[&str]) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| words.iter().all(|w| l.contains(w)))
-            .cloned()
-            .collect()
+        lines_with(&self.log, words)
     }
 
     /// Spawns the broker and waits for its listening line. With

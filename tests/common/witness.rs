@@ -25,11 +25,22 @@ pub struct WitnessProcess {
 
 /// The `certex witness serve` arguments for these files and log keys.
 pub fn serve_args(state: &Path, key: &Path, name: &str, logs: &[String]) -> Vec<String> {
+    serve_args_at("127.0.0.1:0", state, key, name, logs)
+}
+
+/// [`serve_args`] listening on `listen`.
+pub fn serve_args_at(
+    listen: &str,
+    state: &Path,
+    key: &Path,
+    name: &str,
+    logs: &[String],
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "witness".into(),
         "serve".into(),
         "--listen".into(),
-        "127.0.0.1:0".into(),
+        listen.into(),
         "--state".into(),
         state.display().to_string(),
         "--key".into(),
@@ -59,6 +70,11 @@ impl WitnessProcess {
         Self::start_with(state, key, name, logs, &[])
     }
 
+    /// [`WitnessProcess::start`] on a given address (a restart keeps its URL).
+    pub fn start_at(listen: &str, state: &Path, key: &Path, name: &str, logs: &[String]) -> Self {
+        Self::spawn(serve_args_at(listen, state, key, name, logs), &[])
+    }
+
     /// [`WitnessProcess::start`] with more `serve` flags.
     pub fn start_with(
         state: &Path,
@@ -67,9 +83,13 @@ impl WitnessProcess {
         logs: &[String],
         more: &[&str],
     ) -> Self {
+        Self::spawn(serve_args(state, key, name, logs), more)
+    }
+
+    fn spawn(args: Vec<String>, more: &[&str]) -> Self {
         let show = std::env::var_os("SHOW_WITNESS").is_some();
         let mut child = Command::new(env!("CARGO_BIN_EXE_certex"))
-            .args(serve_args(state, key, name, logs))
+            .args(args)
             .args(more)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -112,13 +132,7 @@ impl WitnessProcess {
 
     /// The log lines so far that contain every one of `words`.
     pub fn log_lines(&self, words: &[&str]) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| words.iter().all(|w| l.contains(w)))
-            .cloned()
-            .collect()
+        super::lines_with(&self.log, words)
     }
 
     /// The log lines containing every one of `words`, waiting up to 5 s
