@@ -26,6 +26,8 @@
 //! - [`witness`]: a C2SP tlog-witness (`certex witness serve`) that cosigns
 //!   a log's checkpoints once each is proven to extend the last; built on
 //!   the client's verifier and the signed-note rules.
+//! - [`federation`]: sovereign brokers relaying to each other (SPEC §12):
+//!   so far the routing rules — where a record must go, who may relay it.
 //! - [`cli`]: the `certex` command: argument definitions and one function per
 //!   command, the demo, the benchmarks and the development PKI.
 //! - [`error`]: the one error type of the broker and its gRPC status mapping.
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod client;
 pub mod drill;
 pub mod error;
+pub mod federation;
 pub mod log;
 pub mod rules;
 pub mod witness;

@@ -283,6 +283,7 @@ fn dependencies_point_down() {
             "broker" => matches!(to_wing, "log" | "rules"),
             "client" => to_wing == "rules",
             "drill" => matches!(to_wing, "client" | "rules"),
+            "federation" => matches!(to_wing, "log" | "rules"),
             "witness" => matches!(to_wing, "client" | "rules"),
             "cli" => true,
             _ => false,

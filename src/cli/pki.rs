@@ -367,6 +367,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
             revoked_certificates: vec![],
             certificate_sha256: None,
             witness_key: Some(witness_key),
+            home: None,
         });
     }
     match teams {
@@ -380,6 +381,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         max_chain_depth: None,
         checkpoint_vkey: Some(vkey),
         witness_policy: Some(policy),
+        brokers: vec![],
         anchors,
         teams: entries,
         groups: group_map,

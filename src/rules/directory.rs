@@ -54,6 +54,9 @@ pub struct DirectoryFile {
     /// `group NAME K MEMBER…`, `quorum NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness_policy: Option<String>,
+    /// The brokers of a federation (SPEC §12); none for a single broker.
+    #[serde(default, rename = "broker", skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerEntry>,
     /// One or more CA certificates per country.
     #[serde(default, rename = "anchor")]
     pub anchors: Vec<AnchorEntry>,
@@ -62,6 +65,17 @@ pub struct DirectoryFile {
     /// Sharing group name → member team ids.
     #[serde(default, rename = "groups")]
     pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// A broker of the federation: its id (named in its certificate as
+/// `urn:certex:broker:<ID>`), the country whose anchor issues its
+/// certificate, and where its peers reach it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerEntry {
+    pub id: String,
+    pub country: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +112,10 @@ pub struct TeamEntry {
     /// with it the team cosigns the broker's checkpoints (SPEC §8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness_key: Option<String>,
+    /// In a federation, the id of the broker the team connects to and
+    /// reads through (SPEC §12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +151,7 @@ pub struct Directory {
     keys: HashMap<String, (String, usize)>,
     checkpoint_vkey: Option<crate::rules::note::Vkey>,
     witness_policy: Option<crate::rules::policy::Policy>,
+    brokers: BTreeMap<String, Broker>,
 }
 
 /// A member team.
@@ -152,6 +171,16 @@ pub struct Team {
     pub certificate_sha256: Option<String>,
     /// The key the team cosigns checkpoints with, if it witnesses.
     pub witness: Option<crate::rules::note::Vkey>,
+    /// In a federation, the broker the team is homed on.
+    pub home: Option<String>,
+}
+
+/// A broker of a federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub id: String,
+    pub country: String,
+    pub url: String,
 }
 
 /// One of a team's Ed25519 signing keys.
@@ -411,6 +440,7 @@ impl Directory {
                     })
                     .transpose()
                     .map_err(|e| format!("team {}: witness_key: {e}", t.id))?,
+                home: t.home.clone(),
             };
             if teams.insert(t.id.clone(), team).is_some() {
                 return Err(format!("team {} is listed twice", t.id));
@@ -455,6 +485,52 @@ impl Directory {
                 Ok(k)
             })
             .transpose()?;
+        let mut brokers: BTreeMap<String, Broker> = BTreeMap::new();
+        for b in &file.brokers {
+            check_broker_id(&b.id)?;
+            if !anchors.contains_key(&b.country) {
+                return Err(format!(
+                    "broker {}: country {} has no [[anchor]] to issue its certificate",
+                    b.id, b.country
+                ));
+            }
+            let url = url::Url::parse(&b.url)
+                .map_err(|e| format!("broker {}: url {:?}: {e}", b.id, b.url))?;
+            if url.scheme() != "https" || url.host().is_none() {
+                return Err(format!(
+                    "broker {}: url {:?} must be https://HOST:PORT",
+                    b.id, b.url
+                ));
+            }
+            let entry = Broker {
+                id: b.id.clone(),
+                country: b.country.clone(),
+                url: b.url.clone(),
+            };
+            if brokers.insert(b.id.clone(), entry).is_some() {
+                return Err(format!("broker {} is listed twice", b.id));
+            }
+        }
+        for t in teams.values() {
+            match (&t.home, brokers.is_empty()) {
+                (Some(h), true) => {
+                    return Err(format!(
+                        "team {}: home {h}, but the directory lists no [[broker]]",
+                        t.id
+                    ));
+                }
+                (Some(h), false) if !brokers.contains_key(h) => {
+                    return Err(format!("team {}: home {h} is not a listed broker", t.id));
+                }
+                (None, false) => {
+                    return Err(format!(
+                        "team {}: the directory lists brokers, so every team needs a home",
+                        t.id
+                    ));
+                }
+                _ => {}
+            }
+        }
         // A cosignature does not name its signer inside the signed bytes:
         // one key in two roles would count twice or sign for both.
         let mut witness_keys: BTreeMap<[u8; 32], &str> = BTreeMap::new();
@@ -500,6 +576,7 @@ impl Directory {
             })
             .transpose()?;
         Ok(Directory {
+            brokers,
             witness_policy,
             max_chain_depth: file.max_chain_depth.unwrap_or(1),
             teams,
@@ -529,6 +606,20 @@ impl Directory {
     /// The verifier key of the broker's checkpoints, when it publishes them.
     pub fn checkpoint_vkey(&self) -> Option<&crate::rules::note::Vkey> {
         self.checkpoint_vkey.as_ref()
+    }
+
+    /// The brokers of the federation (empty for a single broker).
+    pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, id: &str) -> Option<&Broker> {
+        self.brokers.get(id)
+    }
+
+    /// The broker `team` is homed on, in a federation.
+    pub fn home_of(&self, team: &str) -> Option<&str> {
+        self.teams.get(team).and_then(|t| t.home.as_deref())
     }
 
     /// The witness quorum members apply to checkpoints, when there is one.
@@ -673,6 +764,21 @@ fn certificate_ref(s: &str) -> Result<String, String> {
 }
 
 /// Sharing group names: `[A-Z0-9-]`, 2–32 characters (e.g. `SCO`, `ASEAN-ARF`).
+/// A broker id: 2 to 32 characters of A-Z, 0-9 and '-', e.g. `CN` or `CN-2`.
+pub fn check_broker_id(id: &str) -> Result<(), String> {
+    if (2..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "broker id {id:?} must be 2 to 32 characters of A-Z, 0-9 and '-'"
+        ))
+    }
+}
+
 pub fn check_group_name(name: &str) -> Result<(), String> {
     if (2..=32).contains(&name.len())
         && name
