@@ -144,3 +144,16 @@ pub fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     println!("{line}");
     Ok(())
 }
+
+/// Completes on Ctrl-C or SIGTERM: when a server should stop and drain.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -722,17 +722,9 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             }
         }
     });
-    let shutdown = async {
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    };
-    broker.serve(listener, shutdown).await?;
+    broker
+        .serve(listener, crate::cli::args::shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -115,17 +115,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     println!("{}", witness.vkey());
     println!("listening on {local}");
 
-    let shutdown = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    };
+    let shutdown = crate::cli::args::shutdown_signal();
     let limits = server::Limits {
         max_connections: args.max_connections as usize,
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
