@@ -280,7 +280,7 @@ fn dependencies_point_down() {
             _ if to_wing.is_empty() || wing(from) == to_wing => true,
             "error" => to_wing == "rules",
             "log" => to_wing == "rules",
-            "broker" => matches!(to_wing, "log" | "rules"),
+            "broker" => matches!(to_wing, "federation" | "log" | "rules"),
             "client" => to_wing == "rules",
             "drill" => matches!(to_wing, "client" | "rules"),
             "federation" => matches!(to_wing, "log" | "rules"),

@@ -2,10 +2,13 @@
 //! `--data`, `--listen`) or from a TOML file (`--config`), validated at boot
 //! with errors that name the key to fix.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::federation::egress::Egress;
 
 /// Limits of SPEC §4 and §15, with their defaults. Every limit is per broker
 /// unless its name says per team, per connection or per subscription; the
@@ -145,8 +148,28 @@ pub struct BrokerConfig {
     /// broker pushes each new checkpoint to for cosigning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub witness_push: Vec<String>,
+    /// This broker's id in a federation (a `[[broker]]` of the directory);
+    /// none for a single broker serving everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// The peers this broker relays to, by broker id: where to reach each
+    /// (default: the directory's URL) and what may leave for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peers: BTreeMap<String, PeerConfig>,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// One federation peer in this broker's own configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// `https://HOST:PORT`; overrides the directory's URL for this peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// What may leave for this peer (everything when left out).
+    #[serde(default)]
+    pub egress: Egress,
 }
 
 /// Checks a witness URL from the configuration.
@@ -169,6 +192,17 @@ pub fn check_witness_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a peer URL: `https://HOST:PORT`, nothing else.
+pub fn check_peer_url(id: &str, url: &str) -> Result<(), String> {
+    let u: http::Uri = url
+        .parse()
+        .map_err(|e| format!("peer {id}: {url:?} is not a URL: {e}"))?;
+    if u.scheme_str() != Some("https") || u.host().is_none() || u.port_u16().is_none() {
+        return Err(format!("peer {id}: {url:?} must be https://HOST:PORT"));
+    }
+    Ok(())
+}
+
 impl BrokerConfig {
     /// The configuration implied by a development PKI directory (SPEC §10).
     pub fn from_pki(pki: &Path, data: &Path, listen: SocketAddr) -> Self {
@@ -181,6 +215,27 @@ impl BrokerConfig {
             tree_head_key: pki.join("broker/signing.key"),
             checkpoint_key: Some(pki.join("broker/checkpoint.key")).filter(|p| p.exists()),
             witness_push: vec![],
+            broker: None,
+            peers: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The configuration of broker `id` of a development PKI made with
+    /// `pki init --brokers` (its files under `brokers/<ID>/`).
+    pub fn from_pki_broker(pki: &Path, id: &str, data: &Path, listen: SocketAddr) -> Self {
+        let b = pki.join("brokers").join(id);
+        BrokerConfig {
+            listen,
+            data: data.to_owned(),
+            directory: pki.join("directory.toml"),
+            cert: b.join("cert.pem"),
+            key: b.join("key.pem"),
+            tree_head_key: b.join("signing.key"),
+            checkpoint_key: Some(b.join("checkpoint.key")).filter(|p| p.exists()),
+            witness_push: vec![],
+            broker: Some(id.to_owned()),
+            peers: BTreeMap::new(),
             limits: Limits::default(),
         }
     }
@@ -217,6 +272,18 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), String> {
         for url in &self.witness_push {
             check_witness_url(url)?;
+        }
+        if !self.peers.is_empty() && self.broker.is_none() {
+            return Err("peers are configured but not this broker's id (broker = \"ID\", or serve --broker ID)".into());
+        }
+        for (id, p) in &self.peers {
+            if self.broker.as_deref() == Some(id.as_str()) {
+                return Err(format!("peers.{id}: a broker is not its own peer"));
+            }
+            if let Some(url) = &p.url {
+                check_peer_url(id, url)?;
+            }
+            p.egress.validate(id)?;
         }
         let l = &self.limits;
         if l.max_envelope_bytes < 1024 {

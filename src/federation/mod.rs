@@ -4,4 +4,5 @@
 //! where a record may and must go (`route`, pure). Relay, the peer
 //! protocol and the egress policy build on it.
 
+pub mod egress;
 pub mod route;
