@@ -68,6 +68,7 @@ mod tests {
                 id: id.into(),
                 country: id.into(),
                 url: format!("https://localhost:{port}"),
+                ..Default::default()
             });
         }
         for t in &mut file.teams {
@@ -165,6 +166,7 @@ mod tests {
             id: "CN".into(),
             country: "CN".into(),
             url: "https://localhost:7001".into(),
+            ..Default::default()
         });
         let e = Directory::from_file(file.clone(), tmp.path()).unwrap_err();
         assert!(e.contains("every team needs a home"), "{e}");

@@ -69,13 +69,22 @@ pub struct DirectoryFile {
 
 /// A broker of the federation: its id (named in its certificate as
 /// `urn:certex:broker:<ID>`), the country whose anchor issues its
-/// certificate, and where its peers reach it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// certificate, and where its peers reach it; optionally the keys anyone
+/// verifies its logs with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerEntry {
     pub id: String,
     pub country: String,
     pub url: String,
+    /// The verifier key of this broker's checkpoints (C2SP vkey of type
+    /// 0x01, `origin+hexid+base64(0x01‖key)`); its name is the origin line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_vkey: Option<String>,
+    /// This broker's Ed25519 tree-head public key, 64 hex characters (the
+    /// form of `signing.pub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_head_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +190,10 @@ pub struct Broker {
     pub id: String,
     pub country: String,
     pub url: String,
+    /// The verifier key of its checkpoints, when listed.
+    pub checkpoint_vkey: Option<crate::rules::note::Vkey>,
+    /// Its tree-head public key, when listed.
+    pub tree_head_key: Option<VerifyingKey>,
 }
 
 /// One of a team's Ed25519 signing keys.
@@ -255,6 +268,15 @@ pub fn check_team_id(id: &str) -> Result<(), String> {
 /// The country code of a (well-formed) team id.
 pub fn country_of(team_id: &str) -> &str {
     team_id.get(..2).unwrap_or("")
+}
+
+/// An Ed25519 public key as `signing.pub` holds it: 64 hex characters.
+pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
+    let raw = hex::decode(s.trim())
+        .ok()
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .ok_or("not 64 hex characters")?;
+    VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid Ed25519 public key".to_owned())
 }
 
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
@@ -502,10 +524,52 @@ impl Directory {
                     b.id, b.url
                 ));
             }
+            let checkpoint_vkey = b
+                .checkpoint_vkey
+                .as_deref()
+                .map(|v| {
+                    let k = crate::rules::note::Vkey::parse(v).map_err(|e| e.to_string())?;
+                    if k.sig_type != crate::rules::note::TYPE_ED25519 {
+                        return Err("a checkpoint key is of type 0x01 (Ed25519)".to_owned());
+                    }
+                    Ok(k)
+                })
+                .transpose()
+                .map_err(|e| format!("broker {}: checkpoint_vkey: {e}", b.id))?;
+            let tree_head_key = b
+                .tree_head_key
+                .as_deref()
+                .map(parse_public_key)
+                .transpose()
+                .map_err(|e| format!("broker {}: tree_head_key: {e}", b.id))?;
+            if let Some(cp) = &checkpoint_vkey {
+                if let Some(other) = brokers.values().find(|o| {
+                    o.checkpoint_vkey
+                        .as_ref()
+                        .is_some_and(|k| k.key == cp.key || k.name == cp.name)
+                }) {
+                    return Err(format!(
+                        "broker {}: checkpoint_vkey has the key or the origin of broker {}'s; \
+                         each broker signs its own log",
+                        b.id, other.id
+                    ));
+                }
+                if let Some(t) = teams
+                    .values()
+                    .find(|t| t.witness.as_ref().is_some_and(|w| w.key == cp.key))
+                {
+                    return Err(format!(
+                        "broker {}: checkpoint_vkey is team {}'s witness key",
+                        b.id, t.id
+                    ));
+                }
+            }
             let entry = Broker {
                 id: b.id.clone(),
                 country: b.country.clone(),
                 url: b.url.clone(),
+                checkpoint_vkey,
+                tree_head_key,
             };
             if brokers.insert(b.id.clone(), entry).is_some() {
                 return Err(format!("broker {} is listed twice", b.id));
@@ -826,5 +890,40 @@ mod tests {
         let err = toml::from_str::<DirectoryFile>("[[team]]\nid='CN-X1'\nname='x'\ncolour='red'\n")
             .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn broker_keys_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let teams = ["CN-CNCERT".to_owned(), "BR-CERTBR".to_owned()];
+        crate::cli::pki::init_federation(tmp.path(), &teams, &[], &["CN".into(), "BR".into()])
+            .unwrap();
+        let text = std::fs::read_to_string(tmp.path().join("directory.toml")).unwrap();
+        let file: DirectoryFile = toml::from_str(&text).unwrap();
+        assert!(Directory::from_file(file.clone(), tmp.path()).is_ok());
+        let with = |f: &dyn Fn(&mut DirectoryFile)| {
+            let mut file = file.clone();
+            f(&mut file);
+            Directory::from_file(file, tmp.path()).unwrap_err()
+        };
+        let e = with(&|f| f.brokers[0].tree_head_key = Some("abcd".into()));
+        assert!(e.contains("tree_head_key: not 64 hex"), "{e}");
+        let e = with(&|f| f.brokers[0].checkpoint_vkey = Some("nope".into()));
+        assert!(e.contains("checkpoint_vkey"), "{e}");
+        let e = with(&|f| f.brokers[1].checkpoint_vkey = f.brokers[0].checkpoint_vkey.clone());
+        assert!(e.contains("each broker signs its own log"), "{e}");
+        let e = with(&|f| {
+            let w = f.teams[0].witness_key.clone();
+            f.brokers[0].checkpoint_vkey = w;
+        });
+        assert!(e.contains("type 0x01"), "{e}");
+        // Both are optional.
+        let mut bare = file.clone();
+        for b in &mut bare.brokers {
+            b.checkpoint_vkey = None;
+            b.tree_head_key = None;
+        }
+        let dir = Directory::from_file(bare, tmp.path()).unwrap();
+        assert!(dir.broker("CN").unwrap().checkpoint_vkey.is_none());
     }
 }
