@@ -2,10 +2,12 @@
 //! per-country client-certificate anchors, the accept loop that hands tonic
 //! authenticated connections, and reading a team id from a certificate.
 //!
-//! Each country's CA is a trust anchor only for that country's teams: the
-//! verifier reads the team from the certificate's `urn:certex:team:<ID>` URI,
-//! takes the country from the id, and checks the chain against that country's
-//! anchor alone. The team is never taken from anything the client sends.
+//! Each country's CA is a trust anchor only for that country's teams and
+//! brokers: the verifier reads the identity from the certificate's
+//! `urn:certex:team:<ID>` URI (the country from the id) or its
+//! `urn:certex:broker:<ID>` URI (the country the directory gives for that
+//! broker), and checks the chain against that country's anchor alone. The
+//! identity is never taken from anything the client sends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -43,6 +45,27 @@ use crate::rules::directory::{Directory, country_of};
 /// The SAN URI prefix that names a team.
 pub const TEAM_URI_PREFIX: &str = "urn:certex:team:";
 
+/// The SAN URI prefix that names a broker of a federation (SPEC §12).
+pub const BROKER_URI_PREFIX: &str = "urn:certex:broker:";
+
+/// Who a client certificate names: a team or a federation broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Team(String),
+    Broker(String),
+}
+
+impl Identity {
+    /// The connection's label in logs and per-identity connection slots:
+    /// the team id, or `broker:<ID>` (never a team id: it holds a ':').
+    pub fn label(&self) -> String {
+        match self {
+            Identity::Team(t) => t.clone(),
+            Identity::Broker(b) => format!("broker:{b}"),
+        }
+    }
+}
+
 /// How long a connection whose certificate a reload withdrew stays open, so
 /// that its calls and streams can be answered `UNAUTHENTICATED` first.
 const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
@@ -63,26 +86,53 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads the team id from a certificate's subjectAltName URI.
+/// Reads the team id from a certificate's subjectAltName URI (a broker's
+/// certificate is refused: see [`identity_of_certificate`]).
 pub fn team_of_certificate(der: &[u8]) -> Result<String, String> {
+    match identity_of_certificate(der)? {
+        Identity::Team(t) => Ok(t),
+        Identity::Broker(b) => Err(format!("client certificate names broker {b}, not a team")),
+    }
+}
+
+/// Reads who a certificate names from its subjectAltName URIs: exactly one
+/// `urn:certex:team:<ID>` or exactly one `urn:certex:broker:<ID>`, never
+/// both kinds.
+pub fn identity_of_certificate(der: &[u8]) -> Result<Identity, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("client certificate does not parse: {e}"))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| format!("client certificate has a malformed subjectAltName: {e}"))?
         .ok_or("client certificate has no subjectAltName naming a team")?;
-    let mut teams = san.value.general_names.iter().filter_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) => u.strip_prefix(TEAM_URI_PREFIX),
-        _ => None,
-    });
-    let team = teams.next().ok_or_else(|| {
-        format!("client certificate has no subjectAltName URI {TEAM_URI_PREFIX}<TEAM-ID>")
-    })?;
-    if teams.next().is_some() {
-        return Err("client certificate names more than one team".into());
+    let uris = || {
+        san.value.general_names.iter().filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+    };
+    let teams: Vec<&str> = uris()
+        .filter_map(|u| u.strip_prefix(TEAM_URI_PREFIX))
+        .collect();
+    let brokers: Vec<&str> = uris()
+        .filter_map(|u| u.strip_prefix(BROKER_URI_PREFIX))
+        .collect();
+    match (teams.as_slice(), brokers.as_slice()) {
+        ([], []) => Err(format!(
+            "client certificate has no subjectAltName URI {TEAM_URI_PREFIX}<TEAM-ID>"
+        )),
+        ([team], []) => {
+            crate::rules::directory::check_team_id(team)?;
+            Ok(Identity::Team((*team).to_owned()))
+        }
+        ([], [broker]) => {
+            crate::rules::directory::check_broker_id(broker)?;
+            Ok(Identity::Broker((*broker).to_owned()))
+        }
+        (_, []) => Err("client certificate names more than one team".into()),
+        ([], _) => Err("client certificate names more than one broker".into()),
+        _ => Err("client certificate names both a team and a broker".into()),
     }
-    crate::rules::directory::check_team_id(team)?;
-    Ok(team.to_owned())
 }
 
 /// Per-country chain verifiers built from one directory.
@@ -94,6 +144,8 @@ struct Anchors {
     /// Intermediate CAs the directory allows below an anchor.
     max_chain_depth: u32,
     teams: BTreeMap<String, TeamAuth>,
+    /// Broker id → the country whose anchor issues its certificate.
+    brokers: BTreeMap<String, String>,
 }
 
 /// An anchor's certificate (DER) and its basicConstraints path length.
@@ -153,6 +205,10 @@ impl Anchors {
                     )
                 })
                 .collect(),
+            brokers: dir
+                .brokers()
+                .map(|b| (b.id.clone(), b.country.clone()))
+                .collect(),
         })
     }
 }
@@ -208,7 +264,7 @@ impl TeamVerifier {
             .collect();
         for conn in live {
             if let Err(why) = self.check(&conn.chain[0], &conn.chain[1..], UnixTime::now()) {
-                tracing::info!(team = %conn.team, reason = %why, "connection withdrawn by the directory reload");
+                tracing::info!(peer = %conn.team, reason = %why, "connection withdrawn by the directory reload");
                 conn.state.withdraw();
             }
         }
@@ -220,31 +276,96 @@ impl TeamVerifier {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Who the certificate chain authenticates under the directory in
+    /// force, or why it does not.
     fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<String, String> {
-        let team = team_of_certificate(end_entity)?;
+    ) -> Result<Identity, String> {
         let anchors = self
             .anchors
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let country = country_of(&team);
+        match identity_of_certificate(end_entity)? {
+            Identity::Team(team) => {
+                Self::check_team(&anchors, &team, end_entity, intermediates, now)?;
+                Ok(Identity::Team(team))
+            }
+            Identity::Broker(id) => {
+                let country = anchors
+                    .brokers
+                    .get(&id)
+                    .ok_or_else(|| format!("broker {id} is not in the directory"))?;
+                let who = format!("broker {id}");
+                Self::check_chain(&anchors, country, &who, end_entity, intermediates, now)?;
+                Ok(Identity::Broker(id))
+            }
+        }
+    }
+
+    /// The chain of `who`'s certificate ends at one of `country`'s anchors,
+    /// with no more intermediates than the anchor and the directory allow.
+    fn check_chain(
+        anchors: &Anchors,
+        country: &str,
+        who: &str,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), String> {
         let verifier = anchors
             .by_country
             .get(country)
-            .ok_or_else(|| format!("no anchor for country {country} (team {team})"))?;
+            .ok_or_else(|| format!("no anchor for country {country} ({who})"))?;
         verifier
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| {
-                format!("certificate for {team} does not chain to the {country} anchor: {e}")
+                format!("certificate for {who} does not chain to the {country} anchor: {e}")
             })?;
+        // webpki honours the path length of intermediates, not of anchors.
+        // Count what the client presented (less copies of an anchor), not a
+        // path walked by names, which forged or colliding names could
+        // shorten: at most the smallest path length of the country's anchors
+        // and the directory's max_chain_depth.
+        let limits = anchors
+            .path_limits
+            .get(country)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let presented = intermediates
+            .iter()
+            .filter(|d| !limits.iter().any(|(der, _)| der.as_slice() == d.as_ref()))
+            .count();
+        let allowed = limits
+            .iter()
+            .filter_map(|(_, len)| *len)
+            .fold(anchors.max_chain_depth, u32::min) as usize;
+        if presented > allowed {
+            return Err(format!(
+                "certificate chain of {who} carries {presented} intermediate CA(s) below the {country} anchor; \
+                 at most {allowed} allowed (anchor path length and the directory's max_chain_depth)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A team's certificate: its country's chain, the team in the directory
+    /// and not retired, the certificate not revoked and as pinned.
+    fn check_team(
+        anchors: &Anchors,
+        team: &str,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), String> {
+        let country = country_of(team);
+        Self::check_chain(anchors, country, team, end_entity, intermediates, now)?;
         let auth = anchors
             .teams
-            .get(&team)
+            .get(team)
             .ok_or_else(|| format!("team {team} is not in the directory"))?;
         if auth
             .retired_at
@@ -271,31 +392,7 @@ impl TeamVerifier {
                 "certificate {fingerprint} of {team} is not the certificate the directory pins"
             ));
         }
-        // webpki honours the path length of intermediates, not of anchors.
-        // Count what the client presented (less copies of an anchor), not a
-        // path walked by names, which forged or colliding names could
-        // shorten: at most the smallest path length of the country's anchors
-        // and the directory's max_chain_depth.
-        let limits = anchors
-            .path_limits
-            .get(country)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let presented = intermediates
-            .iter()
-            .filter(|d| !limits.iter().any(|(der, _)| der.as_slice() == d.as_ref()))
-            .count();
-        let allowed = limits
-            .iter()
-            .filter_map(|(_, len)| *len)
-            .fold(anchors.max_chain_depth, u32::min) as usize;
-        if presented > allowed {
-            return Err(format!(
-                "certificate chain of {team} carries {presented} intermediate CA(s) below the {country} anchor; \
-                 at most {allowed} allowed (anchor path length and the directory's max_chain_depth)"
-            ));
-        }
-        Ok(team)
+        Ok(())
     }
 }
 
@@ -374,7 +471,11 @@ pub fn server_config(
 /// Who is on the other end of a connection; in every request's extensions.
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// The team, or for a broker connection `broker:<ID>` (never a team id):
+    /// the label of logs and per-identity connection slots.
     pub team: String,
+    /// The broker id, when the certificate names a federation broker.
+    pub broker: Option<String>,
     pub addr: SocketAddr,
     /// Whether the connection's certificate still passes the directory.
     pub conn: Arc<ConnState>,
@@ -500,6 +601,7 @@ impl ConnState {
 /// A registered live connection.
 #[derive(Debug, Clone)]
 struct Live {
+    /// The identity's label ([`Identity::label`]).
     team: String,
     chain: Vec<CertificateDer<'static>>,
     state: Arc<ConnState>,
@@ -793,16 +895,21 @@ pub fn incoming(
                     .peer_certificates()
                     .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
                     .unwrap_or_default();
-                let team = match chain
+                let identity = match chain
                     .first()
                     .ok_or_else(|| "no client certificate".to_string())
-                    .and_then(|c| team_of_certificate(c))
+                    .and_then(|c| identity_of_certificate(c))
                 {
-                    Ok(team) => team,
+                    Ok(identity) => identity,
                     Err(why) => {
                         failures.record(addr.ip(), why);
                         return;
                     }
+                };
+                let team = identity.label();
+                let who = match &identity {
+                    Identity::Team(t) => format!("team {t}"),
+                    Identity::Broker(b) => format!("broker {b}"),
                 };
                 let admitted = {
                     // Checked again and registered under one lock: a
@@ -810,14 +917,18 @@ pub fn incoming(
                     // handshake was in flight either sees this
                     // connection or is seen by this check.
                     let mut live = verifier.live.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(why) = verifier.check(&chain[0], &chain[1..], UnixTime::now()) {
-                        tracing::info!(%addr, reason = %why, "connection refused after a directory reload");
-                        return;
+                    match verifier.check(&chain[0], &chain[1..], UnixTime::now()) {
+                        Ok(checked) if checked == identity => {}
+                        Ok(_) => return,
+                        Err(why) => {
+                            tracing::info!(%addr, reason = %why, "connection refused after a directory reload");
+                            return;
+                        }
                     }
                     let held = live.values().filter(|l| l.team == team).count();
                     let slot = if held >= limits.per_team {
                         Err(format!(
-                            "team {team} already has {held} connections open, the broker's limit per team \
+                            "{who} already has {held} connections open, the broker's limit per team \
                              (limits.max_connections_per_team = {}); reuse an open connection",
                             limits.per_team
                         ))
@@ -828,7 +939,7 @@ pub fn incoming(
                             }
                             Ok(_) => Err(format!(
                                 "the broker is near its connection limit and keeps its last {} \
-                                 connections for teams holding fewer than two; team {team} holds {held}",
+                                 connections for identities holding fewer than two; {who} holds {held}",
                                 limits.reserve
                             )),
                             Err(_) => Err(format!(
@@ -875,6 +986,10 @@ pub fn incoming(
                     inner: tls,
                     peer: Peer {
                         team,
+                        broker: match identity {
+                            Identity::Broker(b) => Some(b),
+                            Identity::Team(_) => None,
+                        },
                         addr,
                         conn: state.clone(),
                     },
@@ -889,4 +1004,115 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+
+    use super::*;
+
+    /// A self-signed certificate with these SAN URIs (parsing only).
+    fn with_uris(uris: &[&str]) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = uris
+            .iter()
+            .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_names_one_team_or_one_broker() {
+        let id = |uris: &[&str]| identity_of_certificate(&with_uris(uris));
+        assert_eq!(
+            id(&["urn:certex:team:CN-CNCERT"]),
+            Ok(Identity::Team("CN-CNCERT".into()))
+        );
+        assert_eq!(
+            id(&["urn:certex:broker:CN", "https://example.org/"]),
+            Ok(Identity::Broker("CN".into()))
+        );
+        let err = id(&["urn:certex:team:CN-CNCERT", "urn:certex:broker:CN"]).unwrap_err();
+        assert!(err.contains("both a team and a broker"), "{err}");
+        let err = id(&["urn:certex:broker:CN", "urn:certex:broker:BR"]).unwrap_err();
+        assert!(err.contains("more than one broker"), "{err}");
+        let err = id(&["urn:certex:team:CN-A", "urn:certex:team:CN-B"]).unwrap_err();
+        assert!(err.contains("more than one team"), "{err}");
+        assert!(id(&["urn:certex:broker:cn"]).is_err());
+        assert!(id(&["urn:certex:broker:"]).is_err());
+        assert!(id(&["urn:example:other"]).is_err());
+        let err = team_of_certificate(&with_uris(&["urn:certex:broker:CN"])).unwrap_err();
+        assert!(err.contains("names broker CN, not a team"), "{err}");
+        assert_eq!(Identity::Broker("CN".into()).label(), "broker:CN");
+        assert_eq!(Identity::Team("CN-CNCERT".into()).label(), "CN-CNCERT");
+    }
+
+    fn der(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(path).unwrap()
+    }
+
+    #[test]
+    fn a_broker_certificate_chains_to_its_countrys_anchor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = tmp.path();
+        let teams = ["CN-CNCERT".to_owned(), "BR-CERTBR".to_owned()];
+        crate::cli::pki::init_federation(pki, &teams, &[], &["CN".into(), "BR".into()]).unwrap();
+        let dir = Directory::load(&pki.join("directory.toml")).unwrap();
+        let v = TeamVerifier::new(&dir).unwrap();
+        let now = UnixTime::now();
+        assert_eq!(
+            v.check(&der(&pki.join("brokers/BR/cert.pem")), &[], now),
+            Ok(Identity::Broker("BR".into()))
+        );
+        assert_eq!(
+            v.check(&der(&pki.join("teams/CN-CNCERT/cert.pem")), &[], now),
+            Ok(Identity::Team("CN-CNCERT".into()))
+        );
+        // Broker BR named in a certificate from the CN CA.
+        let read = |p: &str| std::fs::read_to_string(pki.join(p)).unwrap();
+        let (forged, _) =
+            crate::cli::pki::issue_broker_certificate(&read("ca/CN.pem"), &read("ca/CN.key"), "BR")
+                .unwrap();
+        let forged = CertificateDer::from_pem_slice(forged.as_bytes()).unwrap();
+        let err = v.check(&forged, &[], now).unwrap_err();
+        assert!(err.contains("does not chain to the BR anchor"), "{err}");
+        // A broker the directory does not list.
+        let (other, _) = crate::cli::pki::issue_broker_certificate(
+            &read("ca/CN.pem"),
+            &read("ca/CN.key"),
+            "CN-2",
+        )
+        .unwrap();
+        let other = CertificateDer::from_pem_slice(other.as_bytes()).unwrap();
+        let err = v.check(&other, &[], now).unwrap_err();
+        assert!(err.contains("broker CN-2 is not in the directory"), "{err}");
+        // Path length: the dev CAs have pathlen 0, so a sub-CA may not issue.
+        let (sub, sub_key) =
+            crate::cli::pki::issue_ca("sub", Some((&read("ca/BR.pem"), &read("ca/BR.key"))), None)
+                .unwrap();
+        let (leaf, _) = crate::cli::pki::issue_broker_certificate(&sub, &sub_key, "BR").unwrap();
+        let leaf = CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
+        let sub = CertificateDer::from_pem_slice(sub.as_bytes()).unwrap();
+        assert!(v.check(&leaf, &[sub], now).is_err());
+
+        // Broker BR leaves the directory: its certificate no longer passes.
+        let mut file: crate::rules::directory::DirectoryFile =
+            toml::from_str(&std::fs::read_to_string(pki.join("directory.toml")).unwrap()).unwrap();
+        file.brokers.retain(|b| b.id != "BR");
+        for t in &mut file.teams {
+            t.home = Some("CN".into());
+        }
+        let smaller = Directory::from_file(file, pki).unwrap();
+        v.reload(&smaller).unwrap();
+        let err = v
+            .check(&der(&pki.join("brokers/BR/cert.pem")), &[], now)
+            .unwrap_err();
+        assert!(err.contains("broker BR is not in the directory"), "{err}");
+        assert!(
+            v.check(&der(&pki.join("brokers/CN/cert.pem")), &[], now)
+                .is_ok()
+        );
+    }
 }
