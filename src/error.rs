@@ -19,6 +19,26 @@ pub enum Error {
         "the certificate of this connection ({team}) is no longer accepted by the directory in force; reconnect with a valid certificate"
     )]
     Withdrawn { team: String },
+    /// A broker identity called a team service (SPEC §12).
+    #[error(
+        "this connection is authenticated as broker {broker}: broker identities may call only the Federation service"
+    )]
+    BrokerCaller { broker: String },
+    /// The team is homed on another broker of the federation (SPEC §12).
+    #[error("team {team} is homed on broker {home} ({url}): connect to its home broker")]
+    NotHomed {
+        team: String,
+        home: String,
+        url: String,
+    },
+    /// The connection's certificate names a broker the directory in force
+    /// does not list.
+    #[error("broker {0} is not in the broker's directory")]
+    UnknownBroker(String),
+    /// A call only federation brokers may make, from someone else; the
+    /// message says who.
+    #[error("only brokers of the federation may relay: {0}")]
+    NotPeer(String),
     /// `body.sender` is not the team of the TLS client certificate.
     #[error(
         "body.sender is {claimed} but this connection is authenticated as {team}: a team may only publish as itself"
@@ -110,6 +130,10 @@ impl Error {
             Error::UnknownCaller(_) => "unknown-caller",
             Error::Withdrawn { .. } => "certificate-withdrawn",
             Error::NotSender { .. } => "not-sender",
+            Error::BrokerCaller { .. } => "broker-caller",
+            Error::NotHomed { .. } => "not-homed-here",
+            Error::UnknownBroker(_) => "unknown-broker",
+            Error::NotPeer(_) => "not-a-peer",
             Error::Key(_) => "key",
             Error::Signature(_) => "signature",
             Error::Skew { .. } => "clock-skew",
@@ -131,10 +155,14 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::UnknownCaller(_)
+            | Error::UnknownBroker(_)
             | Error::Withdrawn { .. }
             | Error::Key(_)
             | Error::Signature(_) => Code::Unauthenticated,
-            Error::NotSender { .. } => Code::PermissionDenied,
+            Error::NotSender { .. }
+            | Error::BrokerCaller { .. }
+            | Error::NotHomed { .. }
+            | Error::NotPeer(_) => Code::PermissionDenied,
             Error::Skew { .. } | Error::Invalid { .. } | Error::BadRequest(_) => {
                 Code::InvalidArgument
             }

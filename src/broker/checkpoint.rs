@@ -48,7 +48,13 @@ impl Checkpoints {
     /// Loads the checkpoint key; the directory must list its verifier key.
     pub fn open(path: &Path, dir: &Directory, storage: Arc<Storage>) -> Result<Self, String> {
         let key = envelope::read_signing_key(path)?;
-        let listed = dir.checkpoint_vkey().ok_or_else(|| {
+        // A single broker's key is the directory's checkpoint_vkey; a
+        // federation broker's is the checkpoint_vkey of its [[broker]].
+        let own = dir
+            .brokers()
+            .filter_map(|b| b.checkpoint_vkey.as_ref())
+            .find(|v| v.key == key.verifying_key());
+        let listed = dir.checkpoint_vkey().or(own).ok_or_else(|| {
             format!(
                 "a checkpoint key is configured ({}) but the directory lists no checkpoint_vkey for members to verify it with",
                 path.display()

@@ -268,6 +268,27 @@ impl BrokerConfig {
         Ok(c)
     }
 
+    /// Checks this configuration against the directory in force (at start
+    /// and on each reload): this broker's federation id, when it has one,
+    /// must be a `[[broker]]` of the directory.
+    pub fn check_directory(&self, dir: &crate::rules::directory::Directory) -> Result<(), String> {
+        let Some(me) = self.broker.as_deref() else {
+            return Ok(());
+        };
+        if dir.broker(me).is_some() {
+            return Ok(());
+        }
+        let listed: Vec<&str> = dir.brokers().map(|b| b.id.as_str()).collect();
+        Err(if listed.is_empty() {
+            format!("this broker's id is {me}, but the directory lists no [[broker]]")
+        } else {
+            format!(
+                "this broker's id is {me}, but the directory's brokers are {}",
+                listed.join(", ")
+            )
+        })
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
         for url in &self.witness_push {

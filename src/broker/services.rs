@@ -67,7 +67,9 @@ impl Services {
 struct Svc(Arc<State>);
 
 impl Svc {
-    /// The team of an authenticated call, if it is still in the directory.
+    /// The team of an authenticated call, if it is still in the directory
+    /// and, in a federation, homed on this broker. A broker identity may
+    /// call none of the team services.
     fn caller<T>(&self, req: &Request<T>) -> Result<String, Error> {
         let peer = req
             .extensions()
@@ -76,12 +78,18 @@ impl Svc {
         if let Some(why) = peer.conn.refusal() {
             return Err(Error::Limit(why.to_owned()));
         }
+        if let Some(broker) = &peer.broker {
+            return Err(Error::BrokerCaller {
+                broker: broker.clone(),
+            });
+        }
         self.0.member(&peer.team)?;
         if !peer.conn.is_valid() {
             return Err(Error::Withdrawn {
                 team: peer.team.clone(),
             });
         }
+        self.0.homed_here(&peer.team)?;
         Ok(peer.team.clone())
     }
 

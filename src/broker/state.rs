@@ -11,7 +11,7 @@ use crate::broker::admission::{Inflight, RefusalLog};
 use crate::broker::config::BrokerConfig;
 use crate::broker::limits::{DiskWatch, PublishBudgets, ScanSlots, StreamSlots};
 use crate::broker::recent::RecentRecords;
-use crate::broker::transport::TeamVerifier;
+use crate::broker::transport::{Peer, TeamVerifier};
 use crate::error::Error;
 use crate::log::writer::Log;
 use crate::rules::directory::Directory;
@@ -100,9 +100,13 @@ impl State {
     }
 
     /// Re-reads the directory file. A bad file is refused and the directory
-    /// in force stays.
+    /// in force stays; so is one that no longer lists this broker (when it
+    /// has a federation id).
     pub fn reload_directory(&self) -> Result<(), String> {
         let dir = Directory::load(&self.config.directory).map_err(|e| e.to_string())?;
+        self.config
+            .check_directory(&dir)
+            .map_err(|e| format!("directory {}: {e}", self.config.directory.display()))?;
         self.verifier.reload(&dir)?;
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(dir);
         self.reloads.send_modify(|n| *n += 1);
@@ -120,6 +124,60 @@ impl State {
             Ok(())
         } else {
             Err(Error::UnknownCaller(team.to_owned()))
+        }
+    }
+
+    /// Whether `team` may use this broker: in a federation (this broker
+    /// has an id and the directory lists brokers), only teams homed here.
+    pub fn homed_here(&self, team: &str) -> Result<(), Error> {
+        let Some(me) = self.config.broker.as_deref() else {
+            return Ok(());
+        };
+        let dir = self.directory();
+        match dir.home_of(team) {
+            Some(home) if home != me => Err(Error::NotHomed {
+                team: team.to_owned(),
+                home: home.to_owned(),
+                url: dir.broker(home).map(|b| b.url.clone()).unwrap_or_default(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The broker id of an authenticated federation peer: the connection's
+    /// certificate names a broker still listed in the directory in force,
+    /// not this broker, and the connection was not withdrawn. What the
+    /// Federation service asks of every call.
+    pub fn broker_peer<T>(&self, req: &tonic::Request<T>) -> Result<String, Error> {
+        let peer = req
+            .extensions()
+            .get::<Peer>()
+            .ok_or_else(|| Error::Internal("call without an authenticated connection".into()))?;
+        if let Some(why) = peer.conn.refusal() {
+            return Err(Error::Limit(why.to_owned()));
+        }
+        let Some(id) = peer.broker.as_deref() else {
+            return Err(Error::NotPeer(format!(
+                "this connection is authenticated as team {}",
+                peer.team
+            )));
+        };
+        if self.directory().broker(id).is_none() {
+            return Err(Error::UnknownBroker(id.to_owned()));
+        }
+        if !peer.conn.is_valid() {
+            return Err(Error::Withdrawn {
+                team: peer.team.clone(),
+            });
+        }
+        match self.config.broker.as_deref() {
+            None => Err(Error::NotPeer(
+                "this broker has no federation id (serve --broker ID)".into(),
+            )),
+            Some(me) if me == id => Err(Error::NotPeer(format!(
+                "the connection is authenticated as broker {id}, which is this broker"
+            ))),
+            Some(_) => Ok(id.to_owned()),
         }
     }
 }

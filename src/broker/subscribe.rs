@@ -332,6 +332,7 @@ async fn run(
         // The directory in force now: a reload applies to open streams, and
         // a team removed from it is cut off.
         broker.member(team)?;
+        broker.homed_here(team)?;
         let upto = if follow {
             *committed.borrow_and_update()
         } else {
