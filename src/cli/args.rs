@@ -128,7 +128,9 @@ impl Conn {
     pub fn log_key(&self) -> Result<VerifyingKey, CliError> {
         let path = match (&self.log_key, &self.pki) {
             (Some(p), _) => p.clone(),
-            (None, Some(pki)) => pki.join("broker/signing.pub"),
+            (None, Some(pki)) => {
+                crate::client::connection::broker_files_in_pki(pki, &self.team).join("signing.pub")
+            }
             (None, None) => {
                 return Err(CliError(
                     "give --log-key FILE (the broker's tree-head public key)".into(),

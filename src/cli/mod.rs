@@ -100,6 +100,11 @@ pub enum PkiCommand {
         /// A sharing group, NAME=TEAM,TEAM (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// A federation: comma-separated broker ids, each a country code
+        /// of --teams, e.g. CN,BR,RU; every team is homed on its
+        /// country's broker.
+        #[arg(long, value_delimiter = ',')]
+        brokers: Vec<String>,
     },
 }
 
@@ -117,6 +122,11 @@ pub struct ServeArgs {
     /// A TOML configuration file instead of --pki/--data/--listen.
     #[arg(long, conflicts_with_all = ["pki", "data"])]
     pub config: Option<PathBuf>,
+    /// This broker's id in a federation (a [[broker]] of the directory);
+    /// with --pki, its identity is brokers/<ID>/ of the PKI; with
+    /// --config, it sets the configuration's `broker`.
+    #[arg(long)]
+    pub broker: Option<String>,
     /// A standard witness (C2SP tlog-witness submission prefix, http://…)
     /// to push each new checkpoint to; repeatable, added to the config's.
     #[arg(long = "witness-push")]
@@ -385,17 +395,31 @@ fn quorum_check(required: bool, c: Option<&CheckpointSummary>) -> Result<(), Cli
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Pki(PkiCommand::Init { dir, teams, groups }) => {
+        Command::Pki(PkiCommand::Init {
+            dir,
+            teams,
+            groups,
+            brokers,
+        }) => {
             let groups = groups
                 .iter()
                 .map(|g| crate::cli::pki::parse_group(g))
                 .collect::<Result<Vec<_>, _>>()?;
-            crate::cli::pki::init(&dir, &teams, &groups)?;
-            eprintln!(
-                "development PKI for {} teams written to {}",
-                teams.len(),
-                dir.display()
-            );
+            crate::cli::pki::init_federation(&dir, &teams, &groups, &brokers)?;
+            if brokers.is_empty() {
+                eprintln!(
+                    "development PKI for {} teams written to {}",
+                    teams.len(),
+                    dir.display()
+                );
+            } else {
+                eprintln!(
+                    "development federation PKI for {} teams and brokers {} written to {}",
+                    teams.len(),
+                    brokers.join(", "),
+                    dir.display()
+                );
+            }
             Ok(())
         }
         Command::Serve(args) => serve(args).await,
@@ -696,13 +720,38 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let config = match (&args.config, &args.pki, &args.data) {
-        (Some(c), _, _) => BrokerConfig::from_file(c)?,
-        (None, Some(pki), Some(data)) => BrokerConfig::from_pki(pki, data, args.listen),
+    let mut config = match (&args.config, &args.pki, &args.data) {
+        (Some(c), _, _) => {
+            let mut config = BrokerConfig::from_file(c)?;
+            if let Some(id) = &args.broker {
+                config.broker = Some(id.clone());
+            }
+            config
+        }
+        (None, Some(pki), Some(data)) => match &args.broker {
+            Some(id) => {
+                crate::rules::directory::check_broker_id(id)?;
+                let b = pki.join("brokers").join(id);
+                if !b.is_dir() {
+                    return Err(CliError(format!(
+                        "--broker {id}: {} does not exist (pki init --brokers … writes it)",
+                        b.display()
+                    )));
+                }
+                BrokerConfig::from_pki_broker(pki, id, data, args.listen)
+            }
+            None => BrokerConfig::from_pki(pki, data, args.listen),
+        },
         _ => return Err(CliError("give --pki and --data, or --config".into())),
     };
-    let mut config = config;
     config.witness_push.extend(args.witness_push);
+    config.validate()?;
+    // This broker's id must be a [[broker]] of the directory.
+    let directory = crate::rules::directory::Directory::load(&config.directory)
+        .map_err(|e| CliError(e.to_string()))?;
+    config
+        .check_directory(&directory)
+        .map_err(|e| CliError(format!("{}: {e}", config.directory.display())))?;
     let listen = config.listen;
     let broker = Broker::open(config)?;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -1,13 +1,28 @@
 //! The development PKI of SPEC §10 (`certex pki init`): one CA per country,
 //! the broker's TLS identity and tree-head key, per-team client certificates
-//! and signing keys, and the directory file. Never for production keys.
+//! and signing keys, and the directory file. With `--brokers CN,BR,…` it is a
+//! federation PKI (SPEC §12): one broker identity per listed country, issued
+//! by that country's CA, and every team homed on its country's broker. Never
+//! for production keys.
 //!
 //! ```text
 //! DIR/directory.toml
 //! DIR/ca/<CC>.pem  DIR/ca/<CC>.key
 //! DIR/broker/cert.pem key.pem ca.pem signing.key signing.pub
-//! DIR/teams/<TEAM>/cert.pem key.pem signing.key
+//!            checkpoint.key checkpoint.vkey
+//! DIR/teams/<TEAM>/cert.pem key.pem signing.key witness.key
+//! with --brokers, per listed broker ID (a country code):
+//! DIR/brokers/<ID>/cert.pem key.pem    TLS server and client identity
+//!                  ca.pem              its country's CA (what clients and peers trust)
+//!                  signing.key signing.pub          tree-head key
+//!                  checkpoint.key checkpoint.vkey   origin certex.localhost/<ID>/v1
 //! ```
+//!
+//! A federation directory lists each broker (`[[broker]]` with its id,
+//! country, a placeholder URL `https://localhost:<7443+i>`, its
+//! `checkpoint_vkey` and `tree_head_key`) and each team's `home`; it has no
+//! top-level `checkpoint_vkey` or `witness_policy` (each broker has its own
+//! checkpoint key).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
@@ -22,9 +37,10 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::broker::transport::TEAM_URI_PREFIX;
+use crate::broker::transport::{BROKER_URI_PREFIX, TEAM_URI_PREFIX};
 use crate::rules::directory::{
-    AnchorEntry, DirectoryFile, KeyEntry, TeamEntry, check_group_name, check_team_id, country_of,
+    AnchorEntry, BrokerEntry, DirectoryFile, KeyEntry, TeamEntry, check_group_name, check_team_id,
+    country_of,
 };
 use crate::rules::envelope::key_id;
 use crate::rules::time::format_time;
@@ -94,6 +110,81 @@ pub fn issue_team_certificate(
     let leaf_key = KeyPair::generate().map_err(rc)?;
     let cert = p.signed_by(&leaf_key, &issuer).map_err(rc)?;
     Ok((cert.pem(), leaf_key.serialize_pem()))
+}
+
+/// The TLS certificate of broker `id` (both its server certificate and its
+/// client certificate toward peers), issued by the CA in `ca_cert`/`ca_key`
+/// (PEM): SAN URI `urn:certex:broker:<ID>`, `localhost`, 127.0.0.1 and ::1;
+/// serverAuth and clientAuth. Returns (certificate PEM, private key PEM).
+/// Tests use it to forge broker certificates from the wrong country's CA.
+pub fn issue_broker_certificate(
+    ca_cert: &str,
+    ca_key: &str,
+    id: &str,
+) -> Result<(String, String), String> {
+    let key = KeyPair::from_pem(ca_key).map_err(rc)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, key).map_err(rc)?;
+    broker_certificate(&issuer, id, OffsetDateTime::now_utc())
+}
+
+fn broker_certificate<S: rcgen::SigningKey>(
+    issuer: &Issuer<'_, S>,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<(String, String), String> {
+    let mut p = leaf_params(&format!("certex broker {id}"), now);
+    p.subject_alt_names = vec![
+        SanType::URI(format!("{BROKER_URI_PREFIX}{id}").try_into().map_err(rc)?),
+        SanType::DnsName("localhost".try_into().map_err(rc)?),
+        SanType::IpAddress([127, 0, 0, 1].into()),
+        SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let leaf_key = KeyPair::generate().map_err(rc)?;
+    let cert = p.signed_by(&leaf_key, issuer).map_err(rc)?;
+    Ok((cert.pem(), leaf_key.serialize_pem()))
+}
+
+/// The origin line of broker `id`'s checkpoints in a development federation.
+pub fn broker_origin(id: &str) -> String {
+    format!("certex.localhost/{id}/v1")
+}
+
+/// The first port of the placeholder broker URLs of a development
+/// federation: broker i (in `--brokers` order) is `https://localhost:<7443+i>`.
+pub const FIRST_BROKER_PORT: u16 = 7443;
+
+/// Checks `--brokers` against `--teams`: each a country code (two letters
+/// A-Z) listed once, each country with a team, each team's country with a
+/// broker.
+pub fn check_brokers(teams: &[String], brokers: &[String]) -> Result<(), String> {
+    let countries: BTreeSet<&str> = teams.iter().map(|t| country_of(t)).collect();
+    let mut seen = BTreeSet::new();
+    for b in brokers {
+        if b.len() != 2 || !b.bytes().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "broker {b:?}: a development broker id is its country code, two letters A-Z"
+            ));
+        }
+        if !seen.insert(b.as_str()) {
+            return Err(format!("broker {b} is listed twice"));
+        }
+        if !countries.contains(b.as_str()) {
+            return Err(format!("broker {b}: no team of country {b} in --teams"));
+        }
+    }
+    if !brokers.is_empty()
+        && let Some(t) = teams.iter().find(|t| !seen.contains(country_of(t)))
+    {
+        return Err(format!(
+            "team {t}: no broker for country {} (add it to --brokers)",
+            country_of(t)
+        ));
+    }
+    Ok(())
 }
 
 /// A CA certificate: self-signed when `parent` (certificate PEM, key PEM) is
@@ -197,6 +288,19 @@ pub fn parse_group(s: &str) -> Result<(String, Vec<String>), String> {
 
 /// Creates the development PKI in `dir` (refuses to overwrite one).
 pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> Result<(), String> {
+    init_federation(dir, teams, groups, &[])
+}
+
+/// Creates the development PKI in `dir` (refuses to overwrite one); with
+/// `brokers` (country codes), a federation PKI: one broker identity per
+/// listed country under `brokers/<ID>/` and every team homed on its
+/// country's broker. Without, [`init`].
+pub fn init_federation(
+    dir: &Path,
+    teams: &[String],
+    groups: &[(String, Vec<String>)],
+    brokers: &[String],
+) -> Result<(), String> {
     if dir.join("directory.toml").exists() {
         return Err(format!(
             "{} already holds a PKI (directory.toml exists); choose another --dir",
@@ -223,6 +327,8 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         }
         group_map.insert(name.clone(), members.clone());
     }
+    check_brokers(teams, brokers)?;
+    let federation = !brokers.is_empty();
 
     let now = OffsetDateTime::now_utc();
     mkdir(dir)?;
@@ -252,7 +358,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
             country: (*cc).to_owned(),
             certificate: format!("ca/{cc}.pem"),
         });
-        issuers.insert(*cc, Issuer::new(params, key));
+        issuers.insert(*cc, (Issuer::new(params, key), cert.pem()));
     }
 
     // The broker: its own CA (what clients trust), TLS identity, tree-head key.
@@ -311,6 +417,53 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
         false,
     )?;
 
+    // Federation: one identity per broker, issued by its country's CA.
+    let mut broker_entries = Vec::new();
+    if federation {
+        mkdir(&dir.join("brokers"))?;
+    }
+    for (i, id) in brokers.iter().enumerate() {
+        let bdir = dir.join("brokers").join(id);
+        mkdir(&bdir)?;
+        let (issuer, ca_pem) = &issuers[id.as_str()];
+        let (cert, key) = broker_certificate(issuer, id, now)?;
+        write(&bdir.join("cert.pem"), cert.as_bytes(), false)?;
+        write(&bdir.join("key.pem"), key.as_bytes(), true)?;
+        write(&bdir.join("ca.pem"), ca_pem.as_bytes(), false)?;
+        let (head_key, head_public, _) = signing_key()?;
+        write(&bdir.join("signing.key"), head_key.as_bytes(), true)?;
+        write(
+            &bdir.join("signing.pub"),
+            format!("{head_public}\n").as_bytes(),
+            false,
+        )?;
+        let note_key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        write(
+            &bdir.join("checkpoint.key"),
+            signing_key_pem(&note_key)?.as_bytes(),
+            true,
+        )?;
+        let vkey = crate::rules::note::Vkey::new(
+            &broker_origin(id),
+            crate::rules::note::TYPE_ED25519,
+            note_key.verifying_key(),
+        )
+        .map_err(|e| e.to_string())?
+        .to_string();
+        write(
+            &bdir.join("checkpoint.vkey"),
+            format!("{vkey}\n").as_bytes(),
+            false,
+        )?;
+        broker_entries.push(BrokerEntry {
+            id: id.clone(),
+            country: id.clone(),
+            url: format!("https://localhost:{}", usize::from(FIRST_BROKER_PORT) + i),
+            checkpoint_vkey: Some(vkey),
+            tree_head_key: Some(head_public),
+        });
+    }
+
     // Teams.
     let mut entries = Vec::new();
     let mut policy = format!(
@@ -325,7 +478,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
     for t in teams {
         let tdir = dir.join("teams").join(t);
         mkdir(&tdir)?;
-        let issuer = &issuers[country_of(t)];
+        let issuer = &issuers[country_of(t)].0;
         let mut p = leaf_params(t, now);
         p.subject_alt_names = vec![SanType::URI(
             format!("{TEAM_URI_PREFIX}{t}").try_into().map_err(rc)?,
@@ -367,7 +520,7 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
             revoked_certificates: vec![],
             certificate_sha256: None,
             witness_key: Some(witness_key),
-            home: None,
+            home: federation.then(|| country_of(t).to_owned()),
         });
     }
     match teams {
@@ -377,18 +530,28 @@ pub fn init(dir: &Path, teams: &[String], groups: &[(String, Vec<String>)]) -> R
             teams.join(" ")
         )),
     }
+    // In a federation each broker has its own checkpoint key (in its
+    // [[broker]] entry): no top-level checkpoint_vkey, and no witness
+    // policy naming one log.
     let file = DirectoryFile {
         max_chain_depth: None,
-        checkpoint_vkey: Some(vkey),
-        witness_policy: Some(policy),
-        brokers: vec![],
+        checkpoint_vkey: (!federation).then_some(vkey),
+        witness_policy: (!federation).then_some(policy),
+        brokers: broker_entries,
         anchors,
         teams: entries,
         groups: group_map,
     };
     let text = toml::to_string_pretty(&file).map_err(|e| format!("cannot write directory: {e}"))?;
-    let header = "# certex directory: teams, country anchors, signing keys, sharing groups.\n\
-                  # Edit and send SIGHUP to the broker to reload; a bad file is refused.\n\n";
+    let header = if federation {
+        "# certex federation directory: brokers, teams and their home brokers, country\n\
+         # anchors, signing keys, sharing groups; the same file at every broker.\n\
+         # Broker URLs are placeholders (serve --peer ID=URL overrides them).\n\
+         # Edit and send SIGHUP to the brokers to reload; a bad file is refused.\n\n"
+    } else {
+        "# certex directory: teams, country anchors, signing keys, sharing groups.\n\
+         # Edit and send SIGHUP to the broker to reload; a bad file is refused.\n\n"
+    };
     write(
         &dir.join("directory.toml"),
         format!("{header}{text}").as_bytes(),
@@ -439,6 +602,7 @@ pub fn rotate_signing_key(dir: &Path, team: &str, at: OffsetDateTime) -> Result<
 #[cfg(test)]
 mod tests {
     use base64::Engine;
+    use rustls_pki_types::pem::PemObject;
 
     use super::*;
 
@@ -470,5 +634,85 @@ mod tests {
         assert_eq!(hex::encode(key.verifying_key().as_bytes()), public);
         assert_eq!(key_id(&key.verifying_key()), id);
         assert_eq!(signing_key_pem(&key).unwrap(), pem);
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn brokers_must_match_the_teams_countries() {
+        let teams = ids(&["CN-CNCERT", "BR-CERTBR", "BR-OTHER"]);
+        assert!(check_brokers(&teams, &[]).is_ok());
+        assert!(check_brokers(&teams, &ids(&["BR", "CN"])).is_ok());
+        let e = check_brokers(&teams, &ids(&["CN", "BR", "RU"])).unwrap_err();
+        assert_eq!(e, "broker RU: no team of country RU in --teams");
+        let e = check_brokers(&teams, &ids(&["CN"])).unwrap_err();
+        assert!(
+            e.starts_with("team BR-CERTBR: no broker for country BR"),
+            "{e}"
+        );
+        let e = check_brokers(&teams, &ids(&["CN", "BR", "CN"])).unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        for bad in ["cn", "CHN", "C1", ""] {
+            let e = check_brokers(&teams, &ids(&["BR", bad])).unwrap_err();
+            assert!(e.contains("two letters A-Z"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_federation_pki_homes_each_team_and_lists_each_broker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let teams = ids(&["CN-CNCERT", "BR-CERTBR", "BR-OTHER"]);
+        let groups = vec![("BRICS".to_owned(), teams.clone())];
+        let e = init_federation(tmp.path(), &teams, &groups, &ids(&["CN"])).unwrap_err();
+        assert!(e.contains("no broker for country BR"), "{e}");
+        assert!(!tmp.path().join("directory.toml").exists());
+        init_federation(tmp.path(), &teams, &groups, &ids(&["BR", "CN"])).unwrap();
+        let dir =
+            crate::rules::directory::Directory::load(&tmp.path().join("directory.toml")).unwrap();
+        assert!(dir.checkpoint_vkey().is_none() && dir.witness_policy().is_none());
+        let brokers: Vec<_> = dir
+            .brokers()
+            .map(|b| (b.id.as_str(), b.url.as_str()))
+            .collect();
+        assert_eq!(
+            brokers,
+            [
+                ("BR", "https://localhost:7443"),
+                ("CN", "https://localhost:7444")
+            ]
+        );
+        assert_eq!(dir.home_of("BR-OTHER"), Some("BR"));
+        assert_eq!(dir.home_of("CN-CNCERT"), Some("CN"));
+        let cn = dir.broker("CN").unwrap();
+        let key =
+            crate::rules::envelope::read_signing_key(&tmp.path().join("brokers/CN/checkpoint.key"))
+                .unwrap();
+        let vkey = cn.checkpoint_vkey.as_ref().unwrap();
+        assert_eq!(vkey.key, key.verifying_key());
+        assert_eq!(vkey.name, "certex.localhost/CN/v1");
+        let head =
+            crate::rules::envelope::read_signing_key(&tmp.path().join("brokers/CN/signing.key"))
+                .unwrap();
+        assert_eq!(cn.tree_head_key, Some(head.verifying_key()));
+        let pem = fs::read(tmp.path().join("brokers/CN/cert.pem")).unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        assert_eq!(
+            cert.issuer().to_string(),
+            "CN=certex dev CA CN, O=certex development PKI"
+        );
+        // A single-broker PKI is as before.
+        let single = tempfile::tempdir().unwrap();
+        init(single.path(), &teams, &groups).unwrap();
+        let dir = crate::rules::directory::Directory::load(&single.path().join("directory.toml"))
+            .unwrap();
+        assert!(dir.checkpoint_vkey().is_some() && dir.witness_policy().is_some());
+        assert_eq!(dir.brokers().count(), 0);
+        assert_eq!(dir.home_of("CN-CNCERT"), None);
+        assert!(!single.path().join("brokers").exists());
     }
 }

@@ -53,12 +53,41 @@ pub struct ClientFiles {
     pub directory: PathBuf,
 }
 
+/// In a development federation PKI (its directory lists brokers), the home
+/// broker of `team`; `None` for a single-broker PKI or when the directory
+/// cannot be read (the file is parsed loosely, only for this).
+pub fn home_in_pki(pki: &Path, team: &str) -> Option<String> {
+    let text = std::fs::read_to_string(pki.join("directory.toml")).ok()?;
+    let file: toml::Table = toml::from_str(&text).ok()?;
+    if file.get("broker")?.as_array()?.is_empty() {
+        return None;
+    }
+    file.get("team")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(team))?
+        .get("home")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The folder of a development PKI that holds what `team` trusts of its
+/// broker (`ca.pem`, `signing.pub`): `brokers/<HOME>` in a federation PKI,
+/// `broker` otherwise.
+pub fn broker_files_in_pki(pki: &Path, team: &str) -> PathBuf {
+    match home_in_pki(pki, team) {
+        Some(home) if pki.join("brokers").join(&home).is_dir() => pki.join("brokers").join(home),
+        _ => pki.join("broker"),
+    }
+}
+
 impl ClientFiles {
-    /// The development PKI layout of SPEC §10.
+    /// The development PKI layout of SPEC §10; in a federation PKI the CA
+    /// trusted is the team's home broker's (`brokers/<HOME>/ca.pem`).
     pub fn from_pki(pki: &Path, team: &str) -> Self {
         let t = pki.join("teams").join(team);
         ClientFiles {
-            ca: pki.join("broker/ca.pem"),
+            ca: broker_files_in_pki(pki, team).join("ca.pem"),
             cert: t.join("cert.pem"),
             key: t.join("key.pem"),
             signing_key: t.join("signing.key"),
