@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/certex/v1/directory.proto",
     "proto/certex/v1/transparency.proto",
     "proto/certex/v1/cases.proto",
+    "proto/certex/v1/federation.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -99,6 +99,12 @@ pub enum Error {
     /// A broker-side failure; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A relayed record its relaying broker may not hand over (SPEC §12).
+    #[error("relay refused: {0}")]
+    NotRelayable(String),
+    /// A peer broker's answer, passed on (a case authority's refusal).
+    #[error("{message}")]
+    Peer { code: Code, message: String },
 }
 
 impl Error {
@@ -148,6 +154,8 @@ impl Error {
             Error::BadRequest(_) => "bad-request",
             Error::Unavailable => "unavailable",
             Error::Internal(_) => "internal",
+            Error::NotRelayable(_) => "not-relayable",
+            Error::Peer { .. } => "peer",
         }
     }
 
@@ -175,6 +183,8 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::Unavailable => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
+            Error::NotRelayable(_) => Code::PermissionDenied,
+            Error::Peer { code, .. } => *code,
         }
     }
 }

@@ -283,7 +283,7 @@ fn dependencies_point_down() {
             "broker" => matches!(to_wing, "federation" | "log" | "rules"),
             "client" => to_wing == "rules",
             "drill" => matches!(to_wing, "client" | "rules"),
-            "federation" => matches!(to_wing, "log" | "rules"),
+            "federation" => matches!(to_wing, "client" | "log" | "rules"),
             "witness" => matches!(to_wing, "client" | "rules"),
             "cli" => true,
             _ => false,

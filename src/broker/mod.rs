@@ -13,6 +13,7 @@ pub mod case_views;
 pub mod checkpoint;
 pub mod config;
 pub mod limits;
+pub mod peering;
 pub mod publish;
 pub mod read;
 pub mod recent;

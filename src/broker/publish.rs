@@ -7,12 +7,14 @@
 //! the message and byte budgets (SPEC §15).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::broker::config::Limits;
 use crate::broker::state::State;
 use crate::error::Error;
+use crate::federation::receive::case_authority;
 use crate::log::merkle;
 use crate::log::writer::{Submission, timestamp};
 use crate::proto as pb;
@@ -59,7 +61,80 @@ pub async fn publish(
     };
     match checked {
         Checked::Answered(receipt) => Ok(receipt),
-        Checked::Append(sub) => state.log().append(*sub).await,
+        Checked::Append(sub) => match foreign_case_authority(state, &sub)? {
+            Some(authority) => hand_to_authority(state, &authority, *sub).await,
+            None => state.log().append(*sub).await,
+        },
+    }
+}
+
+/// How long a requester's case update waits for the case authority's copy
+/// to come back by relay before the publisher is told to retry.
+const AUTHORITY_WAIT: Duration = Duration::from_secs(10);
+
+/// In a federation, the case authority (the addressee's home broker) of a
+/// case update, when that is another broker (SPEC §12).
+fn foreign_case_authority(state: &State, sub: &Submission) -> Result<Option<String>, Error> {
+    let (Some(fed), Some(pb::body::Content::CaseUpdate(u))) =
+        (state.federation.as_ref(), sub.body.content.as_ref())
+    else {
+        return Ok(None);
+    };
+    let dir = state.directory();
+    Ok(
+        case_authority(state.log().storage(), &dir, &u.requester, &u.case_id)?
+            .filter(|a| *a != fed.me)
+            .map(str::to_owned),
+    )
+}
+
+/// Hands a case update to the case's authority, which orders it against the
+/// case atomically; once accepted it comes back here by relay, in the
+/// authority's order, and the publisher gets this broker's receipt. Nothing
+/// is logged here that the authority refused.
+async fn hand_to_authority(
+    state: &Arc<State>,
+    authority: &str,
+    sub: Submission,
+) -> Result<pb::Receipt, Error> {
+    let fed = state
+        .federation
+        .as_ref()
+        .ok_or_else(|| Error::Internal("no federation".into()))?;
+    let (id, sender) = (sub.body.id.clone(), sub.body.sender.clone());
+    let theirs = fed
+        .hand_to_authority(authority, envelope::log_bytes(&sub.envelope))
+        .await?;
+    let mut committed = state.log().committed();
+    let deadline = tokio::time::Instant::now() + AUTHORITY_WAIT;
+    loop {
+        let size = *committed.borrow_and_update();
+        if let Some(l) = state.log().storage().logged(&id, &sender)?
+            && l.seq <= size
+            && let Some((received_ms, leaf)) = l.receipt
+        {
+            return Ok(pb::Receipt {
+                seq: l.seq,
+                id,
+                received_at: Some(timestamp(received_ms)),
+                leaf_hash: leaf,
+                tree_size: size,
+                duplicate: theirs.duplicate,
+            });
+        }
+        tokio::select! {
+            r = committed.changed() => if r.is_err() { return Err(Error::Unavailable) },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Error::Peer {
+                    code: tonic::Code::Unavailable,
+                    message: format!(
+                        "case authority {authority} accepted the update (its record {}), but it has not \
+                         come back to this broker yet; publish the same message again to get this broker's receipt",
+                        theirs.seq
+                    ),
+                });
+            }
+        }
     }
 }
 
@@ -156,6 +231,7 @@ fn check(state: &State, team: &str, env: pb::Envelope, size: usize) -> Result<Ch
     }
     Ok(Checked::Append(Box::new(Submission {
         group_members: group_members(&body, &dir),
+        relayed: None,
         envelope: env,
         body,
     })))

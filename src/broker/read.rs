@@ -6,7 +6,8 @@
 
 use crate::broker::state::State;
 use crate::error::Error;
-use crate::log::storage::StoredRecord;
+use crate::federation::route;
+use crate::log::storage::{RelayOutcome, StoredRecord};
 use crate::log::writer::{open_record, timestamp};
 use crate::proto::body::Content;
 use crate::proto::{self as pb, get_request::Selector};
@@ -62,7 +63,17 @@ pub fn view_decoded(
         leaf_hash: rec.leaf_hash.clone(),
         envelope: None,
         retracted: None,
+        relays: vec![],
+        origin: None,
     };
+    if let Some(me) = state.config.broker.as_deref() {
+        record.origin = storage
+            .origin_of(seq)?
+            .map(|(broker, seq)| pb::RecordOrigin { broker, seq });
+        if reader == body.sender && record.origin.is_none() {
+            record.relays = relays(state, me, seq, &dist, dir)?;
+        }
+    }
     match access::visibility(reader, &dist, retraction.is_some(), scope) {
         Visibility::Hidden => return Ok(None),
         Visibility::Full => record.envelope = Some(env()),
@@ -87,6 +98,51 @@ pub fn view_decoded(
         }
     }
     Ok(Some(record))
+}
+
+/// Where record `seq` went for each peer that homes one of its readers:
+/// relayed, withheld or refused with the reason, or still pending.
+fn relays(
+    state: &State,
+    me: &str,
+    seq: u64,
+    dist: &Distribution<'_>,
+    dir: &Directory,
+) -> Result<Vec<pb::RelayStatus>, Error> {
+    let storage = state.log().storage();
+    let mut known: std::collections::BTreeMap<String, RelayOutcome> =
+        storage.relay_outcomes(seq)?.into_iter().collect();
+    let mut out = Vec::new();
+    for peer in route::destinations(dist, dir, me) {
+        let status = match known.remove(&peer) {
+            Some(RelayOutcome::Relayed(peer_seq)) => pb::RelayStatus {
+                broker: peer,
+                state: "relayed".into(),
+                peer_seq,
+                reason: String::new(),
+            },
+            Some(RelayOutcome::Withheld(reason)) => pb::RelayStatus {
+                broker: peer,
+                state: "withheld".into(),
+                peer_seq: 0,
+                reason,
+            },
+            Some(RelayOutcome::Refused(reason)) => pb::RelayStatus {
+                broker: peer,
+                state: "refused".into(),
+                peer_seq: 0,
+                reason,
+            },
+            None => pb::RelayStatus {
+                broker: peer,
+                state: "pending".into(),
+                peer_seq: 0,
+                reason: String::new(),
+            },
+        };
+        out.push(status);
+    }
+    Ok(out)
 }
 
 /// `Exchange.Get`: a record by seq, or by id (optionally of one sender).

@@ -10,10 +10,12 @@ use tokio::net::TcpListener;
 
 use crate::broker::admission::{AdmissionLayer, RefusalLog};
 use crate::broker::config::BrokerConfig;
+use crate::broker::peering::FederationService;
 use crate::broker::reflection::Reflection;
 use crate::broker::services::{Services, set_health};
 use crate::broker::state::State;
 use crate::broker::transport::{self, TeamVerifier};
+use crate::federation::relay::{Federation, PeerSpec};
 use crate::log::storage::Storage;
 use crate::log::writer::Log;
 use crate::rules::directory::Directory;
@@ -72,6 +74,9 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
         let directory = Directory::load(&config.directory)?;
+        config
+            .check_directory(&directory)
+            .map_err(StartError::Config)?;
         let verifier = TeamVerifier::new(&directory).map_err(StartError::Config)?;
         let key = envelope::read_signing_key(&config.tree_head_key).map_err(StartError::Config)?;
         let storage = Arc::new(Storage::open(&config.data)?);
@@ -81,9 +86,17 @@ impl Broker {
             .map(|p| crate::broker::checkpoint::Checkpoints::open(p, &directory, storage.clone()))
             .transpose()
             .map_err(StartError::Config)?;
+        let federation = federation(&config, &directory).map_err(StartError::Config)?;
         let log = Log::start(storage, key).map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Broker {
-            state: Arc::new(State::new(config, directory, verifier, checkpoints, log)),
+            state: Arc::new(State::new(
+                config,
+                directory,
+                verifier,
+                checkpoints,
+                federation,
+                log,
+            )),
         })
     }
 
@@ -132,6 +145,14 @@ impl Broker {
         let l = &c.limits;
         RefusalLog::spawn_flusher(&self.state.refusals);
         crate::broker::witness_push::spawn(&self.state);
+        if let Some(fed) = &self.state.federation {
+            let st = self.state.clone();
+            fed.spawn(
+                self.state.log().clone(),
+                Arc::new(move || st.directory()),
+                self.state.closing.subscribe(),
+            );
+        }
         let services = Services::new(self.state.clone());
         let router = tonic::transport::Server::builder()
             // HTTP/2: calls per connection, the caps on reset streams (both
@@ -167,6 +188,7 @@ impl Broker {
             )
             .add_service(services.directory.max_decoding_message_size(SMALL_REQUEST))
             .add_service(services.cases.max_decoding_message_size(SMALL_REQUEST))
+            .add_service(FederationService::server(self.state.clone()))
             .add_service(
                 services
                     .transparency
@@ -198,4 +220,44 @@ impl Broker {
             }
         }
     }
+}
+
+/// This broker's place in a federation, from its configuration: its id must
+/// be a `[[broker]]` of the directory; every other listed broker is a peer,
+/// at the URL the configuration gives (else the directory's), with the
+/// configuration's egress policy (else none).
+fn federation(config: &BrokerConfig, dir: &Directory) -> Result<Option<Arc<Federation>>, String> {
+    let Some(me) = config.broker.as_deref() else {
+        return Ok(None);
+    };
+    if dir.broker(me).is_none() {
+        return Err(format!(
+            "this broker's id {me} is not a [[broker]] of the directory {}",
+            config.directory.display()
+        ));
+    }
+    for id in config.peers.keys() {
+        if dir.broker(id).is_none() {
+            return Err(format!("peers.{id}: not a [[broker]] of the directory"));
+        }
+    }
+    let peers = dir
+        .brokers()
+        .filter(|b| b.id != me)
+        .map(|b| {
+            let local = config.peers.get(&b.id);
+            PeerSpec {
+                id: b.id.clone(),
+                url: local
+                    .and_then(|p| p.url.clone())
+                    .unwrap_or_else(|| b.url.clone()),
+                egress: local.map(|p| p.egress.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    Federation::new(me, peers, dir, &read(&config.cert)?, &read(&config.key)?)
+        .map(|f| Some(Arc::new(f)))
 }

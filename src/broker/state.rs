@@ -13,6 +13,7 @@ use crate::broker::limits::{DiskWatch, PublishBudgets, ScanSlots, StreamSlots};
 use crate::broker::recent::RecentRecords;
 use crate::broker::transport::{Peer, TeamVerifier};
 use crate::error::Error;
+use crate::federation::relay::Federation;
 use crate::log::writer::Log;
 use crate::rules::directory::Directory;
 
@@ -41,6 +42,8 @@ pub struct State {
     pub verifier: Arc<TeamVerifier>,
     /// The checkpoint signer, when the broker has a checkpoint key.
     pub checkpoints: Option<crate::broker::checkpoint::Checkpoints>,
+    /// This broker's peers, in a federation (SPEC §12).
+    pub federation: Option<Arc<Federation>>,
     log: Log,
 }
 
@@ -50,10 +53,12 @@ impl State {
         directory: Directory,
         verifier: Arc<TeamVerifier>,
         checkpoints: Option<crate::broker::checkpoint::Checkpoints>,
+        federation: Option<Arc<Federation>>,
         log: Log,
     ) -> Self {
         State {
             checkpoints,
+            federation,
             slots: StreamSlots::new(
                 config.limits.max_subscriptions_per_team,
                 config.limits.max_subscriptions,

@@ -10,6 +10,7 @@ pub mod args;
 pub mod bench;
 pub mod demo;
 pub mod drill;
+pub mod federation;
 pub mod pki;
 pub mod witness;
 
@@ -47,6 +48,9 @@ pub enum Command {
     Pki(PkiCommand),
     /// Run the broker.
     Serve(ServeArgs),
+    /// Federation of brokers (SPEC §12): relay state per peer.
+    #[command(subcommand)]
+    Federation(crate::cli::federation::FederationCommand),
     /// Sign a draft (JSON file or - for stdin) and publish it; prints the receipt.
     Submit {
         /// Draft file, or - for standard input.
@@ -131,6 +135,10 @@ pub struct ServeArgs {
     /// to push each new checkpoint to; repeatable, added to the config's.
     #[arg(long = "witness-push")]
     pub witness_push: Vec<String>,
+    /// A federation peer's URL, `ID=https://HOST:PORT` (overrides the
+    /// directory's URL for that broker); repeatable.
+    #[arg(long = "peer", value_name = "ID=URL")]
+    pub peers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -461,6 +469,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo => crate::cli::demo::run().await.map_err(CliError),
         Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError),
         Command::Witness(cmd) => crate::cli::witness::run(cmd).await,
+        Command::Federation(cmd) => crate::cli::federation::run(cmd).await,
     }
 }
 
@@ -745,18 +754,21 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         _ => return Err(CliError("give --pki and --data, or --config".into())),
     };
     config.witness_push.extend(args.witness_push);
+    for p in &args.peers {
+        let (id, url) = p
+            .split_once('=')
+            .ok_or_else(|| CliError(format!("--peer {p:?}: give ID=https://HOST:PORT")))?;
+        config.peers.entry(id.to_owned()).or_default().url = Some(url.to_owned());
+    }
     config.validate()?;
-    // This broker's id must be a [[broker]] of the directory.
-    let directory = crate::rules::directory::Directory::load(&config.directory)
-        .map_err(|e| CliError(e.to_string()))?;
-    config
-        .check_directory(&directory)
-        .map_err(|e| CliError(format!("{}: {e}", config.directory.display())))?;
     let listen = config.listen;
     let broker = Broker::open(config)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| CliError(format!("cannot listen on {listen}: {e}")))?;
+    let listener = match inherited_listener()? {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| CliError(format!("cannot listen on {listen}: {e}")))?,
+    };
     let local = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     tracing::info!(addr = %local, size = broker.log().head().tree_size, "broker listening");
     eprintln!("certex broker listening on {local}");
@@ -775,6 +787,26 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .serve(listener, crate::cli::args::shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The listening socket handed over by a supervisor (systemd socket
+/// activation: `LISTEN_FDS`, the first at file descriptor 3; `LISTEN_PID`, if
+/// set, must be this process), if any.
+fn inherited_listener() -> Result<Option<tokio::net::TcpListener>, CliError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let Some(l) = fds.take_tcp_listener(0).map_err(|e| {
+        CliError(format!(
+            "LISTEN_FDS: the inherited socket is not a TCP listener: {e}"
+        ))
+    })?
+    else {
+        return Ok(None);
+    };
+    l.set_nonblocking(true)
+        .map_err(|e| CliError(format!("inherited socket: {e}")))?;
+    tokio::net::TcpListener::from_std(l)
+        .map(Some)
+        .map_err(|e| CliError(format!("inherited socket: {e}")))
 }
 
 async fn log_command(cmd: LogCommand) -> Result<(), CliError> {

@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use time::OffsetDateTime;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::client::draft::{BodyJson, RecordJson, TombstoneJson};
+use crate::client::draft::{BodyJson, OriginJson, RecordJson, RelayJson, TombstoneJson};
 use crate::proto::directory_client::DirectoryClient;
 use crate::proto::exchange_client::ExchangeClient;
 use crate::proto::transparency_client::TransparencyClient;
@@ -535,6 +535,8 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
                 retracted_by: t.retracted_by.clone(),
                 reason: t.reason.clone(),
             }),
+            relays: relays_json(rec),
+            origin: origin_json(rec),
         };
     }
     let verified = dir.map(|d| verify_record(rec, d));
@@ -568,7 +570,28 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
         verify_error,
         body: Some(BodyJson::from_body(&body)),
         retracted: None,
+        relays: relays_json(rec),
+        origin: origin_json(rec),
     }
+}
+
+fn relays_json(rec: &pb::Record) -> Vec<RelayJson> {
+    rec.relays
+        .iter()
+        .map(|r| RelayJson {
+            broker: r.broker.clone(),
+            state: r.state.clone(),
+            peer_seq: (r.peer_seq > 0).then_some(r.peer_seq),
+            reason: r.reason.clone(),
+        })
+        .collect()
+}
+
+fn origin_json(rec: &pb::Record) -> Option<OriginJson> {
+    rec.origin.as_ref().map(|o| OriginJson {
+        broker: o.broker.clone(),
+        seq: o.seq,
+    })
 }
 
 #[cfg(test)]

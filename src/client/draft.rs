@@ -439,6 +439,33 @@ pub struct RecordJson {
     pub body: Option<BodyJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retracted: Option<TombstoneJson>,
+    /// In a federation, for the sender: where its home broker relayed the
+    /// record, withheld it or has yet to relay it (SPEC §12).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<RelayJson>,
+    /// In a federation: the broker that relayed the record here, and its
+    /// seq there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginJson>,
+}
+
+/// Where a record went for one peer broker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelayJson {
+    pub broker: String,
+    /// `relayed`, `withheld`, `refused` or `pending`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// The broker a record was relayed from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OriginJson {
+    pub broker: String,
+    pub seq: u64,
 }
 
 #[cfg(test)]

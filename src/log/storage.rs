@@ -21,6 +21,10 @@
 //! | `k` be64(request seq)             | case state (i32, be)                  |
 //! | `u` be64(request seq) be64(seq)   | empty: the case's updates, in order   |
 //! | `c` team 0x00 name                | be64(seq): a durable subscription     |
+//! | `o` be64(seq)                     | be64(origin seq) origin broker: a record relayed here |
+//! | `p` peer                          | be64(position): relay to a peer done up to this seq |
+//! | `f` be64(seq) peer                | [`RelayOutcome`]: what became of the record for a peer |
+//! | `n` kind peer                     | be64(count) of relay outcomes of that kind per peer |
 //!
 //! Durability: sled 0.34's `flush()` ends in `sync_file_range`, which does not
 //! flush the device's write cache, and its blob files (values over a segment
@@ -282,9 +286,83 @@ impl WriteBatch {
         self.keys += 1;
     }
 
+    /// Notes that record `seq` was relayed here by `broker`, where it is
+    /// record `origin_seq`.
+    pub fn put_origin(&mut self, seq: u64, broker: &str, origin_seq: u64) {
+        let mut v = origin_seq.to_be_bytes().to_vec();
+        v.extend_from_slice(broker.as_bytes());
+        self.batch.insert(&seq_key(b'o', seq), v);
+        self.keys += 1;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops == 0
     }
+}
+
+/// What became of a record for one federation peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// In the peer's log under this seq.
+    Relayed(u64),
+    /// Kept back by this broker's egress policy, and why.
+    Withheld(String),
+    /// Refused by the peer, and why.
+    Refused(String),
+}
+
+impl RelayOutcome {
+    fn tag(&self) -> u8 {
+        match self {
+            RelayOutcome::Relayed(_) => b'r',
+            RelayOutcome::Withheld(_) => b'w',
+            RelayOutcome::Refused(_) => b'x',
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = vec![self.tag()];
+        match self {
+            RelayOutcome::Relayed(seq) => v.extend_from_slice(&seq.to_be_bytes()),
+            RelayOutcome::Withheld(why) | RelayOutcome::Refused(why) => {
+                v.extend_from_slice(why.as_bytes())
+            }
+        }
+        v
+    }
+
+    fn decode(key: &[u8], v: &[u8]) -> Result<Self> {
+        let text = || String::from_utf8_lossy(&v[1..]).into_owned();
+        match v.first() {
+            Some(b'r') => Ok(RelayOutcome::Relayed(be64(key, &v[1..])?)),
+            Some(b'w') => Ok(RelayOutcome::Withheld(text())),
+            Some(b'x') => Ok(RelayOutcome::Refused(text())),
+            _ => Err(StorageError::Corrupt {
+                key: hex::encode(key),
+                message: "unknown relay outcome".into(),
+            }),
+        }
+    }
+}
+
+/// Relay outcomes counted per peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounts {
+    pub relayed: u64,
+    pub withheld: u64,
+    pub refused: u64,
+}
+
+fn outcome_key(seq: u64, peer: &str) -> Vec<u8> {
+    let mut k = seq_key(b'f', seq).to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
+}
+
+fn count_key(tag: u8, peer: &str) -> Vec<u8> {
+    let mut k = vec![b'n', tag];
+    k.extend_from_slice(peer.as_bytes());
+    k
 }
 
 /// What the `(id, sender)` index says about a logged message.
@@ -1110,6 +1188,123 @@ impl Storage {
             out.push((size, String::from_utf8_lossy(&v).into_owned()));
         }
         Ok(out)
+    }
+
+    /// The broker that relayed record `seq` here and its seq there.
+    pub fn origin_of(&self, seq: u64) -> Result<Option<(String, u64)>> {
+        let key = seq_key(b'o', seq);
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(v) if v.len() >= 8 => Ok(Some((
+                String::from_utf8_lossy(&v[8..]).into_owned(),
+                be64(&key, &v[..8])?,
+            ))),
+            Some(_) => Err(StorageError::Corrupt {
+                key: hex::encode(key),
+                message: "short origin".into(),
+            }),
+        }
+    }
+
+    /// Up to which seq of this log relay to `peer` is done (0 at first).
+    pub fn relay_position(&self, peer: &str) -> Result<u64> {
+        let mut key = vec![b'p'];
+        key.extend_from_slice(peer.as_bytes());
+        Ok(self
+            .db
+            .get(&key)?
+            .map(|v| be64(&key, &v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Records what became of records for `peer` and moves its relay
+    /// position to `position` (never back), atomically; on the device when
+    /// this returns. An outcome already recorded is not counted twice.
+    pub fn put_relay_outcomes(
+        &self,
+        peer: &str,
+        outcomes: &[(u64, RelayOutcome)],
+        position: u64,
+    ) -> Result<()> {
+        let mut key = vec![b'p'];
+        key.extend_from_slice(peer.as_bytes());
+        let position = position.max(self.relay_position(peer)?);
+        if outcomes.is_empty() {
+            // Only records not meant for the peer: losing this position
+            // costs a rescan, never a record, so it rides with a later sync.
+            self.db.insert(key, &position.to_be_bytes())?;
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut counts = self.relay_counts(peer)?;
+        for (seq, outcome) in outcomes {
+            let key = outcome_key(*seq, peer);
+            if let Some(old) = self.db.get(&key)? {
+                match RelayOutcome::decode(&key, &old)? {
+                    RelayOutcome::Relayed(_) => counts.relayed -= 1,
+                    RelayOutcome::Withheld(_) => counts.withheld -= 1,
+                    RelayOutcome::Refused(_) => counts.refused -= 1,
+                }
+            }
+            match outcome {
+                RelayOutcome::Relayed(_) => counts.relayed += 1,
+                RelayOutcome::Withheld(_) => counts.withheld += 1,
+                RelayOutcome::Refused(_) => counts.refused += 1,
+            }
+            batch.insert(key, outcome.encode());
+        }
+        for (tag, n) in [
+            (b'r', counts.relayed),
+            (b'w', counts.withheld),
+            (b'x', counts.refused),
+        ] {
+            batch.insert(count_key(tag, peer), &n.to_be_bytes());
+        }
+        batch.insert(key, &position.to_be_bytes());
+        let keys = outcomes.len() + 4;
+        self.db.apply_batch(batch)?;
+        drain_deferred_frees(keys);
+        self.sync()
+    }
+
+    /// What became of record `seq` for each peer it was meant for.
+    pub fn relay_outcomes(&self, seq: u64) -> Result<Vec<(String, RelayOutcome)>> {
+        let prefix = seq_key(b'f', seq);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let peer = String::from_utf8_lossy(&k[9..]).into_owned();
+            out.push((peer, RelayOutcome::decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// What became of record `seq` for `peer`, if it was meant for it.
+    pub fn relay_outcome(&self, seq: u64, peer: &str) -> Result<Option<RelayOutcome>> {
+        let key = outcome_key(seq, peer);
+        self.db
+            .get(&key)?
+            .map(|v| RelayOutcome::decode(&key, &v))
+            .transpose()
+    }
+
+    /// Relay outcomes so far for `peer`, by kind.
+    pub fn relay_counts(&self, peer: &str) -> Result<RelayCounts> {
+        let get = |tag: u8| -> Result<u64> {
+            let key = count_key(tag, peer);
+            Ok(self
+                .db
+                .get(&key)?
+                .map(|v| be64(&key, &v))
+                .transpose()?
+                .unwrap_or(0))
+        };
+        Ok(RelayCounts {
+            relayed: get(b'r')?,
+            withheld: get(b'w')?,
+            refused: get(b'x')?,
+        })
     }
 
     /// Bytes the database occupies on disk.

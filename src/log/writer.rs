@@ -46,6 +46,21 @@ pub struct Submission {
     /// For a `group` audience: the group's members at acceptance, stored
     /// with the record as its readers (SPEC §5).
     pub group_members: Vec<String>,
+    /// Set for a record another broker of the federation relayed here.
+    pub relayed: Option<Relayed>,
+}
+
+/// Where a relayed record comes from (SPEC §12).
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// The relaying broker, and the record's seq in its log (0 for a case
+    /// update handed to this broker as the case's authority).
+    pub broker: String,
+    pub seq: u64,
+    /// The relaying broker is the authority of the case this update belongs
+    /// to: its order stands, even where this log would judge a transition
+    /// differently, so both brokers hold the same case state.
+    pub case_authority: bool,
 }
 
 enum Job {
@@ -187,6 +202,45 @@ impl Log {
             .await
             .map_err(|_| Error::Unavailable)?;
         rx.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Appends submissions in the order given (one may refer to an earlier
+    /// one); each answer as [`Log::append`] gives it, in the same order.
+    pub async fn append_in_order(&self, subs: Vec<Submission>) -> Vec<Result<Receipt, Error>> {
+        let mut waiting = Vec::with_capacity(subs.len());
+        for sub in subs {
+            let share = sub.envelope.body.len().clamp(1, MAX_QUEUE_BYTES);
+            let queued = match self
+                .queue
+                .clone()
+                .acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX))
+                .await
+            {
+                Ok(q) => q,
+                Err(_) => {
+                    waiting.push(None);
+                    continue;
+                }
+            };
+            let (reply, rx) = oneshot::channel();
+            let sent = self
+                .tx
+                .send(Job::Publish {
+                    sub: Box::new(sub),
+                    reply,
+                    _queued: queued,
+                })
+                .await;
+            waiting.push(sent.ok().map(|()| rx));
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(Error::Unavailable)),
+                None => Err(Error::Unavailable),
+            });
+        }
+        out
     }
 
     /// Moves `team`'s durable cursor `name` forward to `seq` (never back),
@@ -470,6 +524,7 @@ impl Writer {
         group: &mut Group,
     ) -> Result<Outcome, Error> {
         let body = sub.body;
+        let relayed = sub.relayed;
         let bytes = envelope::log_bytes(&sub.envelope);
         let leaf = merkle::leaf_hash(&bytes);
 
@@ -562,8 +617,20 @@ impl Writer {
                         .unwrap_or(CaseState::Open),
                 };
                 let to = CaseState::try_from(u.transition).unwrap_or(CaseState::Unspecified);
-                let next = cases::transition(current, to, role)
-                    .map_err(|why| Error::Precondition(format!("case {}: {why}", u.case_id)))?;
+                let next = match cases::transition(current, to, role) {
+                    Ok(next) => next,
+                    // The case's authority ordered it: its state stands.
+                    Err(why)
+                        if relayed.as_ref().is_some_and(|r| r.case_authority)
+                            && to != CaseState::Unspecified =>
+                    {
+                        tracing::warn!(request_seq, %why, "case authority's order differs from this log's; following the authority");
+                        to
+                    }
+                    Err(why) => {
+                        return Err(Error::Precondition(format!("case {}: {why}", u.case_id)));
+                    }
+                };
                 group.case_states.insert(request_seq, next);
                 group.batch.put_case_state(request_seq, next as i32);
                 group.batch.put_case_update(request_seq, seq);
@@ -589,6 +656,9 @@ impl Writer {
             also_readers: also_readers.clone(),
         };
         group.batch.put_record(seq, &body.id, &body.sender, &stored);
+        if let Some(r) = relayed.as_ref().filter(|r| r.seq > 0) {
+            group.batch.put_origin(seq, &r.broker, r.seq);
+        }
         group
             .by_id
             .insert((body.id.clone(), body.sender.clone()), seq);

@@ -19,6 +19,7 @@ use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+pub mod federation;
 pub mod witness;
 
 #[allow(unused_imports)]
