@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::broker::state::State;
-use crate::broker::transport::Peer;
 use crate::error::Error;
 use crate::federation::receive::{self, Hop};
 use crate::log::writer::Submission;
@@ -33,29 +32,6 @@ impl FederationService {
     }
 }
 
-/// The broker of an authenticated broker connection, still in the directory.
-fn calling_broker<T>(state: &State, req: &Request<T>) -> Result<String, Error> {
-    let peer = req
-        .extensions()
-        .get::<Peer>()
-        .ok_or_else(|| Error::Internal("call without an authenticated connection".into()))?;
-    if let Some(why) = peer.conn.refusal() {
-        return Err(Error::Limit(why.to_owned()));
-    }
-    let Some(broker) = peer.broker.clone() else {
-        return Err(Error::NotRelayable(format!(
-            "{} is a team: only the brokers of the federation call the Federation service",
-            peer.team
-        )));
-    };
-    if state.directory().broker(&broker).is_none() || !peer.conn.is_valid() {
-        return Err(Error::Withdrawn {
-            team: format!("broker {broker}"),
-        });
-    }
-    Ok(broker)
-}
-
 fn refused(state: &State, rpc: &str, who: &str, e: Error) -> Status {
     if !matches!(e, Error::Internal(_)) {
         state
@@ -69,7 +45,9 @@ fn refused(state: &State, rpc: &str, who: &str, e: Error) -> Status {
 impl FederationApi for FederationService {
     async fn relay(&self, req: Request<pb::RelayBatch>) -> Result<Response<pb::RelayAck>, Status> {
         let state = self.0.clone();
-        let from = calling_broker(&state, &req).map_err(|e| refused(&state, "Relay", "-", e))?;
+        let from = state
+            .broker_peer(&req)
+            .map_err(|e| refused(&state, "Relay", "-", e))?;
         let span = tracing::info_span!("rpc", rpc = "Relay", broker = %from);
         async move {
             let who = format!("broker:{from}");
@@ -86,7 +64,9 @@ impl FederationApi for FederationService {
         req: Request<pb::FederationStatusRequest>,
     ) -> Result<Response<pb::FederationStatus>, Status> {
         let state = self.0.clone();
-        let caller = calling_broker(&state, &req).map_err(|e| refused(&state, "Status", "-", e))?;
+        let caller = state
+            .broker_identity(&req)
+            .map_err(|e| refused(&state, "Status", "-", e))?;
         let Some(fed) = state.federation.as_ref() else {
             return Err(Error::Precondition("this broker is not in a federation".into()).into());
         };

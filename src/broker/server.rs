@@ -115,6 +115,16 @@ impl Broker {
         self.state.reload_directory()
     }
 
+    /// The relay state per peer, in a federation (what `Federation.Status`
+    /// answers this broker's operator).
+    pub fn federation_status(&self) -> Option<Result<crate::proto::FederationStatus, String>> {
+        let fed = self.state.federation.as_ref()?;
+        Some(
+            fed.status(self.state.log().storage(), self.state.committed())
+                .map_err(|e| e.to_string()),
+        )
+    }
+
     /// Serves on `listener` until `shutdown` completes, then drains open calls
     /// for at most a few seconds.
     pub async fn serve(

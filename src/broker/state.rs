@@ -149,11 +149,11 @@ impl State {
         }
     }
 
-    /// The broker id of an authenticated federation peer: the connection's
-    /// certificate names a broker still listed in the directory in force,
-    /// not this broker, and the connection was not withdrawn. What the
-    /// Federation service asks of every call.
-    pub fn broker_peer<T>(&self, req: &tonic::Request<T>) -> Result<String, Error> {
+    /// The broker id of an authenticated broker connection: the
+    /// connection's certificate names a broker still listed in the directory
+    /// in force, the connection was not withdrawn, and this broker is in a
+    /// federation. This broker's own identity (its operator) passes too.
+    pub fn broker_identity<T>(&self, req: &tonic::Request<T>) -> Result<String, Error> {
         let peer = req
             .extensions()
             .get::<Peer>()
@@ -179,10 +179,18 @@ impl State {
             None => Err(Error::NotPeer(
                 "this broker has no federation id (serve --broker ID)".into(),
             )),
-            Some(me) if me == id => Err(Error::NotPeer(format!(
-                "the connection is authenticated as broker {id}, which is this broker"
-            ))),
             Some(_) => Ok(id.to_owned()),
         }
+    }
+
+    /// [`State::broker_identity`] of another broker: a peer.
+    pub fn broker_peer<T>(&self, req: &tonic::Request<T>) -> Result<String, Error> {
+        let id = self.broker_identity(req)?;
+        if self.config.broker.as_deref() == Some(id.as_str()) {
+            return Err(Error::NotPeer(format!(
+                "the connection is authenticated as broker {id}, which is this broker"
+            )));
+        }
+        Ok(id)
     }
 }
