@@ -91,6 +91,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         calls: usize,
     },
+    /// Three federated brokers (CN, BR, RU) in this process on loopback,
+    /// real mTLS: relay throughput and per-record lag from CN's receipt to
+    /// BR's and RU's, then RU's catch-up after it was down while `--down`
+    /// records were published; one JSON line per phase.
+    Federation {
+        /// Records CN's team publishes in the relay phase.
+        #[arg(long, default_value_t = 20_000)]
+        records: u64,
+        /// Body size in bytes (padded description).
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// Concurrent publishers at CN (one connection and one publish in
+        /// flight each).
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        /// Records published while RU is down.
+        #[arg(long, default_value_t = 10_000)]
+        down: u64,
+    },
     /// The machine's limits: Ed25519 verifies/s on all cores, fdatasync/s.
     Limits {
         /// Bytes written before each fdatasync.
@@ -1072,6 +1091,479 @@ async fn abuse_bench(attacks: Vec<AttackKind>, all: bool, calls: usize) -> Resul
     Ok(())
 }
 
+/// The brokers and teams of `bench federation`: the origin first.
+const FED_BROKERS: [&str; 3] = ["CN", "BR", "RU"];
+const FED_TEAMS: [&str; 3] = ["CN-CNCERT", "BR-CERTBR", "RU-GOVCERT"];
+/// How often the origin's relay state is read while waiting on relay.
+const FED_POLL: Duration = Duration::from_millis(5);
+/// The longest wait for relay to reach a target before the bench gives up.
+const FED_PATIENCE: Duration = Duration::from_secs(600);
+
+/// CPU time this process has used (user + system, all threads), from
+/// /proc/self/stat. In `bench federation` the three brokers (and, while
+/// publishing, the load generator) share the process.
+fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> f64 {
+    t.map(|t| t.seconds as f64 * 1000.0 + f64::from(t.nanos) / 1e6)
+        .unwrap_or(0.0)
+}
+
+/// One origin receipt: seq there, receive time (ms since the epoch).
+type OriginReceipts = std::collections::HashMap<u64, f64>;
+
+/// Publishes pre-signed `envelopes` over `clients`, one in flight per
+/// client (closed loop); the origin receipts and each publish's latency.
+async fn publish_signed(
+    clients: &[Client],
+    envelopes: Vec<pb::Envelope>,
+) -> Result<(OriginReceipts, Vec<f64>), String> {
+    let queue = Arc::new(std::sync::Mutex::new(envelopes));
+    let mut tasks = Vec::new();
+    for c in clients {
+        let (c, queue) = (c.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some(env) = next else { break };
+                let t = Instant::now();
+                let r = c.publish(env).await.map_err(|e| e.to_string())?;
+                got.push((
+                    r.seq,
+                    timestamp_ms(r.received_at.as_ref()),
+                    t.elapsed().as_secs_f64() * 1000.0,
+                ));
+            }
+            Ok::<_, String>(got)
+        }));
+    }
+    let mut receipts = OriginReceipts::new();
+    let mut lat = Vec::new();
+    for t in tasks {
+        for (seq, at, ms) in t.await.map_err(|e| e.to_string())?? {
+            receipts.insert(seq, at);
+            lat.push(ms);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((receipts, lat))
+}
+
+/// When relay from the origin reached a target at one peer.
+#[derive(Clone, Copy, Default)]
+struct Reach {
+    /// The origin's relay position for the peer when watching began.
+    from: u64,
+    /// The first time the position moved past `from` (s since the start).
+    first_advance_s: Option<f64>,
+    /// The position then.
+    first_position: u64,
+    /// The time the position reached the target (s since the start).
+    reached_s: f64,
+    /// The most records the peer was behind (the origin's lag) while watched.
+    max_lag: u64,
+}
+
+/// Reads `origin`'s relay state every [`FED_POLL`] until its position for
+/// each of `peers` is at least `target`; times are from `start`.
+async fn watch_relay(
+    origin: crate::broker::server::Broker,
+    peers: Vec<String>,
+    target: u64,
+    start: Instant,
+) -> Result<std::collections::BTreeMap<String, Reach>, String> {
+    let status = || -> Result<pb::FederationStatus, String> {
+        origin
+            .federation_status()
+            .ok_or("the origin broker is not in a federation")?
+    };
+    let mut reach = std::collections::BTreeMap::new();
+    for p in status()?.peers {
+        if peers.contains(&p.broker) {
+            reach.insert(
+                p.broker.clone(),
+                (
+                    Reach {
+                        from: p.position,
+                        max_lag: p.lag,
+                        ..Reach::default()
+                    },
+                    false,
+                ),
+            );
+        }
+    }
+    if reach.len() != peers.len() {
+        return Err(format!("the origin does not peer with all of {peers:?}"));
+    }
+    loop {
+        let now = start.elapsed().as_secs_f64();
+        for p in status()?.peers {
+            let Some((r, done)) = reach.get_mut(&p.broker) else {
+                continue;
+            };
+            if *done {
+                continue;
+            }
+            r.max_lag = r.max_lag.max(p.lag);
+            if r.first_advance_s.is_none() && p.position > r.from {
+                r.first_advance_s = Some(now);
+                r.first_position = p.position;
+            }
+            if p.position >= target {
+                r.reached_s = now;
+                *done = true;
+            }
+        }
+        if reach.values().all(|(_, done)| *done) {
+            return Ok(reach.into_iter().map(|(k, (r, _))| (k, r)).collect());
+        }
+        if start.elapsed() > FED_PATIENCE {
+            return Err(format!(
+                "relay did not reach position {target} within {} s",
+                FED_PATIENCE.as_secs()
+            ));
+        }
+        tokio::time::sleep(FED_POLL).await;
+    }
+}
+
+/// Reads every record at a destination broker as `team` (catch-up from the
+/// first record) and, for those relayed from `origin` and in `receipts`,
+/// the lag from the origin's receipt to the destination's (ms).
+async fn relay_lags(
+    url: &str,
+    pki: &Path,
+    team: &str,
+    origin: &str,
+    receipts: &OriginReceipts,
+) -> Result<(Vec<f64>, u64), String> {
+    let reader = Client::connect(url, &ClientFiles::from_pki(pki, team), team)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut s = reader
+        .exchange()
+        .subscribe(pb::SubscribeRequest {
+            start: Some(pb::subscribe_request::Start::AfterSeq(0)),
+            filter: None,
+            follow: false,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let mut lags = Vec::new();
+    let mut from_origin = 0u64;
+    while let Some(rec) = s.message().await.map_err(|e| e.to_string())? {
+        let Some(o) = rec.origin.as_ref().filter(|o| o.broker == origin) else {
+            continue;
+        };
+        from_origin += 1;
+        if let Some(at) = receipts.get(&o.seq) {
+            lags.push(timestamp_ms(rec.received_at.as_ref()) - at);
+        }
+    }
+    Ok((lags, from_origin))
+}
+
+/// Signs `n` community TLP:CLEAR incidents of `size` bytes by `team`
+/// (before any timed window: the signer runs on the sender's machine).
+fn sign_all(c: &Client, n: u64, size: usize, tag: &str) -> Result<Vec<pb::Envelope>, String> {
+    (0..n)
+        .map(|_| {
+            c.seal(&sized_body(c.team(), size, tag))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct FedPeerLine {
+    /// Seconds from the first publish until the origin's relay position for
+    /// this peer covered every record.
+    reached_s: f64,
+    /// Records of the timed window found at the peer.
+    delivered: u64,
+    lag_p50_ms: f64,
+    lag_p99_ms: f64,
+    lag_max_ms: f64,
+    /// The most records the peer was behind the origin meanwhile.
+    max_backlog: u64,
+}
+
+#[derive(Serialize)]
+struct FedRelayLine {
+    scenario: &'static str,
+    phase: &'static str,
+    brokers: usize,
+    records: u64,
+    size: usize,
+    publishers: usize,
+    /// Origin: first publish to last receipt.
+    publish_s: f64,
+    publish_per_s: f64,
+    publish_p50_ms: f64,
+    publish_p99_ms: f64,
+    /// First publish until every record was relayed to both peers.
+    relay_s: f64,
+    /// Records delivered to each peer per second (records / relay_s).
+    relay_per_s: f64,
+    /// Destination receipt − origin receipt, both peers together.
+    lag_p50_ms: f64,
+    lag_p99_ms: f64,
+    lag_max_ms: f64,
+    /// Records of the window missing at some peer (expected 0).
+    lost: u64,
+    peers: std::collections::BTreeMap<String, FedPeerLine>,
+    /// CPU of the whole process per record: the three brokers AND the
+    /// publishers' clients (TLS, gRPC), which share it.
+    process_cpu_us_per_record: f64,
+    process_rss_mib: f64,
+}
+
+#[derive(Serialize)]
+struct FedCatchupLine {
+    scenario: &'static str,
+    phase: &'static str,
+    /// Records published at the origin while the peer was down.
+    records: u64,
+    size: usize,
+    peer: &'static str,
+    /// How long stopping the peer took (its open calls drained).
+    stop_s: f64,
+    /// Origin publish rate meanwhile (the other peer still relaying).
+    publish_per_s_peer_down: f64,
+    publish_p50_ms: f64,
+    publish_p99_ms: f64,
+    /// The peer's restart: opening its database until it serves.
+    open_s: f64,
+    /// Restart until the origin's first batch to the peer was acknowledged
+    /// (reconnection, including the relay task's backoff).
+    reconnect_s: f64,
+    /// Restart until the origin's lag to the peer was 0.
+    catchup_s: f64,
+    /// records / catchup_s.
+    catchup_per_s: f64,
+    /// Records after the first acknowledged batch / the time they took.
+    transfer_per_s: f64,
+    /// Records relayed from the origin found at the peer afterwards, and
+    /// how many the origin receipted (warm-up, phase 1 and phase 2).
+    delivered: u64,
+    expected: u64,
+    /// CPU of the process from the restart until the lag was 0, per record:
+    /// only the brokers run then (no clients; a status read every 5 ms).
+    broker_cpu_us_per_record: f64,
+    process_rss_mib: f64,
+}
+
+/// `certex bench federation`: three brokers (CN, BR, RU) in this process
+/// on loopback with real mTLS; CN's team publishes community records that
+/// CN relays to BR and RU. Phase 1: relay throughput and per-record lag.
+/// Phase 2: RU down while `down` more are published, then its catch-up.
+async fn federation_bench(
+    records: u64,
+    size: usize,
+    publishers: usize,
+    down: u64,
+) -> Result<(), String> {
+    use crate::cli::federation::LocalFederation;
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let pki = tmp.path().join("pki");
+    let teams: Vec<String> = FED_TEAMS.iter().map(|t| t.to_string()).collect();
+    let brokers: Vec<String> = FED_BROKERS.iter().map(|b| b.to_string()).collect();
+    crate::cli::pki::init_federation(&pki, &teams, &[], &brokers)?;
+    let mut fed = LocalFederation::new(&pki, &tmp.path().join("data"), &FED_BROKERS)?;
+    fed.set_limits(Limits {
+        max_connections_per_team: 100_000,
+        ..bench_limits()
+    });
+    fed.start_all().await?;
+    let (origin, origin_team) = (FED_BROKERS[0], FED_TEAMS[0]);
+    let cn_url = fed.url(origin);
+    progress(&format!(
+        "federation: brokers CN {cn_url}, BR {}, RU {} (in this process); {publishers} publishers as {origin_team}",
+        fed.url("BR"),
+        fed.url("RU"),
+    ));
+    let mut clients = Vec::new();
+    for _ in 0..publishers {
+        clients.push(
+            Client::connect(
+                &cn_url,
+                &ClientFiles::from_pki(&pki, origin_team),
+                origin_team,
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+    }
+    let cn = fed.broker(origin).ok_or("CN is not running")?.clone();
+    let log_size = |b: &crate::broker::server::Broker| -> Result<u64, String> {
+        Ok(b.federation_status()
+            .ok_or("not in a federation")??
+            .log_size)
+    };
+    let peers: Vec<String> = FED_BROKERS[1..].iter().map(|s| s.to_string()).collect();
+
+    // Warm-up: one record through, so the peer connections are up.
+    let warm = sign_all(&clients[0], 1, size, "warm-up")?;
+    publish_signed(&clients[..1], warm).await?;
+    watch_relay(cn.clone(), peers.clone(), log_size(&cn)?, Instant::now()).await?;
+
+    // Phase 1.
+    progress(&format!(
+        "federation: relay: signing {records} records of {size} bytes"
+    ));
+    let envelopes = sign_all(&clients[0], records, size, "federation")?;
+    let target = log_size(&cn)? + records;
+    progress("federation: relay: publishing at CN");
+    let cpu0 = process_cpu_seconds();
+    let start = Instant::now();
+    let watcher = tokio::spawn(watch_relay(cn.clone(), peers.clone(), target, start));
+    let (receipts, publish_lat) = publish_signed(&clients, envelopes).await?;
+    let publish_s = start.elapsed().as_secs_f64();
+    progress(&format!(
+        "federation: relay: published in {publish_s:.2} s; waiting on relay"
+    ));
+    let reach = watcher.await.map_err(|e| e.to_string())??;
+    let cpu = process_cpu_seconds() - cpu0;
+    let relay_s = reach.values().map(|r| r.reached_s).fold(0.0, f64::max);
+    if receipts.keys().max().copied() != Some(target) {
+        return Err(format!(
+            "the origin's receipts end at {:?}, not at {target}",
+            receipts.keys().max()
+        ));
+    }
+    let mut all_lags = Vec::new();
+    let mut peer_lines = std::collections::BTreeMap::new();
+    let mut lost = 0u64;
+    for (peer, team) in FED_BROKERS[1..].iter().zip(&FED_TEAMS[1..]) {
+        progress(&format!(
+            "federation: relay: reading {peer}'s records as {team}"
+        ));
+        let (mut lags, _) = relay_lags(&fed.url(peer), &pki, team, origin, &receipts).await?;
+        lags.sort_by(f64::total_cmp);
+        let r = reach[*peer];
+        lost += records.saturating_sub(lags.len() as u64);
+        peer_lines.insert(
+            peer.to_string(),
+            FedPeerLine {
+                reached_s: round(r.reached_s, 3),
+                delivered: lags.len() as u64,
+                lag_p50_ms: round(percentile(&lags, 50.0), 1),
+                lag_p99_ms: round(percentile(&lags, 99.0), 1),
+                lag_max_ms: round(lags.last().copied().unwrap_or(0.0), 1),
+                max_backlog: r.max_lag,
+            },
+        );
+        all_lags.extend(lags);
+    }
+    all_lags.sort_by(f64::total_cmp);
+    let line = FedRelayLine {
+        scenario: "federation",
+        phase: "relay",
+        brokers: FED_BROKERS.len(),
+        records,
+        size,
+        publishers,
+        publish_s: round(publish_s, 3),
+        publish_per_s: round(records as f64 / publish_s, 1),
+        publish_p50_ms: round(percentile(&publish_lat, 50.0), 3),
+        publish_p99_ms: round(percentile(&publish_lat, 99.0), 3),
+        relay_s: round(relay_s, 3),
+        relay_per_s: round(records as f64 / relay_s, 1),
+        lag_p50_ms: round(percentile(&all_lags, 50.0), 1),
+        lag_p99_ms: round(percentile(&all_lags, 99.0), 1),
+        lag_max_ms: round(all_lags.last().copied().unwrap_or(0.0), 1),
+        lost,
+        peers: peer_lines,
+        process_cpu_us_per_record: round(cpu * 1e6 / records.max(1) as f64, 1),
+        process_rss_mib: round(rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0, 1),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&line).map_err(|e| e.to_string())?
+    );
+
+    // Phase 2: RU down while `down` records are published, then back.
+    let (peer, team) = (FED_BROKERS[2], FED_TEAMS[2]);
+    progress(&format!("federation: catch-up: stopping {peer}"));
+    let t = Instant::now();
+    fed.stop(peer).await;
+    let stop_s = t.elapsed().as_secs_f64();
+    let envelopes = sign_all(&clients[0], down, size, "federation-down")?;
+    let target = log_size(&cn)? + down;
+    progress(&format!(
+        "federation: catch-up: publishing {down} records at CN while {peer} is down"
+    ));
+    let start = Instant::now();
+    let (_, down_lat) = publish_signed(&clients, envelopes).await?;
+    let down_s = start.elapsed().as_secs_f64();
+    // The other peer first, so that only the catch-up runs afterwards.
+    let others: Vec<String> = peers.iter().filter(|p| *p != peer).cloned().collect();
+    watch_relay(cn.clone(), others, target, Instant::now()).await?;
+    progress(&format!(
+        "federation: catch-up: published in {down_s:.2} s; restarting {peer}"
+    ));
+    let cpu0 = process_cpu_seconds();
+    let restart = Instant::now();
+    fed.start(peer).await?;
+    let open_s = restart.elapsed().as_secs_f64();
+    let r = watch_relay(cn.clone(), vec![peer.to_owned()], target, restart).await?[peer];
+    let cpu = process_cpu_seconds() - cpu0;
+    let reconnect_s = r.first_advance_s.unwrap_or(r.reached_s);
+    let after_first = target.saturating_sub(r.first_position);
+    let transfer_s = r.reached_s - reconnect_s;
+    progress(&format!(
+        "federation: catch-up: {peer} caught up in {:.2} s; reading its records as {team}",
+        r.reached_s
+    ));
+    let (_, delivered) =
+        relay_lags(&fed.url(peer), &pki, team, origin, &OriginReceipts::new()).await?;
+    let line = FedCatchupLine {
+        scenario: "federation",
+        phase: "catchup",
+        records: down,
+        size,
+        peer: "RU",
+        stop_s: round(stop_s, 3),
+        publish_per_s_peer_down: round(down as f64 / down_s, 1),
+        publish_p50_ms: round(percentile(&down_lat, 50.0), 3),
+        publish_p99_ms: round(percentile(&down_lat, 99.0), 3),
+        open_s: round(open_s, 3),
+        reconnect_s: round(reconnect_s, 3),
+        catchup_s: round(r.reached_s, 3),
+        catchup_per_s: round(down as f64 / r.reached_s, 1),
+        transfer_per_s: if transfer_s > 0.0 {
+            round(after_first as f64 / transfer_s, 1)
+        } else {
+            0.0
+        },
+        delivered,
+        expected: 1 + records + down,
+        broker_cpu_us_per_record: round(cpu * 1e6 / down.max(1) as f64, 1),
+        process_rss_mib: round(rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0, 1),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&line).map_err(|e| e.to_string())?
+    );
+    drop(clients);
+    fed.stop_all().await;
+    Ok(())
+}
+
 /// Runs one scenario and prints its summary line.
 pub async fn run(cmd: BenchCommand) -> Result<(), String> {
     let line = match cmd {
@@ -1105,6 +1597,12 @@ pub async fn run(cmd: BenchCommand) -> Result<(), String> {
             all,
             calls,
         } => return abuse_bench(attacks, all, calls.max(2)).await,
+        BenchCommand::Federation {
+            records,
+            size,
+            publishers,
+            down,
+        } => return federation_bench(records.max(1), size, publishers.max(1), down.max(1)).await,
     };
     println!("{line}");
     Ok(())

@@ -116,6 +116,7 @@ async fn status(a: StatusArgs) -> Result<(), CliError> {
 /// a stopped broker comes back on the same address.
 pub struct LocalFederation {
     pki: std::path::PathBuf,
+    limits: crate::broker::config::Limits,
     nodes: std::collections::BTreeMap<String, LocalNode>,
 }
 
@@ -157,6 +158,7 @@ impl LocalFederation {
         }
         Ok(LocalFederation {
             pki: pki.to_owned(),
+            limits: Default::default(),
             nodes,
         })
     }
@@ -170,6 +172,12 @@ impl LocalFederation {
         if let Some(n) = self.nodes.get_mut(id) {
             n.egress.insert(peer.to_owned(), egress);
         }
+    }
+
+    /// Sets every broker's operating limits (from its next start; the
+    /// default limits otherwise).
+    pub fn set_limits(&mut self, limits: crate::broker::config::Limits) {
+        self.limits = limits;
     }
 
     /// The running broker `id`.
@@ -198,6 +206,7 @@ impl LocalFederation {
                 .parse()
                 .map_err(|e| format!("{e}"))?,
         );
+        config.limits = self.limits.clone();
         for (peer, url) in urls {
             let egress = node.egress.get(&peer).cloned().unwrap_or_default();
             config.peers.insert(
