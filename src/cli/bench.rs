@@ -2,7 +2,10 @@
 //! real mTLS with signed bodies and ends with one JSON summary line on
 //! stdout (progress goes to stderr). By default the broker is a child
 //! process started from this binary with a temporary PKI and database, so
-//! its RSS is measured apart from the load generator.
+//! its RSS is measured apart from the load generator. `bench federation`
+//! runs its three brokers in this process instead
+//! ([`crate::cli::federation::LocalFederation`]), so its CPU and RSS figures
+//! are the whole process's.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
