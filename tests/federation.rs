@@ -101,9 +101,19 @@ async fn records_reach_exactly_the_brokers_of_their_readers() {
         .clone()
         .expect("a relayed record names its origin");
     assert_eq!((origin.broker.as_str(), origin.seq), ("CN", r1.seq));
-    assert!(
-        br.render(&got).verified,
-        "BR's team verifies CN's signature"
+    let shown = br.render(&got);
+    assert!(shown.verified, "BR's team verifies CN's signature");
+    // ... and CN's proof that CN logged it, with CN's checkpoint key.
+    let o = shown.origin.expect("origin shown");
+    assert_eq!(o.logged_at_origin, Some(true), "{o:?}");
+    assert!(o.origin_checkpoint_size.unwrap() >= r1.seq);
+    let mut tampered = got.clone();
+    tampered.origin.as_mut().unwrap().seq += 1;
+    let o = br.render(&tampered).origin.unwrap();
+    assert_eq!(
+        o.logged_at_origin,
+        Some(false),
+        "a proof for another seq fails: {o:?}"
     );
     assert_eq!(
         br.get(get_id(&paired.id)).await.unwrap().leaf_hash,
@@ -329,6 +339,7 @@ fn relayed(env: &pb::Envelope, seq: u64) -> pb::RelayBatch {
             envelope: env.encode_to_vec(),
             origin_received_at_ms: (OffsetDateTime::now_utc().unix_timestamp() * 1000) as u64,
             group_members: vec![],
+            origin_proof: String::new(),
         }],
     }
 }
@@ -377,6 +388,39 @@ async fn forged_relays_are_refused_and_nothing_is_stored() {
         tonic::Code::Unauthenticated as i32,
         "{ack:?}"
     );
+
+    // CN's broker relaying a valid record without its evidence, or with
+    // evidence that proves nothing.
+    let ack = fed(f.broker_channel("CN", "BR").await)
+        .relay(relayed(&env, 9))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ack.results[0].code,
+        tonic::Code::InvalidArgument as i32,
+        "{ack:?}"
+    );
+    assert!(
+        ack.results[0].message.contains("origin_proof: is required"),
+        "{ack:?}"
+    );
+    let mut forged = relayed(&env, 9);
+    forged.records[0].origin_proof = format!(
+        "c2sp.org/tlog-proof@v1\nindex 8\n\n{}",
+        "certex.localhost/CN/v1\n9\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— certex.localhost/CN/v1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+    );
+    let ack = fed(f.broker_channel("CN", "BR").await)
+        .relay(forged)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ack.results[0].code,
+        tonic::Code::InvalidArgument as i32,
+        "{ack:?}"
+    );
+    assert!(ack.results[0].message.contains("origin"), "{ack:?}");
 
     // CN's broker relaying to RU a record none of RU's teams may read.
     let ack = fed(f.broker_channel("CN", "RU").await)

@@ -67,9 +67,14 @@ pub fn view_decoded(
         origin: None,
     };
     if let Some(me) = state.config.broker.as_deref() {
-        record.origin = storage
-            .origin_of(seq)?
-            .map(|(broker, seq)| pb::RecordOrigin { broker, seq });
+        record.origin = match storage.origin_of(seq)? {
+            Some((broker, origin_seq)) => Some(pb::RecordOrigin {
+                broker,
+                seq: origin_seq,
+                proof: storage.origin_proof(seq)?.unwrap_or_default(),
+            }),
+            None => None,
+        };
         if reader == body.sender && record.origin.is_none() {
             record.relays = relays(state, me, seq, &dist, dir)?;
         }

@@ -160,6 +160,7 @@ impl Broker {
             fed.spawn(
                 self.state.log().clone(),
                 Arc::new(move || st.directory()),
+                prover(self.state.clone()),
                 self.state.closing.subscribe(),
             );
         }
@@ -270,4 +271,41 @@ fn federation(config: &BrokerConfig, dir: &Directory) -> Result<Option<Arc<Feder
     };
     Federation::new(me, peers, dir, &read(&config.cert)?, &read(&config.key)?)
         .map(|f| Some(Arc::new(f)))
+}
+
+/// This broker's evidence for the records it relays: each record's
+/// inclusion path in its latest signed checkpoint (with the cosignatures
+/// it has), as a C2SP tlog-proof@v1 bundle without the record bytes.
+fn prover(state: Arc<State>) -> crate::federation::relay::Prover {
+    Arc::new(move |seqs: &[u64]| {
+        let Some(signer) = state.checkpoints.as_ref() else {
+            return Ok(vec![String::new(); seqs.len()]);
+        };
+        let head = state.log().head();
+        let note = signer.note_for(&head).map_err(|e| e.to_string())?;
+        let storage = state.log().storage();
+        seqs.iter()
+            .map(|&seq| {
+                let p = crate::broker::transparency::inclusion(
+                    storage,
+                    seq,
+                    head.tree_size,
+                    head.tree_size,
+                )
+                .map_err(|e| e.to_string())?;
+                let path = p
+                    .path
+                    .iter()
+                    .map(|h| <[u8; 32]>::try_from(h.as_slice()).map_err(|_| "bad node".to_owned()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(crate::rules::note::Proof {
+                    extra: None,
+                    index: seq - 1,
+                    path,
+                    checkpoint: note.clone(),
+                }
+                .encode())
+            })
+            .collect()
+    })
 }

@@ -370,7 +370,7 @@ async fn checkpoint_summary(
 ) -> Result<Option<CheckpointSummary>, CliError> {
     if client
         .local_directory()
-        .and_then(|d| d.checkpoint_vkey())
+        .and_then(|d| d.log_vkey_for(client.team()))
         .is_none()
     {
         return Ok(None);

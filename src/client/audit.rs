@@ -413,7 +413,7 @@ pub async fn fetch_checkpoint(
     use crate::rules::note::{Checkpoint, Note, open};
     let vkey = client
         .local_directory()
-        .and_then(|d| d.checkpoint_vkey())
+        .and_then(|d| d.log_vkey_for(client.team()))
         .ok_or_else(|| {
             ClientError::Local(
                 "the local directory lists no checkpoint_vkey to verify checkpoints with".into(),
@@ -618,10 +618,13 @@ pub fn check_proof(
     use crate::rules::note::{Checkpoint, Note, Proof, open};
     use prost::Message;
     let p = Proof::parse(text).map_err(|e| format!("the bundle is not a tlog proof: {e}"))?;
-    let vkey = dir
-        .checkpoint_vkey()
-        .ok_or("the directory lists no checkpoint_vkey to verify the checkpoint with")?;
     let note = Note::parse(&p.checkpoint).map_err(|e| format!("checkpoint: {e}"))?;
+    // The log is named by the checkpoint's origin line; its key comes from
+    // the local directory (the single broker's, or a federation broker's).
+    let claimed = note.text.split('\n').next().unwrap_or_default();
+    let vkey = dir.checkpoint_vkey_named(claimed).ok_or_else(|| {
+        format!("the directory lists no checkpoint key for the log {claimed:?} to verify the checkpoint with")
+    })?;
     open(&note, std::slice::from_ref(vkey))
         .map_err(|e| format!("the checkpoint is NOT signed by {}: {e}", vkey.name))?;
     let cp = Checkpoint::parse(&note.text).map_err(|e| format!("checkpoint: {e}"))?;

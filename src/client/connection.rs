@@ -536,7 +536,7 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
                 reason: t.reason.clone(),
             }),
             relays: relays_json(rec),
-            origin: origin_json(rec),
+            origin: origin_json(rec, dir),
         };
     }
     let verified = dir.map(|d| verify_record(rec, d));
@@ -571,7 +571,7 @@ pub fn render_record(rec: &pb::Record, dir: Option<&Directory>) -> RecordJson {
         body: Some(BodyJson::from_body(&body)),
         retracted: None,
         relays: relays_json(rec),
-        origin: origin_json(rec),
+        origin: origin_json(rec, dir),
     }
 }
 
@@ -587,10 +587,31 @@ fn relays_json(rec: &pb::Record) -> Vec<RelayJson> {
         .collect()
 }
 
-fn origin_json(rec: &pb::Record) -> Option<OriginJson> {
-    rec.origin.as_ref().map(|o| OriginJson {
+fn origin_json(rec: &pb::Record, dir: Option<&Directory>) -> Option<OriginJson> {
+    let o = rec.origin.as_ref()?;
+    let vkey = dir
+        .and_then(|d| d.broker(&o.broker))
+        .and_then(|b| b.checkpoint_vkey.as_ref());
+    let checked = match (vkey, rec.envelope.as_ref()) {
+        (None, _) => None,
+        (Some(_), _) if o.proof.is_empty() => Some(Err(format!(
+            "broker {} sent no proof that it logged the record",
+            o.broker
+        ))),
+        (Some(_), None) => None,
+        (Some(v), Some(env)) => Some(crate::client::verify::check_origin_proof(
+            &o.proof,
+            &envelope::log_bytes(env),
+            o.seq,
+            v,
+        )),
+    };
+    Some(OriginJson {
         broker: o.broker.clone(),
         seq: o.seq,
+        logged_at_origin: checked.as_ref().map(Result::is_ok),
+        origin_checkpoint_size: checked.as_ref().and_then(|c| c.as_ref().ok().copied()),
+        origin_proof_error: checked.and_then(Result::err),
     })
 }
 

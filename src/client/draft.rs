@@ -466,6 +466,16 @@ pub struct RelayJson {
 pub struct OriginJson {
     pub broker: String,
     pub seq: u64,
+    /// Whether the origin broker's proof that it logged the record verifies
+    /// (with its checkpoint key in the local directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_at_origin: Option<bool>,
+    /// The size of the origin checkpoint the proof is against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_checkpoint_size: Option<u64>,
+    /// Why the origin proof does not verify, or is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_proof_error: Option<String>,
 }
 
 #[cfg(test)]

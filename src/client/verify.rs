@@ -271,6 +271,51 @@ pub fn hash_from_slice(bytes: &[u8]) -> Result<Hash, VerifyError> {
     Hash::try_from(bytes).map_err(|_| VerifyError::HashLength { len: bytes.len() })
 }
 
+/// Checks an origin broker's evidence that it logged a relayed record
+/// (SPEC §12): a C2SP tlog-proof@v1 bundle (its `extra` line, if present,
+/// must be the record's bytes) whose index is the record's seq there minus
+/// one, whose checkpoint is signed by `vkey` (the origin's checkpoint key in
+/// the local directory) and names its log, and whose inclusion path leads
+/// from the record's leaf hash to the checkpoint's root. Returns the
+/// checkpoint's size.
+pub fn check_origin_proof(
+    proof: &str,
+    record_bytes: &[u8],
+    origin_seq: u64,
+    vkey: &crate::rules::note::Vkey,
+) -> Result<u64, String> {
+    use crate::rules::note::{Checkpoint, Note, Proof, open};
+    let p = Proof::parse(proof).map_err(|e| format!("origin proof: {e}"))?;
+    if p.extra.as_deref().is_some_and(|e| e != record_bytes) {
+        return Err("origin proof: its extra bytes are not this record".into());
+    }
+    if p.index.checked_add(1) != Some(origin_seq) {
+        return Err(format!(
+            "origin proof: index {} is not the record's seq {origin_seq} at the origin",
+            p.index
+        ));
+    }
+    let note = Note::parse(&p.checkpoint).map_err(|e| format!("origin checkpoint: {e}"))?;
+    open(&note, std::slice::from_ref(vkey))
+        .map_err(|e| format!("origin checkpoint is NOT signed by {}: {e}", vkey.name))?;
+    let cp = Checkpoint::parse(&note.text).map_err(|e| format!("origin checkpoint: {e}"))?;
+    if cp.origin != vkey.name {
+        return Err(format!(
+            "origin checkpoint names the log {:?}, not {:?}",
+            cp.origin, vkey.name
+        ));
+    }
+    verify_inclusion(
+        &leaf_hash(record_bytes),
+        p.index,
+        cp.size,
+        &p.path,
+        &cp.root,
+    )
+    .map_err(|e| format!("the record is NOT in the origin's checkpoint: {e}"))?;
+    Ok(cp.size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

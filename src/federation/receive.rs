@@ -11,6 +11,7 @@
 use prost::Message;
 use time::OffsetDateTime;
 
+use crate::client::verify::check_origin_proof;
 use crate::error::Error;
 use crate::federation::route;
 use crate::log::storage::Storage;
@@ -168,6 +169,29 @@ pub fn check(
             )));
         }
     }
+    // The origin's evidence that it logged the record, when the directory
+    // gives the key to check it with.
+    let origin_vkey = dir
+        .broker(hop.from)
+        .and_then(|b| b.checkpoint_vkey.as_ref());
+    let proof = match (rec.origin_seq, origin_vkey) {
+        (0, _) | (_, None) => None,
+        (_, Some(_)) if rec.origin_proof.is_empty() => {
+            return Err(Error::invalid(
+                "origin_proof",
+                format!(
+                    "is required: the directory lists a checkpoint key for broker {}",
+                    hop.from
+                ),
+            ));
+        }
+        (seq, Some(vkey)) => {
+            check_origin_proof(&rec.origin_proof, &rec.envelope, seq, vkey)
+                .map_err(|why| Error::invalid("origin_proof", why))?;
+            Some(rec.origin_proof.clone())
+        }
+    };
+
     Ok(Submission {
         envelope: env,
         body,
@@ -176,6 +200,7 @@ pub fn check(
             broker: hop.from.to_owned(),
             seq: rec.origin_seq,
             case_authority,
+            proof,
         }),
     })
 }

@@ -49,6 +49,11 @@ fn call_timeout(bytes: usize) -> Duration {
     Duration::from_secs(10 + (bytes / (256 * 1024)) as u64)
 }
 
+/// The origin's evidence for records of this log: for each seq, a C2SP
+/// tlog-proof@v1 bundle (no `extra` line) against its latest signed
+/// checkpoint; empty strings when the broker signs no checkpoints.
+pub type Prover = Arc<dyn Fn(&[u64]) -> Result<Vec<String>, String> + Send + Sync>;
+
 /// The directory in force, however the broker keeps it.
 pub type DirectorySource = Arc<dyn Fn() -> Arc<Directory> + Send + Sync>;
 
@@ -145,13 +150,20 @@ impl Federation {
     }
 
     /// Starts one relay task per peer; each stops when `closing` turns true.
-    pub fn spawn(&self, log: Log, dir: DirectorySource, closing: watch::Receiver<bool>) {
+    pub fn spawn(
+        &self,
+        log: Log,
+        dir: DirectorySource,
+        prover: Prover,
+        closing: watch::Receiver<bool>,
+    ) {
         for link in self.links.values() {
             let task = RelayTask {
                 me: self.me.clone(),
                 link: link.clone(),
                 log: log.clone(),
                 dir: dir.clone(),
+                prover: prover.clone(),
             };
             let closing = closing.clone();
             tokio::spawn(async move { task.run(closing).await });
@@ -178,6 +190,7 @@ impl Federation {
                 envelope,
                 origin_received_at_ms: 0,
                 group_members: vec![],
+                origin_proof: String::new(),
             }],
         };
         let ack = tokio::time::timeout(call_timeout(0), link.client.clone().relay(batch))
@@ -253,6 +266,7 @@ struct RelayTask {
     link: Arc<PeerLink>,
     log: Log,
     dir: DirectorySource,
+    prover: Prover,
 }
 
 /// Refusals a later attempt may overcome: the record stays at the head of
@@ -329,12 +343,21 @@ impl RelayTask {
             (self.dir)(),
         );
         let st = storage.clone();
+        let prover = self.prover.clone();
         let round = tokio::task::spawn_blocking(move || {
-            gather(&st, &dir, &me, &peer, &egress, position, size)
+            let mut round = gather(&st, &dir, &me, &peer, &egress, position, size)
+                .map_err(|e| format!("cannot read the log: {e}"))?;
+            if !round.send.is_empty() {
+                let seqs: Vec<u64> = round.send.iter().map(|(s, _)| *s).collect();
+                let proofs = prover(&seqs).map_err(|e| format!("cannot prove records: {e}"))?;
+                for ((_, r), p) in round.send.iter_mut().zip(proofs) {
+                    r.origin_proof = p;
+                }
+            }
+            Ok::<Round, String>(round)
         })
         .await
-        .map_err(|e| format!("relay task failed: {e}"))?
-        .map_err(|e| format!("cannot read the log: {e}"))?;
+        .map_err(|e| format!("relay task failed: {e}"))??;
         let mut outcomes = round.decided;
         let mut last = round.last;
         if !round.send.is_empty() {
@@ -488,6 +511,7 @@ fn gather(
                 envelope: rec.envelope.to_vec(),
                 origin_received_at_ms: rec.received_at_ms,
                 group_members,
+                origin_proof: String::new(),
             },
         ));
     }

@@ -22,6 +22,7 @@
 //! | `u` be64(request seq) be64(seq)   | empty: the case's updates, in order   |
 //! | `c` team 0x00 name                | be64(seq): a durable subscription     |
 //! | `o` be64(seq)                     | be64(origin seq) origin broker: a record relayed here |
+//! | `e` be64(seq)                     | the origin's tlog-proof bundle of a relayed record |
 //! | `p` peer                          | be64(position): relay to a peer done up to this seq |
 //! | `f` be64(seq) peer                | [`RelayOutcome`]: what became of the record for a peer |
 //! | `n` kind peer                     | be64(count) of relay outcomes of that kind per peer |
@@ -283,6 +284,12 @@ impl WriteBatch {
     pub fn put_cursor(&mut self, team: &str, name: &str, seq: u64) {
         self.batch
             .insert(cursor_key(team, name), &seq.to_be_bytes());
+        self.keys += 1;
+    }
+
+    /// Keeps the origin's tlog-proof bundle of relayed record `seq`.
+    pub fn put_origin_proof(&mut self, seq: u64, proof: &str) {
+        self.batch.insert(&seq_key(b'e', seq), proof.as_bytes());
         self.keys += 1;
     }
 
@@ -1204,6 +1211,14 @@ impl Storage {
                 message: "short origin".into(),
             }),
         }
+    }
+
+    /// The origin's tlog-proof bundle of relayed record `seq`, if it came with one.
+    pub fn origin_proof(&self, seq: u64) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .get(seq_key(b'e', seq))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Up to which seq of this log relay to `peer` is done (0 at first).

@@ -61,6 +61,8 @@ pub struct Relayed {
     /// to: its order stands, even where this log would judge a transition
     /// differently, so both brokers hold the same case state.
     pub case_authority: bool,
+    /// The origin's tlog-proof bundle (no `extra` line), checked on receipt.
+    pub proof: Option<String>,
 }
 
 enum Job {
@@ -658,6 +660,9 @@ impl Writer {
         group.batch.put_record(seq, &body.id, &body.sender, &stored);
         if let Some(r) = relayed.as_ref().filter(|r| r.seq > 0) {
             group.batch.put_origin(seq, &r.broker, r.seq);
+            if let Some(p) = &r.proof {
+                group.batch.put_origin_proof(seq, p);
+            }
         }
         group
             .by_id

@@ -672,6 +672,28 @@ impl Directory {
         self.checkpoint_vkey.as_ref()
     }
 
+    /// The verifier key of the checkpoints of the log `team` reads: its home
+    /// broker's in a federation, else the single broker's.
+    pub fn log_vkey_for(&self, team: &str) -> Option<&crate::rules::note::Vkey> {
+        match self.home_of(team).and_then(|h| self.brokers.get(h)) {
+            Some(b) => b.checkpoint_vkey.as_ref(),
+            None => self.checkpoint_vkey.as_ref(),
+        }
+    }
+
+    /// The checkpoint verifier key whose name is `origin`: the single
+    /// broker's or one of the federation's brokers'.
+    pub fn checkpoint_vkey_named(&self, origin: &str) -> Option<&crate::rules::note::Vkey> {
+        self.checkpoint_vkey
+            .iter()
+            .chain(
+                self.brokers
+                    .values()
+                    .filter_map(|b| b.checkpoint_vkey.as_ref()),
+            )
+            .find(|v| v.name == origin)
+    }
+
     /// The brokers of the federation (empty for a single broker).
     pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
         self.brokers.values()
