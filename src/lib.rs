@@ -27,7 +27,8 @@
 //!   a log's checkpoints once each is proven to extend the last; built on
 //!   the client's verifier and the signed-note rules.
 //! - [`federation`]: sovereign brokers relaying to each other (SPEC §12):
-//!   so far the routing rules — where a record must go, who may relay it.
+//!   where a record must go, what may leave for each peer, the checks a
+//!   relayed record passes, and the per-peer relay tasks.
 //! - [`cli`]: the `certex` command: argument definitions and one function per
 //!   command, the demo, the benchmarks and the development PKI.
 //! - [`error`]: the one error type of the broker and its gRPC status mapping.
