@@ -316,8 +316,10 @@ async fn get_exits_non_zero_only_when_a_signature_does_not_verify() {
 }
 
 /// `certex demo` runs to the end: the story the README promises, including
-/// members cosigning the checkpoint and the evidence bundle verified with
-/// the broker stopped (its files go to the temporary directory given).
+/// members cosigning the checkpoint, the evidence bundle verified with the
+/// broker stopped (its files go to the temporary directory given), and
+/// three national brokers relaying a bilateral report, warnings and a
+/// cross-border case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_to_the_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -340,6 +342,13 @@ async fn the_demo_runs_to_the_end() {
         "== 10. A tabletop drill",
         "== 11. Evidence with the broker stopped",
         "(quorum met)",
+        "== 12. Three national brokers",
+        "origin CN record",
+        "RU's own log (0 records) holds no record with that id",
+        "RU withheld (egress policy: TLP:AMBER does not leave for this peer)",
+        "handed to the authority BR",
+        "Both brokers agree: case closed at CN and at BR",
+        "== 12d. Relay status per peer",
         "== Done",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
