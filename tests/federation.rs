@@ -581,3 +581,202 @@ async fn a_case_across_two_brokers_is_ordered_by_the_addressees_broker() {
         assert_eq!(agree(&f, &cn, &br, &req.id).await, winner, "round {round}");
     }
 }
+
+/// A requester's case update signed by `CN` for the case `req`.
+fn case_update_body(req: &pb::Body, to: CaseState) -> pb::Body {
+    pb::Body {
+        id: uuid::Uuid::new_v4().to_string(),
+        sender: req.sender.clone(),
+        created_at: Some(certex::rules::time::to_timestamp(OffsetDateTime::now_utc())),
+        tlp: req.tlp,
+        audience: req.audience.clone(),
+        exercise: req.exercise.clone(),
+        references: vec![pb::Reference {
+            sender: req.sender.clone(),
+            id: req.id.clone(),
+        }],
+        content: Some(Content::CaseUpdate(pb::CaseUpdate {
+            case_id: req.id.clone(),
+            requester: req.sender.clone(),
+            transition: to as i32,
+            note: String::new(),
+            reason: "handled at home".into(),
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_updates_reach_the_authority_only_as_handed_over_and_within_egress() {
+    const BR2: &str = "BR-CTIR";
+    let mut f = Federation::new(&[CN, BR, BR2], &["CN", "BR"], &[]);
+    // CN lets requests reach BR, but no case updates.
+    f.nodes.get_mut("CN").unwrap().egress.insert(
+        "BR".into(),
+        Egress {
+            kinds: Some(vec!["incident".into(), "request".into()]),
+            ..Default::default()
+        },
+    );
+    f.start_all();
+    let (cn, br) = (f.client(CN).await, f.client(BR).await);
+    let req = request_body(CN, BR);
+    publish(&cn, &req).await;
+    f.settle("CN", 30).await;
+    assert_eq!(case_at(&br, CN, &req.id).await.0, CaseState::Open);
+
+    // The hand-over to the authority is egress like any other.
+    let (c, msg) = code(
+        cn.update_case_of(Some(CN), &req.id, CaseState::Withdrawn, "", "x")
+            .await,
+    );
+    assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("egress policy"), "{msg}");
+    assert_eq!(case_at(&br, CN, &req.id).await.0, CaseState::Open);
+
+    let fed = |ch| pb::federation_client::FederationClient::new(ch);
+    let env = cn
+        .seal(&case_update_body(&req, CaseState::Withdrawn))
+        .unwrap();
+    // A logged case update relayed by a broker that is not the case's
+    // authority (the requester's own) is refused: only the authority orders
+    // the case.
+    let ack = fed(f.broker_channel("CN", "BR").await)
+        .relay(relayed(&env, 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ack.results[0].code,
+        tonic::Code::PermissionDenied as i32,
+        "{ack:?}"
+    );
+    assert!(ack.results[0].message.contains("authority"), "{ack:?}");
+    // An unlogged hand-over may not claim when it was logged.
+    let mut batch = relayed(&env, 0);
+    batch.records[0].origin_received_at_ms -= 60_000;
+    let ack = fed(f.broker_channel("CN", "BR").await)
+        .relay(batch)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ack.results[0].code,
+        tonic::Code::InvalidArgument as i32,
+        "{ack:?}"
+    );
+    assert!(
+        ack.results[0].message.contains("origin_received_at_ms"),
+        "{ack:?}"
+    );
+    assert_eq!(case_at(&br, CN, &req.id).await.0, CaseState::Open);
+    // Handed over as the protocol says, it is taken.
+    let mut batch = relayed(&env, 0);
+    batch.records[0].origin_received_at_ms = 0;
+    let ack = fed(f.broker_channel("CN", "BR").await)
+        .relay(batch)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.results[0].receipt.is_some(), "{ack:?}");
+    assert_eq!(case_at(&br, CN, &req.id).await.0, CaseState::Withdrawn);
+
+    // A case between two BR teams, which no CN team may read: CN's broker
+    // handing over updates of it learns nothing of whether it exists.
+    let br2 = f.client(BR2).await;
+    let home_req = request_body(BR2, BR);
+    publish(&br2, &home_req).await;
+    let probe = |case_id: &str| {
+        let mut b = case_update_body(&home_req, CaseState::Withdrawn);
+        b.sender = CN.into();
+        if let Some(Content::CaseUpdate(u)) = &mut b.content {
+            u.case_id = case_id.into();
+        }
+        b.references[0].id = case_id.into();
+        relayed(&cn.seal(&b).unwrap(), 0)
+    };
+    let (exists, absent) = (probe(&home_req.id), probe("no-such-case"));
+    let mut answers = Vec::new();
+    for mut batch in [exists, absent] {
+        batch.records[0].origin_received_at_ms = 0;
+        let ack = fed(f.broker_channel("CN", "BR").await)
+            .relay(batch)
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ack.results[0].receipt.is_none(), "{ack:?}");
+        answers.push((
+            ack.results[0].code,
+            ack.results[0].message.replace(&home_req.id, "no-such-case"),
+        ));
+    }
+    assert_eq!(answers[0], answers[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_back_before_a_record_was_logged_does_not_hold_relay_up() {
+    const CN2: &str = "CN-CNNIC";
+    let mut f = Federation::new(&[CN, CN2, BR], &["CN", "BR"], &[]);
+    f.start("CN");
+    let (cn, cn2) = (f.client(CN).await, f.client(CN2).await);
+    let a = body(
+        CN,
+        pb::Tlp::Green,
+        teams(&[BR]),
+        incident("signed, then compromised"),
+    );
+    let receipt = publish(&cn, &a).await;
+    let c = body(
+        CN2,
+        pb::Tlp::Green,
+        teams(&[BR]),
+        incident("from another team"),
+    );
+    publish(&cn2, &c).await;
+
+    // CN-CNCERT's key turns out compromised since just before `a` was
+    // logged: the operators revoke it back to then.
+    let at = receipt.received_at.unwrap();
+    let logged = OffsetDateTime::from_unix_timestamp(at.seconds).unwrap()
+        + time::Duration::nanoseconds(at.nanos.into());
+    let path = f.pki.join("directory.toml");
+    let mut file: certex::rules::directory::DirectoryFile =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let team = file.teams.iter_mut().find(|t| t.id == CN).unwrap();
+    for k in &mut team.keys {
+        k.revoked_at = Some(certex::rules::time::format_time(
+            logged - time::Duration::milliseconds(500),
+        ));
+    }
+    std::fs::write(&path, toml::to_string_pretty(&file).unwrap()).unwrap();
+    f.node("CN").process.as_ref().unwrap().hangup();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    f.start("BR");
+
+    // BR refuses `a`, but the records after it still go.
+    f.settle("CN", 20).await;
+    let br = f.client(BR).await;
+    br.get(get_id(&c.id)).await.unwrap();
+    let (got, _) = code(br.get(get_id(&a.id)).await);
+    assert_eq!(got, tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_peers_size_limit_does_not_hold_relay_up() {
+    let mut f = Federation::new(&[CN, BR], &["CN", "BR"], &[]);
+    f.nodes.get_mut("BR").unwrap().max_envelope_bytes = Some(2048);
+    f.start_all();
+    let (cn, br) = (f.client(CN).await, f.client(BR).await);
+    let mut big = body(CN, pb::Tlp::Green, teams(&[BR]), incident("large"));
+    if let Some(Content::Incident(i)) = &mut big.content {
+        i.description = "x".repeat(4000);
+    }
+    publish(&cn, &big).await;
+    let small = body(CN, pb::Tlp::Green, teams(&[BR]), incident("after it"));
+    publish(&cn, &small).await;
+    f.settle("CN", 20).await;
+    br.get(get_id(&small.id)).await.unwrap();
+    let (got, _) = code(br.get(get_id(&big.id)).await);
+    assert_eq!(got, tonic::Code::NotFound);
+    let st = f.status("CN").await;
+    assert_eq!(st.peers[0].refused, 1, "{st:?}");
+}

@@ -103,7 +103,7 @@ async fn hand_to_authority(
         .ok_or_else(|| Error::Internal("no federation".into()))?;
     let (id, sender) = (sub.body.id.clone(), sub.body.sender.clone());
     let theirs = fed
-        .hand_to_authority(authority, envelope::log_bytes(&sub.envelope))
+        .hand_to_authority(authority, &sub.body, envelope::log_bytes(&sub.envelope))
         .await?;
     let mut committed = state.log().committed();
     let deadline = tokio::time::Instant::now() + AUTHORITY_WAIT;

@@ -61,11 +61,17 @@ pub fn check(
     max_envelope_bytes: usize,
     now: OffsetDateTime,
 ) -> Result<Submission, Error> {
+    // Refused for good (not "resource exhausted", which the origin takes
+    // for a passing condition and would resend for ever, holding up every
+    // record after it): brokers may well have different limits.
     if rec.envelope.len() > max_envelope_bytes {
-        return Err(Error::TooLarge {
-            size: rec.envelope.len(),
-            limit: max_envelope_bytes,
-        });
+        return Err(Error::invalid(
+            "envelope",
+            format!(
+                "{} bytes is over this broker's {max_envelope_bytes}-byte limit",
+                rec.envelope.len()
+            ),
+        ));
     }
     let env = Envelope::decode(rec.envelope.as_slice())
         .map_err(|e| Error::invalid("envelope", format!("does not decode: {e}")))?;
@@ -93,6 +99,23 @@ pub fn check(
             ));
         };
         route::may_relay(dir, hop.from, &body.sender).map_err(Error::NotRelayable)?;
+        // Only the requester's own updates are handed over (the addressee's
+        // home is the authority): asked of anyone else's case, whether it
+        // exists here would show through the answer.
+        if body.sender != u.requester {
+            return Err(Error::NotRelayable(
+                "only a requester's own case update is handed over unlogged (origin_seq 0)".into(),
+            ));
+        }
+        // Nobody logged it yet: the signature is judged at this broker's
+        // clock, never at a time the handing broker claims (which could
+        // reach back before the author's key was revoked).
+        if rec.origin_received_at_ms != 0 {
+            return Err(Error::invalid(
+                "origin_received_at_ms",
+                "must be 0 for a case update handed over unlogged (origin_seq 0)",
+            ));
+        }
         if case_authority_of(storage, dir, u)? != Some(hop.me) {
             return Err(Error::Precondition(format!(
                 "case {}: this broker is not its authority (the addressee's home broker), \
@@ -118,7 +141,22 @@ pub fn check(
             }
         }
     } else if let Some(Content::CaseUpdate(u)) = &body.content {
-        case_authority = case_authority_of(storage, dir, u)? == Some(hop.from);
+        // A logged case update comes only from the case's authority, which
+        // orders the case: a party's own broker hands its updates over
+        // unlogged (origin_seq 0) and never relays them past the authority.
+        match case_authority_of(storage, dir, u)? {
+            Some(a) if a == hop.from => case_authority = true,
+            // Only of the sender's own request (its home knows of it), so
+            // the answer discloses no one else's case.
+            Some(a) if body.sender == u.requester => {
+                return Err(Error::NotRelayable(format!(
+                    "case {}: its authority is broker {a}, not {}: only the authority \
+                     relays a logged case update",
+                    u.case_id, hop.from
+                )));
+            }
+            _ => {}
+        }
     }
 
     // The author's signature, with a key valid when the origin logged it.

@@ -43,6 +43,24 @@ pub const MAX_RELAY_MESSAGE: usize = 2 * BATCH_BYTES + 1024 * 1024;
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MOST: Duration = Duration::from_secs(30);
 
+/// Most characters of a peer's words (refusals, errors) kept or shown.
+const PEER_WORDS: usize = 512;
+
+/// A peer's free text as this broker keeps, shows and logs it: at most
+/// [`PEER_WORDS`] characters, control characters blanked, so a peer can
+/// neither grow this broker's storage nor forge lines in its logs.
+fn peer_words(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(PEER_WORDS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().nth(PEER_WORDS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// How long a relay call of `bytes` may take, connection included: a peer
 /// that accepts connections but never answers must not hold relay up.
 fn call_timeout(bytes: usize) -> Duration {
@@ -172,10 +190,12 @@ impl Federation {
 
     /// Hands a requester's case update to the case's authority (another
     /// broker), which orders it against the case: its receipt there, or its
-    /// refusal as the authority gave it.
+    /// refusal as the authority gave it. The egress policy toward the
+    /// authority applies as to anything else that leaves.
     pub async fn hand_to_authority(
         &self,
         authority: &str,
+        body: &Body,
         envelope: Vec<u8>,
     ) -> Result<pb::Receipt, Error> {
         let link = self.links.get(authority).ok_or_else(|| Error::Peer {
@@ -184,6 +204,15 @@ impl Federation {
                 "the case's authority is broker {authority}, which this broker does not peer with"
             ),
         })?;
+        if let Some(why) = link.egress.withholds(body, envelope.len()) {
+            return Err(Error::Peer {
+                code: Code::FailedPrecondition,
+                message: format!(
+                    "the case's authority is broker {authority}, and this broker's {why}: \
+                     the update cannot reach it"
+                ),
+            });
+        }
         let batch = pb::RelayBatch {
             records: vec![pb::RelayedRecord {
                 origin_seq: 0,
@@ -207,7 +236,7 @@ impl Federation {
                 message: format!(
                     "the case's authority, broker {authority}, did not answer ({}: {}); retry",
                     s.code(),
-                    s.message()
+                    peer_words(s.message())
                 ),
             })?
             .into_inner();
@@ -219,7 +248,7 @@ impl Federation {
             Some(receipt) => Ok(receipt),
             None => Err(Error::Peer {
                 code: Code::from_i32(r.code),
-                message: format!("case authority {authority}: {}", r.message),
+                message: format!("case authority {authority}: {}", peer_words(&r.message)),
             }),
         }
     }
@@ -375,7 +404,7 @@ impl RelayTask {
                             call_timeout(bytes).as_secs()
                         )
                     })?
-                    .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+                    .map_err(|s| format!("{}: {}", s.code(), peer_words(s.message())))?
                     .into_inner();
             {
                 let mut st = self.link.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -403,7 +432,7 @@ impl RelayTask {
                             RelayOutcome::Refused(format!(
                                 "{:?}: {}",
                                 Code::from_i32(r.code),
-                                r.message
+                                peer_words(&r.message)
                             )),
                         ));
                     }
@@ -453,6 +482,7 @@ fn gather(
         last: position,
     };
     let mut bytes = 0usize;
+    let now = time::OffsetDateTime::now_utc();
     for item in storage.records(position + 1, to) {
         let (seq, rec) = item?;
         if round.send.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
@@ -463,7 +493,7 @@ fn gather(
         if storage.origin_of(seq)?.is_some() {
             continue;
         }
-        let (_, body) = open_record(&rec)?;
+        let (env, body) = open_record(&rec)?;
         let ours = dir.home_of(&body.sender) == Some(me)
             || match &body.content {
                 Some(Content::CaseUpdate(u)) => {
@@ -499,6 +529,23 @@ fn gather(
             round.decided.push((seq, RelayOutcome::Withheld(why)));
             continue;
         }
+        // A signing key revoked (or a team retired) back to before this
+        // broker logged the record: every peer refuses it as unauthenticated,
+        // which it takes for a key it does not list yet and would resend
+        // for ever, holding up everything after it.
+        let logged_at = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(rec.received_at_ms) * 1_000_000,
+        )
+        .unwrap_or(now);
+        if let Err(problem) = dir.key_for_record(&body.sender, &env.key_id, logged_at, now) {
+            round.decided.push((
+                seq,
+                RelayOutcome::Withheld(format!(
+                    "by the directory in force its signing key was not valid when it was logged: {problem}"
+                )),
+            ));
+            continue;
+        }
         let group_members = match body.audience.as_ref().and_then(|a| a.kind.as_ref()) {
             Some(pb::audience::Kind::Group(_)) => rec.also_readers.clone(),
             _ => Vec::new(),
@@ -516,4 +563,23 @@ fn gather(
         ));
     }
     Ok(round)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_words_are_bounded_and_on_one_line() {
+        let long = "x".repeat(1 << 20);
+        let kept = peer_words(&long);
+        assert!(kept.len() <= PEER_WORDS + 3, "{}", kept.len());
+        assert!(kept.ends_with("..."));
+        let forged = peer_words("refused\n2026-01-01T00:00:00Z ERROR forged line\r");
+        assert!(!forged.contains('\n') && !forged.contains('\r'), "{forged}");
+        assert_eq!(
+            peer_words("FailedPrecondition: no"),
+            "FailedPrecondition: no"
+        );
+    }
 }

@@ -35,6 +35,8 @@ pub struct Node {
     pub data: PathBuf,
     /// Egress policy per peer, written into the configuration at start.
     pub egress: BTreeMap<String, Egress>,
+    /// This broker's largest envelope, when not the default.
+    pub max_envelope_bytes: Option<usize>,
     pub process: Option<BrokerProcess>,
 }
 
@@ -69,6 +71,7 @@ impl Federation {
                     port,
                     data: tmp.path().join(format!("data-{b}")),
                     egress: BTreeMap::new(),
+                    max_envelope_bytes: None,
                     process: None,
                 },
             );
@@ -86,6 +89,9 @@ impl Federation {
             &node.data,
             format!("127.0.0.1:{}", node.port).parse().unwrap(),
         );
+        if let Some(max) = node.max_envelope_bytes {
+            config.limits.max_envelope_bytes = max;
+        }
         for (peer, other) in &self.nodes {
             if peer != id {
                 config.peers.insert(
