@@ -439,7 +439,14 @@ async fn forged_relays_are_refused_and_nothing_is_stored() {
             .contains("no team homed on broker RU"),
         "{ack:?}"
     );
+    // (The log line may reach us a moment after the answer.)
     for b in ["BR", "RU"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while f.log_lines(b, &["relayed record refused"]).is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(
             !f.log_lines(b, &["relayed record refused"]).is_empty(),
             "broker {b} logs the refusal"

@@ -66,6 +66,22 @@ fn serve(pki: &Path, id: &str, data: &Path) -> BrokerProcess {
 
 /// A raw channel to `url` trusting `ca`, presenting `cert`/`key`, and the
 /// outcome of `Directory.WhoAmI` over it.
+/// A TLS 1.3 server refuses a client certificate after the client thinks
+/// the handshake is done: the client sees the refusal on its first call, as
+/// the server's alert or as the connection closing, depending on timing;
+/// never as an answer.
+fn assert_handshake_refused(code: Code, msg: &str) {
+    assert!(
+        matches!(code, Code::Unknown | Code::Unavailable | Code::Cancelled)
+            && (msg.contains("CertificateUnknown")
+                || msg.contains("connection closed")
+                || msg.contains("broken pipe")
+                || msg.contains("transport error")
+                || msg.contains("Connection reset")),
+        "{code:?}: {msg}"
+    );
+}
+
 async fn who_am_i(url: &str, ca: &Path, cert: &[u8], key: &[u8]) -> Result<String, (Code, String)> {
     let ca = std::fs::read(ca).unwrap();
     let channel = connect_channel(url, &ca, cert, key)
@@ -293,10 +309,7 @@ async fn a_broker_serves_its_home_teams_only_and_no_broker_identity() {
     let (code, msg) = who_am_i(&cn.url, &cn_ca, cert.as_bytes(), key.as_bytes())
         .await
         .unwrap_err();
-    assert!(
-        code == Code::Unknown && msg.contains("received fatal alert: CertificateUnknown"),
-        "{code:?}: {msg}"
-    );
+    assert_handshake_refused(code, &msg);
     // A broker the directory does not list: refused at the handshake too.
     let (cert, key) = certex::cli::pki::issue_broker_certificate(
         &std::fs::read_to_string(pki.join("ca/CN.pem")).unwrap(),
@@ -307,10 +320,7 @@ async fn a_broker_serves_its_home_teams_only_and_no_broker_identity() {
     let (code, msg) = who_am_i(&cn.url, &cn_ca, cert.as_bytes(), key.as_bytes())
         .await
         .unwrap_err();
-    assert!(
-        code == Code::Unknown && msg.contains("received fatal alert: CertificateUnknown"),
-        "{code:?}: {msg}"
-    );
+    assert_handshake_refused(code, &msg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,14 +376,11 @@ async fn reload_rehomes_teams_and_withdraws_removed_brokers() {
         .get(get_seq(1))
         .await
         .unwrap_err();
-    assert!(format!("{err:?}").contains("transport error"), "{err:?}");
+    assert_handshake_refused(err.code(), &format!("{err:?}"));
     let (code, msg) = who_am_i(&cn.url, &pki.join("brokers/CN/ca.pem"), &br_cert, &br_key)
         .await
         .unwrap_err();
-    assert!(
-        code == Code::Unknown && msg.contains("received fatal alert: CertificateUnknown"),
-        "{code:?}: {msg}"
-    );
+    assert_handshake_refused(code, &msg);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
