@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::CliError;
-use crate::cli::args::print_json;
+use crate::cli::args::{CliError, print_json};
 use crate::client::connection::connect_channel;
 use crate::proto as pb;
 use crate::rules::directory::Directory;
