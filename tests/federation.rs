@@ -344,6 +344,25 @@ fn relayed(env: &pb::Envelope, seq: u64) -> pb::RelayBatch {
     }
 }
 
+/// Relays `batch` to broker `to` as broker `from` and expects its one
+/// record refused with `code` and a message containing `says`.
+async fn refused(
+    f: &Federation,
+    from: &str,
+    to: &str,
+    batch: pb::RelayBatch,
+    code: tonic::Code,
+    says: &str,
+) {
+    let ack = pb::federation_client::FederationClient::new(f.broker_channel(from, to).await)
+        .relay(batch)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.results[0].code, code as i32, "{ack:?}");
+    assert!(ack.results[0].message.contains(says), "{ack:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_relays_are_refused_and_nothing_is_stored() {
     let mut f = three();
@@ -360,85 +379,67 @@ async fn forged_relays_are_refused_and_nothing_is_stored() {
         incident("not yours to relay"),
     );
     let env = cn.seal(&b).unwrap();
-    let ack = fed(f.broker_channel("RU", "BR").await)
-        .relay(relayed(&env, 7))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        ack.results[0].code,
-        tonic::Code::PermissionDenied as i32,
-        "{ack:?}"
-    );
-    assert!(
-        ack.results[0].message.contains("homed on broker CN"),
-        "{ack:?}"
-    );
+    refused(
+        &f,
+        "RU",
+        "BR",
+        relayed(&env, 7),
+        tonic::Code::PermissionDenied,
+        "homed on broker CN",
+    )
+    .await;
 
     // CN's broker relaying a record whose signature was tampered with.
     let mut bad = env.clone();
     bad.signature[0] ^= 1;
-    let ack = fed(f.broker_channel("CN", "BR").await)
-        .relay(relayed(&bad, 8))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        ack.results[0].code,
-        tonic::Code::Unauthenticated as i32,
-        "{ack:?}"
-    );
+    refused(
+        &f,
+        "CN",
+        "BR",
+        relayed(&bad, 8),
+        tonic::Code::Unauthenticated,
+        "",
+    )
+    .await;
 
     // CN's broker relaying a valid record without its evidence, or with
     // evidence that proves nothing.
-    let ack = fed(f.broker_channel("CN", "BR").await)
-        .relay(relayed(&env, 9))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        ack.results[0].code,
-        tonic::Code::InvalidArgument as i32,
-        "{ack:?}"
-    );
-    assert!(
-        ack.results[0].message.contains("origin_proof: is required"),
-        "{ack:?}"
-    );
+    let missing = relayed(&env, 9);
+    refused(
+        &f,
+        "CN",
+        "BR",
+        missing,
+        tonic::Code::InvalidArgument,
+        "origin_proof: is required",
+    )
+    .await;
     let mut forged = relayed(&env, 9);
     forged.records[0].origin_proof = format!(
         "c2sp.org/tlog-proof@v1\nindex 8\n\n{}",
         "certex.localhost/CN/v1\n9\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— certex.localhost/CN/v1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
     );
-    let ack = fed(f.broker_channel("CN", "BR").await)
-        .relay(forged)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        ack.results[0].code,
-        tonic::Code::InvalidArgument as i32,
-        "{ack:?}"
-    );
-    assert!(ack.results[0].message.contains("origin"), "{ack:?}");
+    refused(
+        &f,
+        "CN",
+        "BR",
+        forged,
+        tonic::Code::InvalidArgument,
+        "origin",
+    )
+    .await;
 
     // CN's broker relaying to RU a record none of RU's teams may read.
-    let ack = fed(f.broker_channel("CN", "RU").await)
-        .relay(relayed(&env, 9))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        ack.results[0].code,
-        tonic::Code::PermissionDenied as i32,
-        "{ack:?}"
-    );
-    assert!(
-        ack.results[0]
-            .message
-            .contains("no team homed on broker RU"),
-        "{ack:?}"
-    );
+    let unwanted = relayed(&env, 9);
+    refused(
+        &f,
+        "CN",
+        "RU",
+        unwanted,
+        tonic::Code::PermissionDenied,
+        "no team homed on broker RU",
+    )
+    .await;
     // (The log line may reach us a moment after the answer.)
     for b in ["BR", "RU"] {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
