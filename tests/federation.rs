@@ -429,6 +429,18 @@ async fn forged_relays_are_refused_and_nothing_is_stored() {
     )
     .await;
 
+    let mut bloated = relayed(&env, 9);
+    bloated.records[0].origin_proof = "x".repeat(65 * 1024);
+    refused(
+        &f,
+        "CN",
+        "BR",
+        bloated,
+        tonic::Code::InvalidArgument,
+        "limit of an inclusion proof",
+    )
+    .await;
+
     // CN's broker relaying to RU a record none of RU's teams may read.
     let unwanted = relayed(&env, 9);
     refused(

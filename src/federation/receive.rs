@@ -23,6 +23,10 @@ use crate::rules::canonical::decode_canonical;
 use crate::rules::directory::Directory;
 use crate::rules::{envelope, validate};
 
+/// The largest origin proof taken: an inclusion path in a tree of 2^64
+/// leaves and a checkpoint with dozens of cosignatures fit well within it.
+pub const MAX_ORIGIN_PROOF: usize = 64 * 1024;
+
 /// Who is relaying to whom.
 pub struct Hop<'a> {
     /// This broker.
@@ -64,6 +68,15 @@ pub fn check(
     // Refused for good (not "resource exhausted", which the origin takes
     // for a passing condition and would resend for ever, holding up every
     // record after it): brokers may well have different limits.
+    if rec.origin_proof.len() > MAX_ORIGIN_PROOF {
+        return Err(Error::invalid(
+            "origin_proof",
+            format!(
+                "{} bytes is over the {MAX_ORIGIN_PROOF}-byte limit of an inclusion proof",
+                rec.origin_proof.len()
+            ),
+        ));
+    }
     if rec.envelope.len() > max_envelope_bytes {
         return Err(Error::invalid(
             "envelope",

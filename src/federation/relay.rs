@@ -413,8 +413,8 @@ impl RelayTask {
             }
             let mut results = ack.results.into_iter();
             for seq in seqs {
-                let Some(r) = results.next() else {
-                    // An answer cut short: resend from here.
+                // An answer cut short or out of step: resend from here.
+                let Some(r) = results.next().filter(|r| r.origin_seq == seq) else {
                     last = seq - 1;
                     break;
                 };
