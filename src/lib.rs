@@ -29,6 +29,8 @@
 //! - [`federation`]: sovereign brokers relaying to each other (SPEC §12):
 //!   where a record must go, what may leave for each peer, the checks a
 //!   relayed record passes, and the per-peer relay tasks.
+//! - [`interop`]: STIX 2.1 and TAXII 2.1 (SPEC §14): the one mapping of
+//!   records to STIX objects and the import of STIX bundles into drafts.
 //! - [`cli`]: the `certex` command: argument definitions and one function per
 //!   command, the demo, the benchmarks and the development PKI.
 //! - [`error`]: the one error type of the broker and its gRPC status mapping.
@@ -41,6 +43,7 @@ pub mod client;
 pub mod drill;
 pub mod error;
 pub mod federation;
+pub mod interop;
 pub mod log;
 pub mod rules;
 pub mod witness;
