@@ -175,7 +175,15 @@ fn check(
                 seq: rec.seq,
                 retracted_by: by,
                 reason,
+                // What the record was (kind and signed time, never content)
+                // and when it was retracted: checked for presence only.
+                kind: got.retracted.as_ref().map_or(0, |t| t.kind),
+                created_at: got.retracted.as_ref().and_then(|t| t.created_at),
+                retracted_at: got.retracted.as_ref().and_then(|t| t.retracted_at),
             };
+            if want.kind == 0 || want.created_at.is_none() || want.retracted_at.is_none() {
+                return Err(format!("{at}: tombstone without kind or times: {want:?}"));
+            }
             if got.envelope.is_some() || got.retracted.as_ref() != Some(&want) {
                 return Err(format!(
                     "{at}: expected tombstone {want:?}, got envelope {} and tombstone {:?}",

@@ -84,11 +84,10 @@ pub fn view_decoded(
         Visibility::Full => record.envelope = Some(env()),
         Visibility::Tombstone => {
             let by = retraction.unwrap_or_default();
-            let (_, rbody) = open_record(
-                &storage
-                    .record(by)?
-                    .ok_or_else(|| Error::Internal(format!("retraction {by} is missing")))?,
-            )?;
+            let stored = storage
+                .record(by)?
+                .ok_or_else(|| Error::Internal(format!("retraction {by} is missing")))?;
+            let (_, rbody) = open_record(&stored)?;
             let reason = match rbody.content {
                 Some(Content::Retraction(r)) => r.reason,
                 _ => String::new(),
@@ -99,6 +98,11 @@ pub fn view_decoded(
                 seq,
                 retracted_by: rbody.id,
                 reason,
+                kind: crate::rules::validate::Kind::of(body)
+                    .map(|k| k.proto() as i32)
+                    .unwrap_or_default(),
+                created_at: body.created_at,
+                retracted_at: Some(timestamp(stored.received_at_ms)),
             });
         }
     }

@@ -10,6 +10,7 @@ pub mod args;
 pub mod bench;
 pub mod demo;
 pub mod drill;
+pub mod export;
 pub mod federation;
 pub mod pki;
 pub mod witness;
@@ -51,6 +52,8 @@ pub enum Command {
     /// Federation of brokers (SPEC §12): relay state per peer.
     #[command(subcommand)]
     Federation(crate::cli::federation::FederationCommand),
+    /// Write what this team may read as a STIX 2.1 bundle (SPEC §14).
+    Export(crate::cli::export::ExportArgs),
     /// Sign a draft (JSON file or - for stdin) and publish it; prints the receipt.
     Submit {
         /// Draft file, or - for standard input.
@@ -470,6 +473,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError),
         Command::Witness(cmd) => crate::cli::witness::run(cmd).await,
         Command::Federation(cmd) => crate::cli::federation::run(cmd).await,
+        Command::Export(args) => crate::cli::export::run(args).await,
     }
 }
 

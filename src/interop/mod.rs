@@ -5,3 +5,4 @@
 //! the access rules stay where every read path applies them.
 
 pub mod markings;
+pub mod stix;
