@@ -148,6 +148,10 @@ pub struct BrokerConfig {
     /// broker pushes each new checkpoint to for cosigning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub witness_push: Vec<String>,
+    /// Address of the read-only TAXII 2.1 API (SPEC §14), e.g.
+    /// "0.0.0.0:7444"; none to serve gRPC only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxii_listen: Option<SocketAddr>,
     /// This broker's id in a federation (a `[[broker]]` of the directory);
     /// none for a single broker serving everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +219,7 @@ impl BrokerConfig {
             tree_head_key: pki.join("broker/signing.key"),
             checkpoint_key: Some(pki.join("broker/checkpoint.key")).filter(|p| p.exists()),
             witness_push: vec![],
+            taxii_listen: None,
             broker: None,
             peers: BTreeMap::new(),
             limits: Limits::default(),
@@ -234,6 +239,7 @@ impl BrokerConfig {
             tree_head_key: b.join("signing.key"),
             checkpoint_key: Some(b.join("checkpoint.key")).filter(|p| p.exists()),
             witness_push: vec![],
+            taxii_listen: None,
             broker: Some(id.to_owned()),
             peers: BTreeMap::new(),
             limits: Limits::default(),

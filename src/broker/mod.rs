@@ -22,6 +22,7 @@ pub mod server;
 pub mod services;
 pub mod state;
 pub mod subscribe;
+pub mod taxii;
 pub mod transparency;
 pub mod transport;
 pub mod witness_push;

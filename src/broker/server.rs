@@ -125,6 +125,20 @@ impl Broker {
         )
     }
 
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.state.config
+    }
+
+    /// Starts the read-only TAXII 2.1 API on `listener` (SPEC §14); it
+    /// stops when [`Broker::serve`] shuts down. Returns its address.
+    pub fn start_taxii(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<std::net::SocketAddr, StartError> {
+        crate::broker::taxii::spawn(self.state.clone(), listener).map_err(StartError::Config)
+    }
+
     /// Serves on `listener` until `shutdown` completes, then drains open calls
     /// for at most a few seconds.
     pub async fn serve(

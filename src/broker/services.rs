@@ -75,22 +75,7 @@ impl Svc {
             .extensions()
             .get::<Peer>()
             .ok_or_else(|| Error::Internal("call without an authenticated connection".into()))?;
-        if let Some(why) = peer.conn.refusal() {
-            return Err(Error::Limit(why.to_owned()));
-        }
-        if let Some(broker) = &peer.broker {
-            return Err(Error::BrokerCaller {
-                broker: broker.clone(),
-            });
-        }
-        self.0.member(&peer.team)?;
-        if !peer.conn.is_valid() {
-            return Err(Error::Withdrawn {
-                team: peer.team.clone(),
-            });
-        }
-        self.0.homed_here(&peer.team)?;
-        Ok(peer.team.clone())
+        self.0.team_caller(peer)
     }
 
     /// Runs `f` for the authenticated caller inside a span naming the RPC

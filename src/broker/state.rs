@@ -132,6 +132,29 @@ impl State {
         }
     }
 
+    /// The team of an authenticated connection calling a team service
+    /// (gRPC or TAXII): not over a connection limit, not a broker identity,
+    /// a member of the directory in force, its certificate not withdrawn,
+    /// and homed here.
+    pub fn team_caller(&self, peer: &Peer) -> Result<String, Error> {
+        if let Some(why) = peer.conn.refusal() {
+            return Err(Error::Limit(why.to_owned()));
+        }
+        if let Some(broker) = &peer.broker {
+            return Err(Error::BrokerCaller {
+                broker: broker.clone(),
+            });
+        }
+        self.member(&peer.team)?;
+        if !peer.conn.is_valid() {
+            return Err(Error::Withdrawn {
+                team: peer.team.clone(),
+            });
+        }
+        self.homed_here(&peer.team)?;
+        Ok(peer.team.clone())
+    }
+
     /// Whether `team` may use this broker: in a federation (this broker
     /// has an id and the directory lists brokers), only teams homed here.
     pub fn homed_here(&self, team: &str) -> Result<(), Error> {

@@ -468,6 +468,19 @@ pub fn server_config(
     Ok(config)
 }
 
+/// [`server_config`] for an HTTP/1.1 listener (the TAXII API): the same
+/// certificate, TLS 1.3 only and the same client-certificate check, with
+/// ALPN `http/1.1`.
+pub fn http1_server_config(
+    cert: &Path,
+    key: &Path,
+    verifier: Arc<TeamVerifier>,
+) -> Result<ServerConfig, String> {
+    let mut config = server_config(cert, key, verifier)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// Who is on the other end of a connection; in every request's extensions.
 #[derive(Debug, Clone)]
 pub struct Peer {

@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
+    /// Also serve the read-only TAXII 2.1 API on this address (same TLS
+    /// identity, client certificates and access rules as gRPC).
+    #[arg(long, value_name = "ADDR")]
+    pub taxii_listen: Option<SocketAddr>,
     /// A TOML configuration file instead of --pki/--data/--listen.
     #[arg(long, conflicts_with_all = ["pki", "data"])]
     pub config: Option<PathBuf>,
@@ -758,6 +762,9 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         _ => return Err(CliError("give --pki and --data, or --config".into())),
     };
     config.witness_push.extend(args.witness_push);
+    if args.taxii_listen.is_some() {
+        config.taxii_listen = args.taxii_listen;
+    }
     for p in &args.peers {
         let (id, url) = p
             .split_once('=')
@@ -774,6 +781,14 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_err(|e| CliError(format!("cannot listen on {listen}: {e}")))?,
     };
     let local = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    if let Some(addr) = broker.config().taxii_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError(format!("cannot listen on {addr} (TAXII): {e}")))?;
+        let at = broker.start_taxii(l)?;
+        tracing::info!(addr = %at, "TAXII 2.1 API listening");
+        eprintln!("certex TAXII 2.1 listening on {at} (API root /certex/)");
+    }
     tracing::info!(addr = %local, size = broker.log().head().tree_size, "broker listening");
     eprintln!("certex broker listening on {local}");
 
