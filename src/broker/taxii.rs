@@ -318,7 +318,7 @@ impl Taxii {
                     ord: ord as u32,
                     added_ms,
                     id: o["id"].as_str().unwrap_or_default().to_owned(),
-                    version: version_of(&o),
+                    version: version_of(&o, added_ms),
                     kind: o["type"].as_str().unwrap_or_default().to_owned(),
                 });
             }
@@ -425,7 +425,7 @@ impl Taxii {
             };
             if let Some(o) = objects
                 .iter()
-                .find(|o| o["id"] == e.id.as_str() && version_of(o) == e.version)
+                .find(|o| o["id"] == e.id.as_str() && version_of(o, e.added_ms) == e.version)
             {
                 out.push(o.clone());
             }
@@ -434,14 +434,14 @@ impl Taxii {
     }
 }
 
-/// An object's version: `modified`, else `created`, else (SCOs, fixed
-/// markings) the prelude's time.
-fn version_of(o: &Value) -> String {
+/// An object's version (TAXII 2.1 §3.6.2): `modified`, else `created`,
+/// else (SCOs) when it was added.
+fn version_of(o: &Value, added_ms: u64) -> String {
     o["modified"]
         .as_str()
         .or_else(|| o["created"].as_str())
         .map(str::to_owned)
-        .unwrap_or_else(|| stix_ms(PRELUDE_ADDED_MS))
+        .unwrap_or_else(|| stix_ms(added_ms))
 }
 
 /// The filters of TAXII 2.1 §3.4: `added_after`, `limit`, `next`,
@@ -601,7 +601,7 @@ fn collection_entries(taxii: &Taxii, index: &TeamIndex, exercise: &str) -> Vec<E
             ord: ord as u32,
             added_ms: PRELUDE_ADDED_MS,
             id: o["id"].as_str().unwrap_or_default().to_owned(),
-            version: version_of(o),
+            version: version_of(o, PRELUDE_ADDED_MS),
             kind: o["type"].as_str().unwrap_or_default().to_owned(),
         })
         .collect();
