@@ -124,6 +124,43 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// A URL as a URI (RFC 3986), which STIX requires of a `url` SCO's value:
+/// certex accepts what a URL parser accepts (a `"`, a space, a `|`,
+/// non-ASCII), so each character a URI may not hold where it stands is
+/// percent-encoded (UTF-8); the rest is kept as the sender wrote it.
+fn as_uri(url: &str) -> String {
+    let authority_end = url.find("://").map_or(0, |i| {
+        let rest = &url[i + 3..];
+        i + 3 + rest.find(['/', '?', '#']).unwrap_or(rest.len())
+    });
+    let bytes = url.as_bytes();
+    let mut fragment = false;
+    let mut out = String::with_capacity(url.len());
+    for (i, c) in url.char_indices() {
+        let keep = match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => true,
+            '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=' => true,
+            ':' | '/' | '?' | '@' => true,
+            // An IPv6 host literal only.
+            '[' | ']' => i < authority_end,
+            // The first `#` starts the fragment; a later one is data.
+            '#' => !std::mem::replace(&mut fragment, true),
+            '%' => bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+            _ => false,
+        };
+        if keep {
+            out.push(c);
+        } else {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// An observable as an SCO and a STIX pattern.
 fn observable(o: &pb::Observable) -> Option<(Value, String)> {
     let v = o.value.as_str();
@@ -155,11 +192,14 @@ fn observable(o: &pb::Observable) -> Option<(Value, String)> {
             json!({"value": v}),
             format!("[domain-name:value = {}]", quote(v)),
         ),
-        ObservableType::Url => (
-            "url",
-            json!({"value": v}),
-            format!("[url:value = {}]", quote(v)),
-        ),
+        ObservableType::Url => {
+            let uri = as_uri(v);
+            (
+                "url",
+                json!({"value": uri}),
+                format!("[url:value = {}]", quote(&uri)),
+            )
+        }
         ObservableType::Email => (
             "email-addr",
             json!({"value": v}),
@@ -841,8 +881,9 @@ mod tests {
             value: "http://x.example/a'b\\c".into(),
         })
         .unwrap();
-        assert_eq!(p, r"[url:value = 'http://x.example/a\'b\\c']");
+        assert_eq!(p, r"[url:value = 'http://x.example/a\'b%5Cc']");
         assert_eq!(sco["type"], "url");
+        assert_eq!(quote(r"a\b'c"), r"'a\\b\'c'");
         let (sco, p) = observable(&pb::Observable {
             r#type: ObservableType::Sha256 as i32,
             value: "AB".repeat(32),
@@ -863,6 +904,37 @@ mod tests {
         })
         .unwrap();
         assert_eq!(p, "[ipv6-addr:value ISSUBSET '2001:db8::/32']");
+    }
+
+    #[test]
+    fn url_values_are_uris() {
+        // Each output was checked with the `uri` format of Python
+        // `jsonschema` (rfc3987-syntax), which stix2-validator applies.
+        for (url, uri) in [
+            (
+                "http://c.example/g.php?id='7'&ua=\"x\"",
+                "http://c.example/g.php?id='7'&ua=%22x%22",
+            ),
+            (
+                "http://[2001:db8::1]:8080/a|b",
+                "http://[2001:db8::1]:8080/a%7Cb",
+            ),
+            (
+                "http://x.example/a[1]#f#g",
+                "http://x.example/a%5B1%5D#f%23g",
+            ),
+            (
+                "http://bücher.example/ä b",
+                "http://b%C3%BCcher.example/%C3%A4%20b",
+            ),
+            ("http://x.example/%zz%2F", "http://x.example/%25zz%2F"),
+            (
+                "https://user@x.example:8443/p;q=1?a=b&c=(d)*+,!$~",
+                "https://user@x.example:8443/p;q=1?a=b&c=(d)*+,!$~",
+            ),
+        ] {
+            assert_eq!(as_uri(url), uri, "{url}");
+        }
     }
 
     #[test]
