@@ -130,6 +130,7 @@ fn ts_ms(ts: Option<&prost_types::Timestamp>) -> u64 {
 }
 
 /// A TAXII error: the status and the error message body of TAXII 2.1 §3.6.3.
+#[derive(Debug)]
 struct TaxiiError {
     status: StatusCode,
     title: String,

@@ -804,6 +804,23 @@ fn revoked(
     out
 }
 
+/// How restrictive an object's TLP 2.0 marking is (0: none, then CLEAR to
+/// RED in the order of [`crate::interop::markings::TLP2`]).
+fn marking_rank(o: &Value) -> usize {
+    o["object_marking_refs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            crate::interop::markings::TLP2
+                .iter()
+                .position(|(_, _, id)| m == *id)
+        })
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
 /// A STIX bundle built from records in log order: each object version
 /// (id, modified) once, the fixed objects first.
 pub struct Bundle {
@@ -828,14 +845,21 @@ impl Bundle {
     }
 
     /// Adds objects, skipping versions already in the bundle.
+    /// An SCO (no versions) named by records of different TLPs keeps the
+    /// most restrictive of their markings.
     pub fn extend(&mut self, objects: Vec<Value>) {
         for o in objects {
             let key = (
                 o["id"].as_str().unwrap_or_default().to_owned(),
                 o["modified"].as_str().unwrap_or_default().to_owned(),
             );
-            if self.seen.insert(key) {
+            if self.seen.insert(key.clone()) {
                 self.objects.push(o);
+            } else if key.1.is_empty()
+                && let Some(kept) = self.objects.iter_mut().find(|k| k["id"] == key.0.as_str())
+                && marking_rank(&o) > marking_rank(kept)
+            {
+                kept["object_marking_refs"] = o["object_marking_refs"].clone();
             }
         }
     }
@@ -953,6 +977,22 @@ mod tests {
         assert_eq!(outcome(CaseState::Closed as i32), "successful");
         assert_eq!(outcome(CaseState::Declined as i32), "failed");
         assert_eq!(outcome(CaseState::Withdrawn as i32), "cancelled");
+    }
+
+    #[test]
+    fn a_shared_sco_keeps_the_most_restrictive_marking() {
+        let green = tlp2_marking_id("green").unwrap();
+        let red = tlp2_marking_id("red").unwrap();
+        let sco = |m: &str| json!({"id": "ipv4-addr--1", "type": "ipv4-addr", "object_marking_refs": [m]});
+        let mut b = Bundle::new();
+        b.extend(vec![sco(green), sco(red), sco(green)]);
+        let kept: Vec<&Value> = b
+            .objects
+            .iter()
+            .filter(|o| o["id"] == "ipv4-addr--1")
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0]["object_marking_refs"][0], red);
     }
 
     #[test]
