@@ -4,5 +4,6 @@
 //! OpenCTI into certex drafts. Pure translation: no network, no storage;
 //! the access rules stay where every read path applies them.
 
+pub mod import;
 pub mod markings;
 pub mod stix;

@@ -1,0 +1,269 @@
+//! Unit tests of the STIX import mapping: TLP markings, severities,
+//! containers and their members, refusals and skips.
+
+use serde_json::json;
+
+use super::*;
+
+const TLP1_GREEN: &str = "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da";
+const TLP1_WHITE: &str = "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9";
+const TLP1_RED: &str = "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed";
+const TLP2_AMBER: &str = "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421";
+const TLP2_STRICT: &str = "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003";
+
+fn opts() -> Options {
+    Options {
+        team: "CN-CNCERT".into(),
+        tlp: None,
+        audience: AudienceJson::Word("community".into()),
+        exercise: None,
+    }
+}
+
+fn indicator(id: &str, pattern: &str, marking: &str) -> Value {
+    json!({"type": "indicator", "spec_version": "2.1", "id": id,
+           "created": "2026-11-20T10:00:00.000Z", "modified": "2026-11-20T10:00:00.000Z",
+           "pattern": pattern, "pattern_type": "stix", "valid_from": "2026-11-20T10:00:00Z",
+           "object_marking_refs": [marking]})
+}
+
+fn line<'a>(i: &'a Import, stix_id: &str) -> &'a ObjectReport {
+    i.reports.iter().find(|r| r.stix_id == stix_id).unwrap()
+}
+
+#[test]
+fn tlp_1_and_2_markings_map_and_the_strictest_wins() {
+    let none = HashMap::new();
+    let with = |refs: &[&str]| json!({"object_marking_refs": refs});
+    assert_eq!(tlp_of_object(&with(&[TLP1_GREEN]), &none), Some("green"));
+    assert_eq!(tlp_of_object(&with(&[TLP1_WHITE]), &none), Some("clear"));
+    assert_eq!(tlp_of_object(&with(&[TLP1_RED]), &none), Some("red"));
+    assert_eq!(tlp_of_object(&with(&[TLP2_AMBER]), &none), Some("amber"));
+    assert_eq!(
+        tlp_of_object(&with(&[TLP2_AMBER, TLP1_GREEN, TLP2_STRICT]), &none),
+        Some("amber+strict")
+    );
+    assert_eq!(
+        tlp_of_object(&with(&["marking-definition--x"]), &none),
+        None
+    );
+    assert_eq!(tlp_of_object(&json!({}), &none), None);
+    // Granular markings count too.
+    assert_eq!(
+        tlp_of_object(
+            &json!({"object_marking_refs": [TLP1_GREEN],
+                    "granular_markings": [{"marking_ref": TLP1_RED, "selectors": ["description"]}]}),
+            &none
+        ),
+        Some("red")
+    );
+}
+
+#[test]
+fn bundle_marking_definitions_in_platform_shapes() {
+    for (m, want) in [
+        // OpenCTI.
+        (
+            json!({"type": "marking-definition", "id": "marking-definition--1",
+                   "definition_type": "TLP", "definition": {"TLP": "TLP:AMBER"}, "name": "TLP:AMBER"}),
+            Some("amber"),
+        ),
+        // STIX 2.0 style.
+        (
+            json!({"type": "marking-definition", "id": "marking-definition--2",
+                   "definition_type": "tlp", "definition": {"tlp": "white"}}),
+            Some("clear"),
+        ),
+        (
+            json!({"type": "marking-definition", "id": "marking-definition--3",
+                   "definition_type": "tlp", "name": "TLP:AMBER+STRICT"}),
+            Some("amber+strict"),
+        ),
+        // TLP 2.0 extension on a copy with another id.
+        (
+            json!({"type": "marking-definition", "id": "marking-definition--4",
+                   "extensions": {TLP2_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": "red"}}}),
+            Some("red"),
+        ),
+        (
+            json!({"type": "marking-definition", "id": "marking-definition--5",
+                   "definition_type": "statement", "definition": {"statement": "Copyright"}}),
+            None,
+        ),
+        (
+            json!({"type": "marking-definition", "id": "marking-definition--6",
+                   "definition_type": "tlp", "definition": {"tlp": "purple"}}),
+            None,
+        ),
+    ] {
+        assert_eq!(tlp_of_definition(&m), want, "{m}");
+    }
+    assert_eq!(tlp_word("TLP:CLEAR"), Some("clear"));
+    assert_eq!(tlp_word("amber strict"), Some("amber+strict"));
+}
+
+#[test]
+fn severity_from_scores_labels_and_properties() {
+    let core = |n: u64| json!({"extensions": {INCIDENT_CORE_EXTENSION: {"criticality": n}}});
+    assert_eq!(severity_of(&core(0)).0, "low");
+    assert_eq!(severity_of(&core(25)).0, "low");
+    assert_eq!(severity_of(&core(50)).0, "medium");
+    assert_eq!(severity_of(&core(75)).0, "high");
+    assert_eq!(severity_of(&core(100)).0, "critical");
+    assert_eq!(severity_of(&json!({"severity": "High"})).0, "high");
+    assert_eq!(
+        severity_of(&json!({"labels": ["severity:critical"]})).0,
+        "critical"
+    );
+    let (s, note) = severity_of(&json!({"confidence": 90}));
+    assert_eq!(s, "critical");
+    assert!(note.unwrap().contains("confidence"));
+    assert_eq!(severity_of(&json!({"x_opencti_score": 40})).0, "medium");
+    assert_eq!(severity_of(&json!({"confidence": 900})).0, "medium");
+    assert_eq!(severity_of(&json!({})).0, "medium");
+}
+
+#[test]
+fn missing_tlp_is_refused_per_object_unless_given() {
+    let bundle = json!({"type": "bundle", "id": "bundle--1", "objects": [
+        indicator("indicator--a", "[ipv4-addr:value = '203.0.113.7']", TLP1_GREEN),
+        {"type": "indicator", "id": "indicator--b", "pattern": "[domain-name:value = 'evil.example']",
+         "pattern_type": "stix", "modified": "2026-11-20T10:00:00.000Z"},
+    ]});
+    let i = import(&bundle, &opts()).unwrap();
+    assert_eq!(line(&i, "indicator--a").result, Outcome::Imported);
+    let b = line(&i, "indicator--b");
+    assert_eq!(b.result, Outcome::Refused);
+    assert!(b.reason.as_ref().unwrap().contains("no TLP"));
+    assert_eq!(i.drafts.len(), 1);
+    assert_eq!(i.drafts[0].draft.tlp, "green");
+
+    let mut o = opts();
+    o.tlp = Some("amber".into());
+    let i = import(&bundle, &o).unwrap();
+    assert_eq!(i.drafts.len(), 2);
+    assert_eq!(i.drafts[0].draft.tlp, "green", "a marking beats --tlp");
+    assert_eq!(i.drafts[1].draft.tlp, "amber");
+}
+
+#[test]
+fn a_report_takes_its_members_and_a_stricter_member_raises_its_tlp() {
+    let bundle = json!({"type": "bundle", "id": "bundle--1", "objects": [
+        {"type": "report", "id": "report--r", "name": "Campaign", "description": "d",
+         "modified": "2026-11-20T10:00:00.000Z", "published": "2026-11-20T10:00:00Z",
+         "object_marking_refs": [TLP1_GREEN],
+         "object_refs": ["indicator--a", "vulnerability--v", "course-of-action--c", "malware--m", "incident--i"]},
+        indicator("indicator--a", "[ipv4-addr:value = '203.0.113.7' OR file:name = 'x.exe']", TLP2_AMBER),
+        {"type": "vulnerability", "id": "vulnerability--v", "name": "xz backdoor",
+         "external_references": [{"source_name": "cve", "external_id": "CVE-2024-3094"}]},
+        {"type": "course-of-action", "id": "course-of-action--c", "name": "Downgrade xz",
+         "description": "to 5.4.6"},
+        {"type": "malware", "id": "malware--m", "name": "x", "is_family": false},
+        {"type": "incident", "id": "incident--i", "name": "Breach", "object_marking_refs": [TLP1_GREEN]},
+    ]});
+    let i = import(&bundle, &opts()).unwrap();
+    assert_eq!(i.drafts.len(), 2);
+    assert!(i.drafts[0].draft.incident.is_some(), "incidents first");
+    let d = &i.drafts[1].draft;
+    assert_eq!(d.tlp, "amber");
+    let w = d.warning.as_ref().unwrap();
+    assert_eq!(w.title, "Campaign");
+    assert_eq!(w.cves, ["CVE-2024-3094"]);
+    assert_eq!(w.recommended_actions, ["Downgrade xz: to 5.4.6"]);
+    assert_eq!(w.observables.len(), 1);
+    assert_eq!(d.references[0].id, message_id("incident--i"));
+    let r = line(&i, "report--r");
+    assert!(r.notes.iter().any(|n| n.contains("TLP raised")), "{r:?}");
+    let a = line(&i, "indicator--a");
+    assert_eq!(a.result, Outcome::Merged);
+    assert_eq!(a.into.as_deref(), Some("report--r"));
+    assert!(a.notes.iter().any(|n| n.contains("file:name")));
+    assert_eq!(line(&i, "malware--m").result, Outcome::Skipped);
+    assert_eq!(line(&i, "incident--i").result, Outcome::Imported);
+}
+
+#[test]
+fn exercise_traffic_needs_an_exercise() {
+    let mut ind = indicator(
+        "indicator--a",
+        "[ipv4-addr:value = '203.0.113.7']",
+        TLP1_GREEN,
+    );
+    ind["labels"] = json!(["EXERCISE"]);
+    let i = import(&ind, &opts()).unwrap();
+    assert_eq!(i.reports[0].result, Outcome::Skipped);
+    assert!(i.reports[0].reason.as_ref().unwrap().contains("--exercise"));
+    let mut o = opts();
+    o.exercise = Some("CYBER-SHIELD-26".into());
+    let i = import(&json!([ind]), &o).unwrap();
+    assert_eq!(i.drafts[0].draft.exercise, "CYBER-SHIELD-26");
+}
+
+#[test]
+fn odd_inputs() {
+    assert!(import(&json!("x"), &opts()).is_err());
+    assert!(import(&json!({"objects": []}), &opts()).is_err());
+    let i = import(
+        &json!([{"type": "indicator"}, 5, {"type": "identity", "id": "identity--1", "name": "x"}]),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(i.reports.len(), 3);
+    assert!(i.reports.iter().all(|r| r.result == Outcome::Skipped));
+    // Two versions of one object: the newest is read.
+    let old = indicator(
+        "indicator--a",
+        "[ipv4-addr:value = '203.0.113.7']",
+        TLP1_GREEN,
+    );
+    let mut new = indicator(
+        "indicator--a",
+        "[ipv4-addr:value = '203.0.113.8']",
+        TLP1_GREEN,
+    );
+    new["modified"] = json!("2026-11-21T10:00:00.000Z");
+    let i = import(&json!([new, old]), &opts()).unwrap();
+    assert_eq!(i.drafts.len(), 1);
+    let w = i.drafts[0].draft.warning.as_ref().unwrap();
+    assert_eq!(w.observables[0].value, "203.0.113.8");
+    assert!(
+        i.reports[1]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("older version")
+    );
+    // A pattern that yields nothing is skipped with the reason.
+    let i = import(
+        &indicator(
+            "indicator--z",
+            "[file:name = 'a.exe' AND file:size = 3]",
+            TLP1_GREEN,
+        ),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(i.reports[0].result, Outcome::Skipped);
+    assert!(i.reports[0].reason.as_ref().unwrap().contains("AND"));
+    // Ids are derived from STIX ids.
+    assert_eq!(message_id("indicator--a"), message_id("indicator--a"));
+    assert_ne!(message_id("indicator--a"), message_id("indicator--b"));
+}
+
+#[test]
+fn long_text_is_cut_and_said() {
+    let mut ind = indicator(
+        "indicator--a",
+        "[ipv4-addr:value = '203.0.113.7']",
+        TLP1_GREEN,
+    );
+    ind["description"] = json!("é".repeat(limits::SUMMARY + 5));
+    ind["name"] = json!("n".repeat(500));
+    let i = import(&ind, &opts()).unwrap();
+    let w = i.drafts[0].draft.warning.as_ref().unwrap();
+    assert_eq!(w.summary.chars().count(), limits::SUMMARY);
+    assert_eq!(w.title.chars().count(), limits::TITLE);
+    let notes = &i.reports[0].notes;
+    assert!(notes.iter().any(|n| n.contains("summary cut")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("title cut")), "{notes:?}");
+}
