@@ -12,6 +12,7 @@ pub mod demo;
 pub mod drill;
 pub mod export;
 pub mod federation;
+pub mod import;
 pub mod pki;
 pub mod witness;
 
@@ -93,6 +94,9 @@ pub enum Command {
     /// A C2SP tlog-witness: create its key, or serve add-checkpoint.
     #[command(subcommand)]
     Witness(crate::cli::witness::WitnessCommand),
+    /// Import a STIX 2.1 bundle (MISP, OpenCTI): sign and publish its
+    /// incidents, reports and indicators; one JSON line per STIX object.
+    Import(crate::cli::import::ImportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -478,6 +482,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Witness(cmd) => crate::cli::witness::run(cmd).await,
         Command::Federation(cmd) => crate::cli::federation::run(cmd).await,
         Command::Export(args) => crate::cli::export::run(args).await,
+        Command::Import(args) => crate::cli::import::run(args).await,
     }
 }
 
