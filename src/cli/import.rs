@@ -12,6 +12,7 @@
 use std::io::Read;
 
 use clap::Args;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::args::{CliError, Conn, print_json};
@@ -84,6 +85,15 @@ fn read_input(path: &str) -> Result<Value, CliError> {
     };
     serde_json::from_str(&text)
         .map_err(|e| CliError(format!("bundle {path} is not valid JSON: {e}")))
+}
+
+/// A report line; with `--dry-run`, the draft too.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    report: &'a ObjectReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draft: Option<&'a BodyJson>,
 }
 
 /// What publishing one draft came to.
@@ -220,11 +230,10 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
             .unwrap_or_default();
         let n = counts.get(&key).and_then(Value::as_u64).unwrap_or(0);
         counts.insert(key, json!(n + 1));
-        let mut line = serde_json::to_value(r).map_err(|e| CliError(e.to_string()))?;
-        if let Some(d) = draft_of[i] {
-            line["draft"] = serde_json::to_value(d).map_err(|e| CliError(e.to_string()))?;
-        }
-        print_json(&line)?;
+        print_json(&Line {
+            report: r,
+            draft: draft_of[i],
+        })?;
     }
     let refused = reports
         .iter()

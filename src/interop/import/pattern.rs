@@ -63,7 +63,9 @@ fn tokens(p: &str) -> Result<Vec<Token>, String> {
                         i += 2;
                     }
                     _ => {
-                        return Err("a string literal holds an escape other than \\' or \\\\".into());
+                        return Err(
+                            "a string literal holds an escape other than \\' or \\\\".into()
+                        );
                     }
                 },
                 Some(c) => {
