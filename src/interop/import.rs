@@ -464,14 +464,14 @@ type Contribution = Result<Vec<String>, String>;
 struct Mapper<'a> {
     by_id: HashMap<&'a str, &'a Value>,
     bundle_tlp: HashMap<String, &'static str>,
-    /// Relationships (newest versions), in input order.
-    relationships: Vec<&'a Value>,
+    /// Relationships (newest versions) by the ids they link, in input order.
+    relationships_of: HashMap<&'a str, Vec<&'a Value>>,
 }
 
 impl<'a> Mapper<'a> {
     /// The ids of a container's members, in order, without repeats, and
     /// the relationships that link them to it.
-    fn members(&self, c: &Value) -> (Vec<&'a str>, Vec<&'a str>) {
+    fn members(&self, c: &'a Value) -> (Vec<&'a str>, Vec<&'a str>) {
         let cid = text(c, "id");
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -484,15 +484,15 @@ impl<'a> Mapper<'a> {
                 out.push(*id);
             }
         }
-        for rel in &self.relationships {
+        for rel in self
+            .relationships_of
+            .get(cid)
+            .into_iter()
+            .flatten()
+            .copied()
+        {
             let (s, t) = (text(rel, "source_ref"), text(rel, "target_ref"));
-            let other = if s == cid {
-                t
-            } else if t == cid {
-                s
-            } else {
-                continue;
-            };
+            let other = if s == cid { t } else { s };
             links.push(text(rel, "id"));
             if let Some((id, _)) = self.by_id.get_key_value(other)
                 && *id != cid
@@ -501,11 +501,6 @@ impl<'a> Mapper<'a> {
                 out.push(*id);
             }
         }
-        // `links` borrows from relationship objects of the bundle.
-        let links = links
-            .into_iter()
-            .filter_map(|l| self.by_id.get_key_value(l).map(|(k, _)| *k))
-            .collect();
         (out, links)
     }
 
@@ -640,6 +635,14 @@ impl<'a> Mapper<'a> {
     }
 }
 
+/// Records that `member` went into container `cid` (once).
+fn merge<'a>(merged_into: &mut HashMap<&'a str, Vec<&'a str>>, member: &'a str, cid: &'a str) {
+    let into = merged_into.entry(member).or_default();
+    if !into.contains(&cid) {
+        into.push(cid);
+    }
+}
+
 /// Why an object of this type is not imported on its own.
 fn skip_reason(kind: &str) -> String {
     match kind {
@@ -723,11 +726,21 @@ pub fn import(input: &Value, opts: &Options) -> Result<Import, ImportError> {
             .filter(|o| text(o, "type") == "marking-definition")
             .filter_map(|o| tlp_of_definition(o).map(|w| (text(o, "id").to_owned(), w)))
             .collect(),
-        relationships: current
-            .iter()
-            .map(|&i| objects[i])
-            .filter(|o| text(o, "type") == "relationship")
-            .collect(),
+        relationships_of: {
+            let mut m: HashMap<&str, Vec<&Value>> = HashMap::new();
+            for &i in &current {
+                let rel = objects[i];
+                if text(rel, "type") != "relationship" {
+                    continue;
+                }
+                let (s, t) = (text(rel, "source_ref"), text(rel, "target_ref"));
+                m.entry(s).or_default().push(rel);
+                if t != s {
+                    m.entry(t).or_default().push(rel);
+                }
+            }
+            m
+        },
     };
 
     // Which containers become messages, and at what TLP (before members).
@@ -780,11 +793,14 @@ pub fn import(input: &Value, opts: &Options) -> Result<Import, ImportError> {
                     if let Some(w) = tlp_of_object(member, &mapper.bundle_tlp) {
                         g.member_tlp = Some(stricter(g.member_tlp, w));
                     }
-                    merged_into.entry(m).or_default().push(cid);
+                    merge(&mut merged_into, m, cid);
                     member_notes.entry(m).or_default().extend(notes);
                     for s in scos {
+                        if let Some(w) = tlp_of_object(mapper.by_id[s], &mapper.bundle_tlp) {
+                            g.member_tlp = Some(stricter(g.member_tlp, w));
+                        }
                         contributed.insert(s);
-                        merged_into.entry(s).or_default().push(cid);
+                        merge(&mut merged_into, s, cid);
                     }
                 }
                 Err(why) => {
@@ -795,12 +811,15 @@ pub fn import(input: &Value, opts: &Options) -> Result<Import, ImportError> {
         if admitted {
             // Relationships between the container and what it took count
             // as merged; so do relationships among its members.
-            for rel in mapper.relationships.iter().copied() {
-                let rid = text(rel, "id");
+            let listed = members
+                .iter()
+                .filter(|m| text(mapper.by_id[**m], "type") == "relationship");
+            for &rid in links.iter().chain(listed) {
+                let rel = mapper.by_id[rid];
                 let (s, t) = (text(rel, "source_ref"), text(rel, "target_ref"));
                 let inside = |x: &str| x == cid || contributed.contains(x);
-                if (links.contains(&rid) || members.contains(&rid)) && inside(s) && inside(t) {
-                    merged_into.entry(rid).or_default().push(cid);
+                if inside(s) && inside(t) {
+                    merge(&mut merged_into, rid, cid);
                 }
             }
         }
