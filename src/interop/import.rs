@@ -658,6 +658,9 @@ fn skip_reason(kind: &str) -> String {
     }
 }
 
+const SUPERSEDED: &str =
+    "another version of this object in the bundle is as new or newer, and is the one read";
+
 /// Maps a parsed STIX input (a bundle, one object or a list of objects).
 pub fn import(input: &Value, opts: &Options) -> Result<Import, ImportError> {
     let objects: Vec<&Value> = match input {
@@ -698,10 +701,10 @@ pub fn import(input: &Value, opts: &Options) -> Result<Import, ImportError> {
         };
         match newest.get(id) {
             Some(&j) if version(objects[j]) >= version(obj) => {
-                reports[i].reason = Some("an older version of an object in this bundle".into());
+                reports[i].reason = Some(SUPERSEDED.into());
             }
             Some(&j) => {
-                reports[j].reason = Some("an older version of an object in this bundle".into());
+                reports[j].reason = Some(SUPERSEDED.into());
                 newest.insert(id, i);
             }
             None => {

@@ -226,13 +226,7 @@ fn odd_inputs() {
     assert_eq!(i.drafts.len(), 1);
     let w = i.drafts[0].draft.warning.as_ref().unwrap();
     assert_eq!(w.observables[0].value, "203.0.113.8");
-    assert!(
-        i.reports[1]
-            .reason
-            .as_ref()
-            .unwrap()
-            .contains("older version")
-    );
+    assert!(i.reports[1].reason.as_ref().unwrap().contains("newer"));
     // A pattern that yields nothing is skipped with the reason.
     let i = import(
         &indicator(
@@ -266,4 +260,35 @@ fn long_text_is_cut_and_said() {
     let notes = &i.reports[0].notes;
     assert!(notes.iter().any(|n| n.contains("summary cut")), "{notes:?}");
     assert!(notes.iter().any(|n| n.contains("title cut")), "{notes:?}");
+}
+
+#[test]
+fn values_of_the_wrong_json_type_are_skipped_not_trusted() {
+    let bundle = json!([
+        {"type": "report", "id": "report--x", "name": 5, "description": ["a"],
+         "object_refs": "indicator--a", "object_marking_refs": [1, null, TLP1_GREEN],
+         "labels": {"severity": "high"}, "confidence": "high", "modified": 7},
+        {"type": "indicator", "id": "indicator--a", "pattern": 3, "valid_until": false,
+         "object_marking_refs": "x"},
+        {"type": "incident", "id": "incident--i", "object_marking_refs": [TLP1_GREEN],
+         "extensions": {INCIDENT_CORE_EXTENSION: {"criticality": "very", "incident_types": [1, "fraud"]}},
+         "first_seen": "yesterday"},
+        {"type": "relationship", "id": "relationship--r", "source_ref": 1, "target_ref": "incident--i"},
+        {"type": "file", "id": "file--f", "hashes": {"SHA-256": 5, "MD5": "zz"}},
+        {"type": "observed-data", "id": "observed-data--o", "object_refs": [1, "nope--1"]},
+    ]);
+    let i = import(&bundle, &opts()).unwrap();
+    assert_eq!(i.reports.len(), 6);
+    let r = line(&i, "report--x");
+    assert_eq!(r.result, Outcome::Imported);
+    let w = i.drafts[1].draft.warning.as_ref().unwrap();
+    assert_eq!(w.title, "report report--x");
+    assert!(w.observables.is_empty());
+    let inc = i.drafts[0].draft.incident.as_ref().unwrap();
+    assert_eq!(inc.category, "fraud");
+    assert_eq!(inc.severity, "medium");
+    assert_eq!(inc.detected_at, None);
+    assert_eq!(line(&i, "indicator--a").result, Outcome::Refused);
+    assert_eq!(line(&i, "file--f").result, Outcome::Skipped);
+    assert_eq!(line(&i, "relationship--r").result, Outcome::Skipped);
 }
