@@ -559,3 +559,87 @@ async fn dry_run_publishes_nothing_and_refusals_say_why() {
     assert_eq!(ex[0]["exercise"], "CYBER-SHIELD-26");
     assert_eq!(ex[0]["marking"], "EXERCISE");
 }
+
+/// A bundle exported by certex imports back into equivalent drafts: the
+/// incident's title, description, category, severity and observables, and
+/// the warning's title, summary, severity, CVEs, observables and actions,
+/// each at its TLP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certex_export_imports_back_into_equivalent_drafts() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let incident = draft(
+        r#"{"tlp": "amber", "audience": {"teams": ["BR-CERTBR"]},
+            "incident": {"title": "Grid intrusion", "description": "Operator VPN abused",
+                         "category": "intrusions", "severity": "critical",
+                         "observables": [{"type": "ipv4", "value": "203.0.113.7"},
+                                         {"type": "domain", "value": "grid-c2.example"},
+                                         {"type": "sha256", "value": "d6a770ba38583ed4bb4525bd96e50461655d2758b6d4bb7b3f5c3f2e1e8bb4c3"}]}}"#,
+    );
+    let warning = draft(
+        r#"{"tlp": "green", "audience": "community",
+            "warning": {"title": "xz backdoor exploited", "summary": "Patch now",
+                        "severity": "high", "cves": ["CVE-2024-3094"],
+                        "observables": [{"type": "url", "value": "http://bad.example/x"},
+                                        {"type": "email", "value": "ops@bad.example"}],
+                        "recommended_actions": ["Upgrade xz-utils to 5.6.2 or later"]}}"#,
+    );
+    cn.submit(incident.clone()).await.unwrap();
+    cn.submit(warning.clone()).await.unwrap();
+
+    let exported = b.tmp.path().join("export.json");
+    let out = certex(&b, "BR-CERTBR")
+        .args(["export", "--format", "stix21", "--out"])
+        .arg(&exported)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let r = import(&b, "BR-CERTBR", &exported, &["--dry-run"]).await;
+    assert!(r.ok, "{}", r.stderr);
+    let drafts: Vec<&Value> = r
+        .lines
+        .iter()
+        .filter(|l| l["result"] == "imported")
+        .map(|l| &l["draft"])
+        .collect();
+    assert_eq!(drafts.len(), 2, "{:#?}", r.lines);
+    let back = |kind: &str| -> Value {
+        drafts
+            .iter()
+            .find(|d| d.get(kind).is_some())
+            .unwrap_or_else(|| panic!("no {kind} draft: {drafts:#?}"))
+            .to_owned()
+            .clone()
+    };
+    let (i, w) = (back("incident"), back("warning"));
+    let want_i = serde_json::to_value(&incident).unwrap();
+    let want_w = serde_json::to_value(&warning).unwrap();
+    assert_eq!(i["tlp"], "amber");
+    for f in ["title", "description", "category", "severity"] {
+        assert_eq!(i["incident"][f], want_i["incident"][f], "incident.{f}");
+    }
+    assert_eq!(
+        observables(&i["incident"]["observables"]),
+        observables(&want_i["incident"]["observables"])
+    );
+    assert_eq!(w["tlp"], "green");
+    for f in [
+        "title",
+        "summary",
+        "severity",
+        "cves",
+        "recommended_actions",
+    ] {
+        assert_eq!(w["warning"][f], want_w["warning"][f], "warning.{f}");
+    }
+    assert_eq!(
+        observables(&w["warning"]["observables"]),
+        observables(&want_w["warning"]["observables"])
+    );
+}

@@ -613,6 +613,9 @@ impl<'a> Mapper<'a> {
                     (true, true) => return Err("the course of action has no name".into()),
                     (false, true) => name.to_owned(),
                     (true, false) => desc.to_owned(),
+                    // certex's own export names an action by its first
+                    // words: the description is the whole action.
+                    (false, false) if desc.starts_with(name) => desc.to_owned(),
                     (false, false) => format!("{name}: {desc}"),
                 };
                 let (action, was_cut) = cut(&action, limits::SHORT_TEXT);

@@ -680,6 +680,14 @@ pub fn objects(rec: &pb::Record, body: Option<&pb::Body>, related: &Related<'_>)
             o.insert("report_types".into(), json!(["threat-report"]));
             o.insert("published".into(), c.created.clone().into());
             o.insert("object_refs".into(), json!(refs));
+            // A report has no severity: tools read it from a label.
+            let mut labels = o
+                .get("labels")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            labels.push(format!("severity:{}", word::<Severity>(w.severity)).into());
+            o.insert("labels".into(), labels.into());
             let mut prov = prov;
             prov["severity"] = word::<Severity>(w.severity).into();
             if let Some(exp) = &w.expires_at {
