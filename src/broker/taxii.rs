@@ -402,7 +402,7 @@ impl Taxii {
             let objects = if e.seq == 0 {
                 &prelude
             } else {
-                if !by_seq.contains_key(&e.seq) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = by_seq.entry(e.seq) {
                     let mut objs = Vec::new();
                     if let Some(stored) = storage.record(e.seq)? {
                         let (env, body) = open_record(&stored)?;
@@ -420,7 +420,7 @@ impl Taxii {
                             objs = self.objects_of(team, &record, &body, &scope)?;
                         }
                     }
-                    by_seq.insert(e.seq, objs);
+                    slot.insert(objs);
                 }
                 &by_seq[&e.seq]
             };
