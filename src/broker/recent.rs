@@ -34,6 +34,9 @@ struct BodyHead {
     id: String,
     #[prost(string, tag = "2")]
     sender: String,
+    /// Named by a tombstone.
+    #[prost(message, optional, tag = "3")]
+    created_at: Option<prost_types::Timestamp>,
     #[prost(int32, tag = "4")]
     tlp: i32,
     #[prost(message, optional, tag = "5")]
@@ -110,6 +113,7 @@ pub fn open_head(rec: &StoredRecord) -> Result<(pb::Envelope, Body), Error> {
     let body = Body {
         id: head.id,
         sender: head.sender,
+        created_at: head.created_at,
         tlp: head.tlp,
         audience: head.audience,
         exercise: head.exercise,
