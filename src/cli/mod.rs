@@ -9,6 +9,7 @@ pub mod abuse;
 pub mod args;
 pub mod bench;
 pub mod demo;
+pub mod directory;
 pub mod drill;
 pub mod export;
 pub mod federation;
@@ -50,6 +51,10 @@ pub enum Command {
     Pki(PkiCommand),
     /// Run the broker.
     Serve(ServeArgs),
+    /// Check and edit directory.toml: teams, keys, groups (the broker
+    /// applies it on SIGHUP).
+    #[command(subcommand)]
+    Directory(crate::cli::directory::DirectoryCommand),
     /// Federation of brokers (SPEC §12): relay state per peer.
     #[command(subcommand)]
     Federation(crate::cli::federation::FederationCommand),
@@ -116,6 +121,19 @@ pub enum PkiCommand {
         /// country's broker.
         #[arg(long, value_delimiter = ',')]
         brokers: Vec<String>,
+    },
+    /// Issue a TLS client certificate for a team in a development PKI
+    /// (teams/<TEAM>/cert.pem and key.pem), signed by its country's CA.
+    IssueTeamCert {
+        /// Development PKI directory (pki init --dir).
+        #[arg(long, env = "CERTEX_PKI")]
+        pki: PathBuf,
+        /// The team id, e.g. FR-CERTFR; its country code picks the CA.
+        #[arg(long)]
+        team: String,
+        /// Replace the team's existing certificate and key.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -441,6 +459,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Pki(PkiCommand::IssueTeamCert { pki, team, replace }) => {
+            let cert = crate::cli::pki::issue_team_files(&pki, &team, replace)?;
+            print_json(&serde_json::json!({
+                "team": team,
+                "certificate": cert.display().to_string(),
+                "key": cert.with_file_name("key.pem").display().to_string(),
+            }))
+        }
+        Command::Directory(cmd) => crate::cli::directory::run(cmd),
         Command::Serve(args) => serve(args).await,
         Command::Submit { file, conn } => {
             let text = if file == "-" {

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes, spki::der::pem::LineEnding};
 use rcgen::{
@@ -597,6 +597,40 @@ pub fn rotate_signing_key(dir: &Path, team: &str, at: OffsetDateTime) -> Result<
     let text = toml::to_string_pretty(&file).map_err(|e| format!("cannot write directory: {e}"))?;
     write(&path, text.as_bytes(), false)?;
     Ok(id)
+}
+
+/// Issues a TLS client certificate for `team` in the development PKI `dir`
+/// (`certex pki issue-team-cert`), as `pki init` does for its teams: signed
+/// by `ca/<CC>.pem` of the team's country, written to
+/// `teams/<TEAM>/cert.pem` and `key.pem` (owner-only). Refuses to replace an
+/// existing certificate unless `replace`. Returns the certificate's path.
+pub fn issue_team_files(dir: &Path, team: &str, replace: bool) -> Result<PathBuf, String> {
+    check_team_id(team)?;
+    let cc = country_of(team);
+    let ca_cert = dir.join("ca").join(format!("{cc}.pem"));
+    let ca_key = dir.join("ca").join(format!("{cc}.key"));
+    let read = |p: &Path| {
+        fs::read_to_string(p).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (the PKI has no CA for country {cc}; pki init creates                  one per country of --teams)",
+                p.display()
+            )
+        })
+    };
+    let (ca_cert, ca_key) = (read(&ca_cert)?, read(&ca_key)?);
+    let tdir = dir.join("teams").join(team);
+    let cert_path = tdir.join("cert.pem");
+    if cert_path.exists() && !replace {
+        return Err(format!(
+            "{} exists; give --replace to issue a new certificate",
+            cert_path.display()
+        ));
+    }
+    let (cert, key) = issue_team_certificate(&ca_cert, &ca_key, team)?;
+    mkdir(&tdir)?;
+    write(&tdir.join("key.pem"), key.as_bytes(), true)?;
+    write(&cert_path, cert.as_bytes(), false)?;
+    Ok(cert_path)
 }
 
 #[cfg(test)]

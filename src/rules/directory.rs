@@ -290,7 +290,14 @@ impl Directory {
             path: path.to_owned(),
             source,
         })?;
-        let file: DirectoryFile = toml::from_str(&text).map_err(|e| DirectoryError::Parse {
+        Self::from_text(&text, path)
+    }
+
+    /// Validates the text of a directory file as [`Directory::load`] does;
+    /// `path` names it in errors and its folder resolves certificate paths.
+    /// `certex directory …` checks an edit with it before writing.
+    pub fn from_text(text: &str, path: &Path) -> Result<Self, DirectoryError> {
+        let file: DirectoryFile = toml::from_str(text).map_err(|e| DirectoryError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
