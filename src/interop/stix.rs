@@ -750,7 +750,13 @@ pub fn objects(rec: &pb::Record, body: Option<&pb::Body>, related: &Related<'_>)
             out.push(with_extensions(n, vec![(CERTEX_EXTENSION, prov)]));
         }
         Some(Content::Retraction(r)) => {
-            if let Some(target) = &related.target {
+            // Only the target the signed retraction names: a related record
+            // (or an unsigned tombstone from the broker) for another message
+            // must not revoke that message's object.
+            if let Some(target) = &related.target
+                && target.sender == body.sender
+                && target.id == r.target
+            {
                 let at = rec.received_at.as_ref().map(stix_time).unwrap_or_default();
                 out.extend(revoked(target, &at, &r.reason, &body.id, related));
             }
@@ -894,6 +900,57 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retraction_revokes_only_the_target_it_signs() {
+        let body = pb::Body {
+            id: "r1".into(),
+            sender: "CN-CNCERT".into(),
+            created_at: Some(Timestamp { seconds: 1_790_000_000, nanos: 0 }),
+            tlp: pb::Tlp::Green as i32,
+            content: Some(Content::Retraction(pb::Retraction {
+                target: "m1".into(),
+                reason: "wrong".into(),
+            })),
+            ..Default::default()
+        };
+        let rec = pb::Record {
+            seq: 9,
+            received_at: Some(Timestamp { seconds: 1_790_000_001, nanos: 0 }),
+            ..Default::default()
+        };
+        // What an (untrusted) broker handed back as the target: another
+        // team's message.
+        let forged = Target {
+            kind: pb::Kind::Incident,
+            sender: "US-CISA".into(),
+            id: "someone-elses".into(),
+            created_at: None,
+        };
+        let related = Related {
+            target: Some(forged),
+            ..Related::default()
+        };
+        let victim = object_id(pb::Kind::Incident, "US-CISA", "someone-elses").unwrap();
+        let objs = objects(&rec, Some(&body), &related);
+        assert!(
+            objs.iter().all(|o| o["id"] != victim.as_str()),
+            "a retraction of CN-CNCERT/m1 revoked {victim}: {objs:#?}"
+        );
+        // The genuine target is still revoked.
+        let related = Related {
+            target: Some(Target {
+                kind: pb::Kind::Incident,
+                sender: "CN-CNCERT".into(),
+                id: "m1".into(),
+                created_at: None,
+            }),
+            ..Related::default()
+        };
+        let own = object_id(pb::Kind::Incident, "CN-CNCERT", "m1").unwrap();
+        let objs = objects(&rec, Some(&body), &related);
+        assert!(objs.iter().any(|o| o["id"] == own.as_str() && o["revoked"] == true));
+    }
 
     #[test]
     fn sco_ids_follow_the_stix_rule() {
