@@ -449,6 +449,9 @@ fn is_container(kind: &str) -> bool {
 #[derive(Default)]
 struct Gathered {
     observables: Vec<(ObservableType, String)>,
+    /// The observables already gathered (a hostile bundle can hold
+    /// hundreds of thousands: no quadratic scan of `observables`).
+    seen: HashSet<(ObservableType, String)>,
     cves: Vec<String>,
     actions: Vec<String>,
     expires: Option<OffsetDateTime>,
@@ -516,7 +519,7 @@ impl<'a> Mapper<'a> {
         let mut notes = Vec::new();
         let add = |g: &mut Gathered, list: Vec<(ObservableType, String)>| {
             for o in list {
-                if !g.observables.contains(&o) {
+                if g.seen.insert(o.clone()) {
                     g.observables.push(o);
                 }
             }

@@ -292,3 +292,45 @@ fn values_of_the_wrong_json_type_are_skipped_not_trusted() {
     assert_eq!(line(&i, "file--f").result, Outcome::Skipped);
     assert_eq!(line(&i, "relationship--r").result, Outcome::Skipped);
 }
+
+/// A hostile bundle: one report naming many indicators, each with the most
+/// comparisons a pattern may hold. Gathering its observables must stay
+/// linear (it was quadratic: `Vec::contains` for every observable, over a
+/// minute of CPU for a few MB of input).
+#[test]
+fn a_report_with_a_hundred_thousand_observables_maps_quickly() {
+    let mut objects = Vec::new();
+    let mut refs = Vec::new();
+    let mut k = 0u32;
+    for i in 0..150 {
+        let comps: Vec<String> = (0..1000)
+            .map(|_| {
+                k += 1;
+                format!(
+                    "[ipv4-addr:value = '10.{}.{}.{}']",
+                    (k >> 16) & 255,
+                    (k >> 8) & 255,
+                    k & 255
+                )
+            })
+            .collect();
+        let id = format!("indicator--00000000-0000-4000-8000-{i:012}");
+        objects.push(indicator(&id, &comps.join(" OR "), TLP2_AMBER));
+        refs.push(id);
+    }
+    objects.push(json!({"type": "report", "spec_version": "2.1",
+        "id": "report--00000000-0000-4000-8000-000000000001",
+        "created": "2026-11-20T10:00:00.000Z", "modified": "2026-11-20T10:00:00.000Z",
+        "name": "many", "published": "2026-11-20T10:00:00.000Z",
+        "object_refs": refs, "object_marking_refs": [TLP2_AMBER]}));
+    let bundle = json!({"type": "bundle", "id": "bundle--00000000-0000-4000-8000-000000000002",
+                        "objects": objects});
+    let start = std::time::Instant::now();
+    let out = import(&bundle, &opts()).unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.drafts.len(), 1);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "mapping 150,000 observables took {took:?}"
+    );
+}
