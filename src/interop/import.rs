@@ -828,6 +828,10 @@ pub fn import(input: &Value, opts: &Options) -> Result<Import, ImportError> {
                 let (s, t) = (text(rel, "source_ref"), text(rel, "target_ref"));
                 let inside = |x: &str| x == cid || contributed.contains(x);
                 if inside(s) && inside(t) {
+                    // The link is information too: its marking counts.
+                    if let Some(w) = tlp_of_object(rel, &mapper.bundle_tlp) {
+                        g.member_tlp = Some(stricter(g.member_tlp, w));
+                    }
                     merge(&mut merged_into, rid, cid);
                 }
             }
