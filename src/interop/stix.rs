@@ -715,6 +715,8 @@ pub fn objects(rec: &pb::Record, body: Option<&pb::Body>, related: &Related<'_>)
             let modified = stix_time_ms(received, Some((rec.seq % 1000) as u16));
             let task_id = certex_id("task", &format!("{}/{}", u.requester, u.case_id));
             if let Some(req) = related.request
+                && req.sender == u.requester
+                && req.id == u.case_id
                 && let Some(Content::Request(r)) = req.content.as_ref()
             {
                 let mut p = prov.clone();
@@ -900,6 +902,62 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_case_update_shows_only_the_request_it_signs() {
+        let req_body = |id: &str| pb::Body {
+            id: id.into(),
+            sender: "BR-CERTBR".into(),
+            created_at: Some(Timestamp { seconds: 1_790_000_000, nanos: 0 }),
+            tlp: pb::Tlp::Amber as i32,
+            content: Some(Content::Request(pb::AssistanceRequest {
+                to: "CN-CNCERT".into(),
+                description: format!("request {id}"),
+                legal_basis: "MLAT".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let update = pb::Body {
+            id: "u1".into(),
+            sender: "CN-CNCERT".into(),
+            created_at: Some(Timestamp { seconds: 1_790_000_100, nanos: 0 }),
+            tlp: pb::Tlp::Amber as i32,
+            content: Some(Content::CaseUpdate(pb::CaseUpdate {
+                requester: "BR-CERTBR".into(),
+                case_id: "case-a".into(),
+                transition: CaseState::Declined as i32,
+                reason: "no".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let rec = pb::Record {
+            seq: 12,
+            received_at: Some(Timestamp { seconds: 1_790_000_101, nanos: 0 }),
+            ..Default::default()
+        };
+        // Another request handed over as "the case's request".
+        let other = req_body("case-b");
+        let related = Related {
+            request: Some(&other),
+            ..Related::default()
+        };
+        let wrong = certex_id("task", "BR-CERTBR/case-b");
+        let objs = objects(&rec, Some(&update), &related);
+        assert!(
+            objs.iter().all(|o| o["id"] != wrong.as_str()),
+            "a decline of case-a was shown as a version of case-b's task"
+        );
+        let right_body = req_body("case-a");
+        let related = Related {
+            request: Some(&right_body),
+            ..Related::default()
+        };
+        let right = certex_id("task", "BR-CERTBR/case-a");
+        let objs = objects(&rec, Some(&update), &related);
+        assert!(objs.iter().any(|o| o["id"] == right.as_str()));
+    }
 
     #[test]
     fn a_retraction_revokes_only_the_target_it_signs() {
