@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use crate::broker::read;
 use crate::broker::state::State;
-use crate::broker::transport::{self, ConnLimits, Peer};
+use crate::broker::transport::{self, CallGuard, ConnLimits, Peer};
 use crate::error::Error;
 use crate::interop::markings::CERTEX_NAMESPACE;
 use crate::interop::stix::{self, Related, Target};
@@ -76,10 +76,33 @@ struct Entry {
     added_ms: u64,
     id: String,
     version: String,
+    /// The version as nanoseconds since the epoch: versions are ordered
+    /// by time, not as text ("…123Z" is before "…123004Z").
+    version_ns: i128,
     kind: String,
 }
 
+/// A STIX timestamp as nanoseconds since the epoch (0 if it does not parse).
+fn time_ns(v: &str) -> i128 {
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp_nanos())
+        .unwrap_or(0)
+}
+
 impl Entry {
+    fn new(seq: u64, ord: u32, added_ms: u64, o: &Value) -> Entry {
+        let version = version_of(o, added_ms);
+        Entry {
+            seq,
+            ord,
+            added_ms,
+            id: o["id"].as_str().unwrap_or_default().to_owned(),
+            version_ns: time_ns(&version),
+            version,
+            kind: o["type"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
     fn token(&self) -> String {
         format!("{}.{}", self.seq, self.ord)
     }
@@ -239,12 +262,21 @@ fn check_accept(headers: &HeaderMap) -> Result<(), TaxiiError> {
 }
 
 /// The calling team, checked as for every gRPC call.
-fn caller(taxii: &Taxii, peer: &Peer, headers: &HeaderMap) -> Result<String, TaxiiError> {
+/// The calling team, checked as for every gRPC call, and the request
+/// counted open on its connection until the guard drops (so an active
+/// connection is never closed as idle).
+fn caller(
+    taxii: &Taxii,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<(String, CallGuard), TaxiiError> {
+    let guard = peer.conn.call_started();
     check_accept(headers)?;
-    taxii.state.team_caller(peer).map_err(|e| {
+    let team = taxii.state.team_caller(peer).map_err(|e| {
         tracing::info!(team = %peer.team, code = ?e.code(), kind = e.kind(), "TAXII request refused");
         TaxiiError::from(e)
-    })
+    })?;
+    Ok((team, guard))
 }
 
 impl Taxii {
@@ -260,13 +292,13 @@ impl Taxii {
         self: &Arc<Self>,
         team: &str,
     ) -> Result<tokio::sync::OwnedMutexGuard<TeamIndex>, TaxiiError> {
-        let slot = self
-            .indexes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(team.to_owned())
-            .or_default()
-            .clone();
+        let slot = {
+            let mut indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+            // Teams that left the directory keep no index.
+            let dir = self.state.directory();
+            indexes.retain(|t, _| dir.team(t).is_some());
+            indexes.entry(team.to_owned()).or_default().clone()
+        };
         let mut guard = slot.lock_owned().await;
         let me = self.clone();
         let team = team.to_owned();
@@ -314,14 +346,7 @@ impl Taxii {
                 .into_iter()
                 .enumerate()
             {
-                entries.push(Entry {
-                    seq,
-                    ord: ord as u32,
-                    added_ms,
-                    id: o["id"].as_str().unwrap_or_default().to_owned(),
-                    version: version_of(&o, added_ms),
-                    kind: o["type"].as_str().unwrap_or_default().to_owned(),
-                });
+                entries.push(Entry::new(seq, ord as u32, added_ms, &o));
             }
         }
         Ok(())
@@ -447,6 +472,7 @@ fn version_of(o: &Value, added_ms: u64) -> String {
 
 /// The filters of TAXII 2.1 §3.4: `added_after`, `limit`, `next`,
 /// `match[id]`, `match[type]`, `match[version]`, `match[spec_version]`.
+#[derive(Clone)]
 struct Filters {
     added_after: Option<u64>,
     limit: usize,
@@ -545,31 +571,32 @@ impl Filters {
 
     /// The entries these filters select, in collection order, and whether
     /// more follow the page.
-    fn select<'a>(&self, entries: &'a [Entry]) -> (Vec<&'a Entry>, bool) {
-        let matching: Vec<&Entry> = entries
-            .iter()
+    fn select<'a>(&self, parts: [&'a [Entry]; 2]) -> (Vec<&'a Entry>, bool) {
+        let matching: Vec<&Entry> = parts
+            .into_iter()
+            .flatten()
             .filter(|e| self.ids.is_empty() || self.ids.contains(&e.id))
             .filter(|e| self.types.is_empty() || self.types.contains(&e.kind))
             .collect();
         // first/last version of each object among the matching entries.
-        let mut bounds: HashMap<&str, (&str, &str)> = HashMap::new();
+        let mut bounds: HashMap<&str, (i128, i128)> = HashMap::new();
         for e in &matching {
             let b = bounds
                 .entry(e.id.as_str())
-                .or_insert((e.version.as_str(), e.version.as_str()));
-            if e.version.as_str() < b.0 {
-                b.0 = e.version.as_str();
-            }
-            if e.version.as_str() > b.1 {
-                b.1 = e.version.as_str();
-            }
+                .or_insert((e.version_ns, e.version_ns));
+            b.0 = b.0.min(e.version_ns);
+            b.1 = b.1.max(e.version_ns);
         }
         let wanted = |e: &Entry| {
             self.versions.iter().any(|v| match v.as_str() {
                 "all" => true,
-                "first" => bounds.get(e.id.as_str()).is_some_and(|b| b.0 == e.version),
-                "last" => bounds.get(e.id.as_str()).is_some_and(|b| b.1 == e.version),
-                t => t == e.version,
+                "first" => bounds
+                    .get(e.id.as_str())
+                    .is_some_and(|b| b.0 == e.version_ns),
+                "last" => bounds
+                    .get(e.id.as_str())
+                    .is_some_and(|b| b.1 == e.version_ns),
+                t => time_ns(t) == e.version_ns,
             })
         };
         let mut seen = std::collections::HashSet::new();
@@ -591,25 +618,33 @@ fn added_range(page: &[&Entry]) -> Option<(u64, u64)> {
     Some((page.first()?.added_ms, page.last()?.added_ms))
 }
 
-/// The entries of one collection: the prelude, then the records'.
-fn collection_entries(taxii: &Taxii, index: &TeamIndex, exercise: &str) -> Vec<Entry> {
-    let mut all: Vec<Entry> = taxii
-        .prelude()
-        .iter()
-        .enumerate()
-        .map(|(ord, o)| Entry {
-            seq: 0,
-            ord: ord as u32,
-            added_ms: PRELUDE_ADDED_MS,
-            id: o["id"].as_str().unwrap_or_default().to_owned(),
-            version: version_of(o, PRELUDE_ADDED_MS),
-            kind: o["type"].as_str().unwrap_or_default().to_owned(),
-        })
-        .collect();
-    if let Some(entries) = index.collections.get(exercise) {
-        all.extend(entries.iter().cloned());
-    }
-    all
+/// The entries of one collection (the prelude, then the records') that
+/// `filters` select for `team`, worked out on the blocking pool; and the
+/// collection's exercise ("" for real traffic).
+async fn select_page(
+    taxii: &Arc<Taxii>,
+    team: &str,
+    collection: &str,
+    filters: Filters,
+) -> Result<(String, Vec<Entry>, bool), TaxiiError> {
+    let index = taxii.index(team).await?;
+    let exercise = exercise_of(&index, collection)?;
+    let t = taxii.clone();
+    let ex = exercise.clone();
+    let (page, more) = tokio::task::spawn_blocking(move || {
+        let prelude: Vec<Entry> = t
+            .prelude()
+            .iter()
+            .enumerate()
+            .map(|(ord, o)| Entry::new(0, ord as u32, PRELUDE_ADDED_MS, o))
+            .collect();
+        let records = index.collections.get(&ex).map_or(&[][..], |v| &v[..]);
+        let (page, more) = filters.select([&prelude, records]);
+        (page.into_iter().cloned().collect::<Vec<Entry>>(), more)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("TAXII selection task failed: {e}")))?;
+    Ok((exercise, page, more))
 }
 
 /// The exercise a collection id names for this team ("" for real traffic),
@@ -655,7 +690,7 @@ async fn discovery(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Answer {
-    caller(&t, &peer, &headers)?;
+    let (_team, _open) = caller(&t, &peer, &headers)?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -677,7 +712,7 @@ async fn api_root(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Answer {
-    caller(&t, &peer, &headers)?;
+    let (_team, _open) = caller(&t, &peer, &headers)?;
     answer(
         json!({
             "title": "certex",
@@ -694,7 +729,7 @@ async fn collections(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Answer {
-    let team = caller(&t, &peer, &headers)?;
+    let (team, _open) = caller(&t, &peer, &headers)?;
     let index = t.index(&team).await?;
     let mut list = vec![collection_json("")];
     list.extend(
@@ -713,7 +748,7 @@ async fn collection(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let team = caller(&t, &peer, &headers)?;
+    let (team, _open) = caller(&t, &peer, &headers)?;
     let index = t.index(&team).await?;
     let exercise = exercise_of(&index, &id)?;
     answer(collection_json(&exercise), None)
@@ -731,11 +766,8 @@ async fn objects_page(
     if let Some(o) = &object {
         filters.ids = vec![o.clone()];
     }
-    let index = t.index(&team).await?;
-    let exercise = exercise_of(&index, &id)?;
-    let entries = collection_entries(&t, &index, &exercise);
-    drop(index);
-    let (page, more) = filters.select(&entries);
+    let (exercise, page, more) = select_page(&t, &team, &id, filters.clone()).await?;
+    let page: Vec<&Entry> = page.iter().collect();
     if object.is_some() && page.is_empty() && filters.next.is_none() {
         return Err(TaxiiError::not_found(&format!(
             "object {}",
@@ -766,7 +798,7 @@ async fn objects(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    let team = caller(&t, &peer, &headers)?;
+    let (team, _open) = caller(&t, &peer, &headers)?;
     objects_page(t, team, id, None, q).await
 }
 
@@ -777,7 +809,7 @@ async fn object(
     Path((id, object)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    let team = caller(&t, &peer, &headers)?;
+    let (team, _open) = caller(&t, &peer, &headers)?;
     if q.contains_key("match[id]") || q.contains_key("match[type]") {
         return Err(TaxiiError::new(
             StatusCode::BAD_REQUEST,
@@ -795,13 +827,10 @@ async fn manifest(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    let team = caller(&t, &peer, &headers)?;
+    let (team, _open) = caller(&t, &peer, &headers)?;
     let filters = Filters::parse(&q, "last")?;
-    let index = t.index(&team).await?;
-    let exercise = exercise_of(&index, &id)?;
-    let entries = collection_entries(&t, &index, &exercise);
-    drop(index);
-    let (page, more) = filters.select(&entries);
+    let (_, page, more) = select_page(&t, &team, &id, filters.clone()).await?;
+    let page: Vec<&Entry> = page.iter().collect();
     let list: Vec<Value> = page
         .iter()
         .map(|e| {
@@ -830,7 +859,7 @@ async fn versions(
     Path((id, object)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    let team = caller(&t, &peer, &headers)?;
+    let (team, _open) = caller(&t, &peer, &headers)?;
     if q.contains_key("match[id]")
         || q.contains_key("match[type]")
         || q.contains_key("match[version]")
@@ -843,11 +872,8 @@ async fn versions(
     }
     let mut filters = Filters::parse(&q, "all")?;
     filters.ids = vec![object.clone()];
-    let index = t.index(&team).await?;
-    let exercise = exercise_of(&index, &id)?;
-    let entries = collection_entries(&t, &index, &exercise);
-    drop(index);
-    let (page, more) = filters.select(&entries);
+    let (_, page, more) = select_page(&t, &team, &id, filters.clone()).await?;
+    let page: Vec<&Entry> = page.iter().collect();
     if page.is_empty() && filters.next.is_none() && filters.added_after.is_none() {
         return Err(TaxiiError::not_found(&format!("object {object}")));
     }
@@ -871,7 +897,7 @@ async fn read_only(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Answer {
-    caller(&t, &peer, &headers)?;
+    let (_team, _open) = caller(&t, &peer, &headers)?;
     Err(TaxiiError::new(
         StatusCode::FORBIDDEN,
         "Read-only",
@@ -884,7 +910,7 @@ async fn no_route(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Answer {
-    caller(&t, &peer, &headers)?;
+    let (_team, _open) = caller(&t, &peer, &headers)?;
     Err(TaxiiError::not_found("this resource"))
 }
 
@@ -965,15 +991,17 @@ pub fn spawn(state: Arc<State>, listener: TcpListener) -> Result<SocketAddr, Str
 mod tests {
     use super::*;
 
+    // Two versions within one millisecond: as text, V2 sorts before V1.
+    const V1: &str = "2026-01-01T00:00:00.123Z";
+    const V2: &str = "2026-01-01T00:00:00.123004Z";
+
     fn entry(seq: u64, ord: u32, id: &str, version: &str) -> Entry {
-        Entry {
+        Entry::new(
             seq,
             ord,
-            added_ms: seq * 1000,
-            id: id.into(),
-            version: version.into(),
-            kind: id.split("--").next().unwrap().into(),
-        }
+            seq * 1000,
+            &json!({"id": id, "type": id.split("--").next().unwrap(), "modified": version}),
+        )
     }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -986,24 +1014,21 @@ mod tests {
     #[test]
     fn versions_pages_and_filters() {
         let entries = vec![
-            entry(1, 0, "task--a", "v1"),
-            entry(1, 1, "note--n", "v1"),
-            entry(2, 0, "task--a", "v2"),
-            entry(3, 0, "report--r", "v1"),
+            entry(1, 0, "task--a", V1),
+            entry(1, 1, "note--n", V1),
+            entry(2, 0, "task--a", V2),
+            entry(3, 0, "report--r", V1),
         ];
         let f = Filters::parse(&q(&[]), "last").unwrap();
-        let (page, more) = f.select(&entries);
+        let (page, more) = f.select([&entries, &[]]);
         let ids: Vec<_> = page
             .iter()
             .map(|e| (e.id.as_str(), e.version.as_str()))
             .collect();
-        assert_eq!(
-            ids,
-            [("note--n", "v1"), ("task--a", "v2"), ("report--r", "v1")]
-        );
+        assert_eq!(ids, [("note--n", V1), ("task--a", V2), ("report--r", V1)]);
         assert!(!more);
         let f = Filters::parse(&q(&[("match[version]", "all"), ("limit", "2")]), "last").unwrap();
-        let (page, more) = f.select(&entries);
+        let (page, more) = f.select([&entries, &[]]);
         assert_eq!(page.len(), 2);
         assert!(more);
         let token = page.last().unwrap().token();
@@ -1012,7 +1037,7 @@ mod tests {
             "last",
         )
         .unwrap();
-        let (page, more) = f.select(&entries);
+        let (page, more) = f.select([&entries, &[]]);
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
         assert!(!more);
         let f = Filters::parse(
@@ -1020,12 +1045,12 @@ mod tests {
             "last",
         )
         .unwrap();
-        let (page, _) = f.select(&entries);
+        let (page, _) = f.select([&entries, &[]]);
         assert_eq!(page.len(), 1);
-        assert_eq!(page[0].version, "v1");
+        assert_eq!(page[0].version, V1);
         // added_after is strict.
         let f = Filters::parse(&q(&[("added_after", "1970-01-01T00:00:02Z")]), "all").unwrap();
-        let (page, _) = f.select(&entries);
+        let (page, _) = f.select([&entries, &[]]);
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
     }
 

@@ -92,8 +92,26 @@ pub async fn run(args: ExportArgs) -> Result<(), CliError> {
     let mut records: Vec<Seen> = Vec::new();
     let mut failed = Vec::new();
     while let Some(rec) = stream.message().await.map_err(ClientError::from)? {
+        if let Some(t) = rec.retracted.clone() {
+            // A tombstone is the broker's word: it becomes a revoked
+            // object only if the sender's signed retraction names it.
+            let key = (t.sender.clone(), t.retracted_by.clone());
+            match fetch(&client, &key, &scope, &dir).await? {
+                Some((_, Some(b)))
+                    if b.sender == t.sender
+                        && matches!(&b.content,
+                            Some(pb::body::Content::Retraction(r)) if r.target == t.id) =>
+                {
+                    records.push((rec, None))
+                }
+                _ => failed.push(format!(
+                    "record {}: a tombstone whose signed retraction ({} of {}) is missing or names another message",
+                    rec.seq, t.retracted_by, t.sender
+                )),
+            }
+            continue;
+        }
         if rec.envelope.is_none() {
-            records.push((rec, None));
             continue;
         }
         match verify_record(&rec, &dir) {

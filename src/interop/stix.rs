@@ -908,7 +908,10 @@ mod tests {
         let req_body = |id: &str| pb::Body {
             id: id.into(),
             sender: "BR-CERTBR".into(),
-            created_at: Some(Timestamp { seconds: 1_790_000_000, nanos: 0 }),
+            created_at: Some(Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
             tlp: pb::Tlp::Amber as i32,
             content: Some(Content::Request(pb::AssistanceRequest {
                 to: "CN-CNCERT".into(),
@@ -921,7 +924,10 @@ mod tests {
         let update = pb::Body {
             id: "u1".into(),
             sender: "CN-CNCERT".into(),
-            created_at: Some(Timestamp { seconds: 1_790_000_100, nanos: 0 }),
+            created_at: Some(Timestamp {
+                seconds: 1_790_000_100,
+                nanos: 0,
+            }),
             tlp: pb::Tlp::Amber as i32,
             content: Some(Content::CaseUpdate(pb::CaseUpdate {
                 requester: "BR-CERTBR".into(),
@@ -934,7 +940,10 @@ mod tests {
         };
         let rec = pb::Record {
             seq: 12,
-            received_at: Some(Timestamp { seconds: 1_790_000_101, nanos: 0 }),
+            received_at: Some(Timestamp {
+                seconds: 1_790_000_101,
+                nanos: 0,
+            }),
             ..Default::default()
         };
         // Another request handed over as "the case's request".
@@ -964,7 +973,10 @@ mod tests {
         let body = pb::Body {
             id: "r1".into(),
             sender: "CN-CNCERT".into(),
-            created_at: Some(Timestamp { seconds: 1_790_000_000, nanos: 0 }),
+            created_at: Some(Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
             tlp: pb::Tlp::Green as i32,
             content: Some(Content::Retraction(pb::Retraction {
                 target: "m1".into(),
@@ -974,7 +986,10 @@ mod tests {
         };
         let rec = pb::Record {
             seq: 9,
-            received_at: Some(Timestamp { seconds: 1_790_000_001, nanos: 0 }),
+            received_at: Some(Timestamp {
+                seconds: 1_790_000_001,
+                nanos: 0,
+            }),
             ..Default::default()
         };
         // What an (untrusted) broker handed back as the target: another
@@ -1007,7 +1022,10 @@ mod tests {
         };
         let own = object_id(pb::Kind::Incident, "CN-CNCERT", "m1").unwrap();
         let objs = objects(&rec, Some(&body), &related);
-        assert!(objs.iter().any(|o| o["id"] == own.as_str() && o["revoked"] == true));
+        assert!(
+            objs.iter()
+                .any(|o| o["id"] == own.as_str() && o["revoked"] == true)
+        );
     }
 
     #[test]

@@ -342,22 +342,22 @@ fn a_report_with_a_hundred_thousand_observables_maps_quickly() {
 fn a_red_relationship_raises_the_container_it_links_into() {
     let red = "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1";
     let bundle = json!({"type": "bundle", "id": "bundle--00000000-0000-4000-8000-000000000003",
-        "objects": [
-            {"type": "report", "spec_version": "2.1",
-             "id": "report--00000000-0000-4000-8000-000000000004",
-             "created": "2026-11-20T10:00:00.000Z", "modified": "2026-11-20T10:00:00.000Z",
-             "name": "green report", "published": "2026-11-20T10:00:00.000Z",
-             "object_refs": [], "object_marking_refs": [TLP1_GREEN]},
-            indicator("indicator--00000000-0000-4000-8000-000000000005",
-                      "[ipv4-addr:value = '198.51.100.1']", TLP1_GREEN),
-            {"type": "relationship", "spec_version": "2.1",
-             "id": "relationship--00000000-0000-4000-8000-000000000006",
-             "created": "2026-11-20T10:00:00.000Z", "modified": "2026-11-20T10:00:00.000Z",
-             "relationship_type": "related-to",
-             "source_ref": "indicator--00000000-0000-4000-8000-000000000005",
-             "target_ref": "report--00000000-0000-4000-8000-000000000004",
-             "object_marking_refs": [red]}
-        ]});
+    "objects": [
+        {"type": "report", "spec_version": "2.1",
+         "id": "report--00000000-0000-4000-8000-000000000004",
+         "created": "2026-11-20T10:00:00.000Z", "modified": "2026-11-20T10:00:00.000Z",
+         "name": "green report", "published": "2026-11-20T10:00:00.000Z",
+         "object_refs": [], "object_marking_refs": [TLP1_GREEN]},
+        indicator("indicator--00000000-0000-4000-8000-000000000005",
+                  "[ipv4-addr:value = '198.51.100.1']", TLP1_GREEN),
+        {"type": "relationship", "spec_version": "2.1",
+         "id": "relationship--00000000-0000-4000-8000-000000000006",
+         "created": "2026-11-20T10:00:00.000Z", "modified": "2026-11-20T10:00:00.000Z",
+         "relationship_type": "related-to",
+         "source_ref": "indicator--00000000-0000-4000-8000-000000000005",
+         "target_ref": "report--00000000-0000-4000-8000-000000000004",
+         "object_marking_refs": [red]}
+    ]});
     let out = import(&bundle, &opts()).unwrap();
     assert_eq!(
         line(&out, "indicator--00000000-0000-4000-8000-000000000005").result,
