@@ -78,6 +78,23 @@ pub struct ScopeArgs {
     pub all_exercises: bool,
 }
 
+/// `--kind` words (incident, warning, request, case_update, retraction) as
+/// wire values.
+pub fn parse_kinds(kinds: &[String]) -> Result<Vec<i32>, CliError> {
+    kinds
+        .iter()
+        .map(|k| {
+            crate::rules::validate::Kind::from_word(k)
+                .map(|k| k.proto() as i32)
+                .ok_or_else(|| {
+                    CliError(format!(
+                        "--kind {k:?}: one of incident, warning, request, case_update, retraction"
+                    ))
+                })
+        })
+        .collect()
+}
+
 impl ScopeArgs {
     pub fn scope(&self) -> TrafficScope {
         match (&self.exercise, self.all_exercises) {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::args::{CliError, Conn, ScopeArgs};
+use crate::cli::args::{CliError, Conn, ScopeArgs, parse_kinds};
 use crate::client::connection::{Client, ClientError, record_request, verify_record};
 use crate::interop::stix::{self, Bundle, Related, Target};
 use crate::proto as pb;
@@ -47,19 +47,7 @@ type Seen = (pb::Record, Option<pb::Body>);
 
 /// Runs `certex export`.
 pub async fn run(args: ExportArgs) -> Result<(), CliError> {
-    let kinds = args
-        .kinds
-        .iter()
-        .map(|k| {
-            crate::rules::validate::Kind::from_word(k)
-                .map(|k| k.proto() as i32)
-                .ok_or_else(|| {
-                    CliError(format!(
-                        "--kind {k:?}: one of incident, warning, request, case_update, retraction"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let kinds = parse_kinds(&args.kinds)?;
     let client = args.conn.connect().await?;
     let dir = client.local_directory().cloned().ok_or_else(|| {
         CliError(

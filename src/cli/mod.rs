@@ -210,15 +210,7 @@ impl SubscribeArgs {
     pub fn request(&self) -> Result<pb::SubscribeRequest, CliError> {
         use crate::proto::subscribe_request::Start;
         use crate::rules::vocab::parse;
-        let kinds = self
-            .kinds
-            .iter()
-            .map(|k| {
-                crate::rules::validate::Kind::from_word(k)
-                    .map(|k| k.proto() as i32)
-                    .ok_or_else(|| CliError(format!("--kind {k:?}: one of incident, warning, request, case_update, retraction")))
-            })
-            .collect::<Result<_, _>>()?;
+        let kinds = crate::cli::args::parse_kinds(&self.kinds)?;
         let tlps = self
             .tlps
             .iter()
