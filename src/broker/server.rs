@@ -66,6 +66,9 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Broker {
     state: Arc<State>,
+    /// The gRPC listener's TLS configuration, loaded by [`Broker::open`] so
+    /// a bad certificate or key stops the start before anything listens.
+    tls: Arc<transport::TlsServerConfig>,
 }
 
 impl Broker {
@@ -78,6 +81,8 @@ impl Broker {
             .check_directory(&directory)
             .map_err(StartError::Config)?;
         let verifier = TeamVerifier::new(&directory).map_err(StartError::Config)?;
+        let tls = transport::server_config(&config.cert, &config.key, verifier.clone())
+            .map_err(StartError::Config)?;
         let key = envelope::read_signing_key(&config.tree_head_key).map_err(StartError::Config)?;
         let storage = Arc::new(Storage::open(&config.data)?);
         let checkpoints = config
@@ -89,6 +94,7 @@ impl Broker {
         let federation = federation(&config, &directory).map_err(StartError::Config)?;
         let log = Log::start(storage, key).map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Broker {
+            tls: Arc::new(tls),
             state: Arc::new(State::new(
                 config,
                 directory,
@@ -147,11 +153,9 @@ impl Broker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let c = &self.state.config;
-        let tls = transport::server_config(&c.cert, &c.key, self.state.verifier.clone())
-            .map_err(StartError::Config)?;
         let incoming = transport::incoming(
             listener,
-            Arc::new(tls),
+            self.tls.clone(),
             self.state.verifier.clone(),
             transport::ConnLimits::from_limits(&c.limits),
         );
@@ -231,7 +235,7 @@ impl Broker {
         };
         let server = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);
-        tokio::select! {
+        let served = tokio::select! {
             r = &mut server => r.map_err(|e| StartError::Serve(e.to_string())),
             _ = async {
                 if draining_rx.await.is_ok() {
@@ -243,7 +247,11 @@ impl Broker {
                 tracing::warn!("drain timed out; closing remaining connections");
                 Ok(())
             }
+        };
+        if let Err(e) = self.state.log().close().await {
+            tracing::warn!(error = %e, "could not sync the Merkle node file at shutdown; the next start recomputes it");
         }
+        served
     }
 }
 

@@ -39,6 +39,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+pub use rustls::ServerConfig as TlsServerConfig;
+
 use crate::broker::config::Limits;
 use crate::rules::directory::{Directory, country_of};
 

@@ -795,11 +795,23 @@ impl Storage {
             .count
             .store(nodes_for(complete), Ordering::Release);
         if complete < size {
-            tracing::warn!(
-                from = complete,
-                to = size,
-                "recomputing Merkle nodes from the records' leaf hashes"
-            );
+            if complete >= size.min(synced) {
+                // Nodes written after the last sync of the node file: a
+                // process that stopped without closing the log (a crash, a
+                // kill) leaves these, by design.
+                tracing::info!(
+                    from = complete,
+                    to = size,
+                    "completing the Merkle nodes written since their last sync"
+                );
+            } else {
+                tracing::warn!(
+                    from = complete,
+                    to = size,
+                    synced,
+                    "Merkle nodes recorded as synced are missing; recomputing them from the records' leaf hashes"
+                );
+            }
             let mut frontier =
                 Frontier::load(complete, self).map_err(|e| StorageError::Corrupt {
                     key: "merkle.nodes".into(),
@@ -837,6 +849,31 @@ impl Storage {
             self.db.insert(b"m", &size.to_be_bytes())?;
             self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Syncs the Merkle node file and records that it covers the whole
+    /// committed tree, so the next open has nothing to recompute: the last
+    /// step of a clean shutdown, run by the log writer after its last group.
+    pub fn sync_nodes(&self) -> Result<()> {
+        let size = self.last_seq()?;
+        let count = self.nodes.count.load(Ordering::Acquire);
+        if count != nodes_for(size) {
+            return Err(StorageError::Corrupt {
+                key: "merkle.nodes".into(),
+                message: format!("{count} nodes for a tree of {size} leaves"),
+            });
+        }
+        self.nodes
+            .file
+            .sync_data()
+            .map_err(|source| StorageError::Sync {
+                path: self.nodes.path.clone(),
+                source,
+            })?;
+        self.db.insert(b"m", &size.to_be_bytes())?;
+        self.sync()?;
+        self.nodes.synced.store(count, Ordering::Release);
         Ok(())
     }
 

@@ -81,6 +81,11 @@ enum Job {
         max_names: usize,
         reply: oneshot::Sender<Result<u64, Error>>,
     },
+    /// Sync the Merkle node file after the groups before this job (a clean
+    /// shutdown: the next start has nothing to recompute).
+    Close {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 /// A cursor move's reply and the (team, name) it moved, or why not.
@@ -94,6 +99,7 @@ impl Job {
         match self {
             Job::Publish { sub, .. } => sub.envelope.body.len(),
             Job::Cursor { .. } => 64,
+            Job::Close { .. } => 0,
         }
     }
 }
@@ -269,6 +275,17 @@ impl Log {
         rx.await.map_err(|_| Error::Unavailable)?
     }
 
+    /// Commits what is queued, then syncs the Merkle node file so the next
+    /// start finds the log complete (called once serving has stopped).
+    pub async fn close(&self) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Close { reply })
+            .await
+            .map_err(|_| Error::Unavailable)?;
+        rx.await.map_err(|_| Error::Unavailable)?
+    }
+
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
@@ -331,18 +348,27 @@ struct Group {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut bytes = first.bytes();
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        bytes += job.bytes();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
+            let mut bytes = 0;
+            let mut jobs = Vec::new();
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                if let Job::Close { reply } = job {
+                    close = Some(reply);
+                    break;
+                }
+                bytes += job.bytes();
+                jobs.push(job);
+                if jobs.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.commit_group(jobs);
+            if !jobs.is_empty() {
+                self.commit_group(jobs);
+            }
+            if let Some(reply) = close {
+                let _ = reply.send(self.storage.sync_nodes().map_err(Error::from));
+            }
         }
         tracing::debug!("log writer stopped");
     }
@@ -375,6 +401,8 @@ impl Writer {
                         .map(|()| (team, name));
                     cursors.push((reply, r));
                 }
+                // `run` takes it out of the group.
+                Job::Close { .. } => {}
             }
         }
         let size = self.frontier.size();
