@@ -113,9 +113,22 @@ impl State {
             .check_directory(&dir)
             .map_err(|e| format!("directory {}: {e}", self.config.directory.display()))?;
         self.verifier.reload(&dir)?;
-        *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(dir);
+        let old = std::mem::replace(
+            &mut *self.directory.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(dir),
+        );
         self.reloads.send_modify(|n| *n += 1);
-        tracing::info!(path = %self.config.directory.display(), "directory reloaded");
+        let changes = crate::rules::directory::changes::changes(&old, &self.directory());
+        // The audit trail of the directory: one line per change (team ids,
+        // key ids, countries, group names; never key or certificate bytes).
+        for change in &changes {
+            tracing::info!(target: "certex::audit", change = %change, "directory change");
+        }
+        tracing::info!(
+            path = %self.config.directory.display(),
+            changes = changes.len(),
+            "directory reloaded"
+        );
         Ok(())
     }
 

@@ -35,6 +35,8 @@ pub enum DirectoryError {
     Invalid { path: PathBuf, message: String },
 }
 
+pub mod changes;
+
 /// `directory.toml` as written on disk.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
