@@ -40,8 +40,23 @@ use crate::proto as pb;
     about = "Cross-border CERT cooperation broker"
 )]
 pub struct Cli {
+    /// Diagnostics on stderr: `text` for people (coloured only on a
+    /// terminal, never when NO_COLOR is set), `json` for log collectors (one
+    /// object per line). Their level: RUST_LOG (default: info for `serve`
+    /// and `witness serve`, warn otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CERTEX_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How diagnostics are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; colour only on a terminal without NO_COLOR.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, span.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -460,7 +475,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }))
         }
         Command::Directory(cmd) => crate::cli::directory::run(cmd),
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args, cli.log_format).await,
         Command::Submit { file, conn } => {
             let text = if file == "-" {
                 let mut s = String::new();
@@ -760,7 +775,12 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
     print_json(&ReceiptJson::from(&receipt))
 }
 
-async fn serve(args: ServeArgs) -> Result<(), CliError> {
+/// `certex serve`. Its start-up lines come in the true order: a bad file
+/// (configuration, directory, keys, certificate) stops it before anything
+/// says "listening"; with `--log-format json` the listening lines are log
+/// events (fields `addr`), so every stderr line is JSON.
+async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
+    let plain = log_format == LogFormat::Text;
     let mut config = match (&args.config, &args.pki, &args.data) {
         (Some(c), _, _) => {
             let mut config = BrokerConfig::from_file(c)?;
@@ -811,10 +831,14 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_err(|e| CliError(format!("cannot listen on {addr} (TAXII): {e}")))?;
         let at = broker.start_taxii(l)?;
         tracing::info!(addr = %at, "TAXII 2.1 API listening");
-        eprintln!("certex TAXII 2.1 listening on {at} (API root /certex/)");
+        if plain {
+            eprintln!("certex TAXII 2.1 listening on {at} (API root /certex/)");
+        }
     }
     tracing::info!(addr = %local, size = broker.log().head().tree_size, "broker listening");
-    eprintln!("certex broker listening on {local}");
+    if plain {
+        eprintln!("certex broker listening on {local}");
+    }
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).map_err(|e| CliError(e.to_string()))?;
