@@ -362,10 +362,14 @@ async fn overdue_appears_and_disappears() {
     let b = TestBroker::start().await;
     let br = b.client("BR-CERTBR").await;
     let cn = b.client("CN-CNCERT").await;
-    let late = open_case(&br, "CN-CNCERT", &[], -60).await;
+    // A deadline must lie after the request's creation (SPEC §11), so
+    // "late" is one that passes a second after it is set.
+    let late = open_case(&br, "CN-CNCERT", &[], 1).await;
+    let late_due = std::time::Instant::now() + Duration::from_secs(1);
     let early = open_case(&br, "CN-CNCERT", &[], 3600).await;
-    let soon = open_case(&br, "CN-CNCERT", &[], 2).await;
-    let soon_due = std::time::Instant::now() + Duration::from_secs(2);
+    let soon = open_case(&br, "CN-CNCERT", &[], 4).await;
+    let soon_due = std::time::Instant::now() + Duration::from_secs(4);
+    tokio::time::sleep_until((late_due + Duration::from_millis(500)).into()).await;
     let overdue = |c: Client| async move {
         let l = c
             .cases()
@@ -625,6 +629,33 @@ async fn timestamps_out_of_range_are_refused() {
     let (c, msg) = code(br.publish(br.seal(&r).unwrap()).await);
     assert_eq!(c, Code::InvalidArgument);
     assert!(msg.contains("field request.respond_by"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_in_the_past_is_refused() {
+    let b = TestBroker::start().await;
+    let br = b.client("BR-CERTBR").await;
+    for secs in [-60, 0] {
+        let mut r = request_body("BR-CERTBR", "CN-CNCERT", &[], 0);
+        if let Some(Content::Request(req)) = &mut r.content {
+            let at = r.created_at.unwrap();
+            req.respond_by = Some(prost_types::Timestamp {
+                seconds: at.seconds + secs,
+                nanos: at.nanos,
+            });
+        }
+        let (c, msg) = code(br.publish(br.seal(&r).unwrap()).await);
+        assert_eq!(c, Code::InvalidArgument, "{secs}: {msg}");
+        assert!(
+            msg.contains("field request.respond_by")
+                && msg.contains("a deadline must lie in the future"),
+            "{msg}"
+        );
+    }
+    // A second after creation is a deadline (and nothing was stored before).
+    let r = request_body("BR-CERTBR", "CN-CNCERT", &[], 1);
+    let receipt = br.publish(br.seal(&r).unwrap()).await.unwrap();
+    assert_eq!(receipt.seq, 1);
 }
 
 // === paging (SPEC §15) ===

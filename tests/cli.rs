@@ -372,3 +372,34 @@ async fn the_demo_runs_to_the_end() {
     assert_eq!(v["verified"], true);
     assert_eq!(v["quorum"]["met"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_signs_internationalised_domains_in_their_idna_form() {
+    let b = TestBroker::start().await;
+    let path = b.tmp.path().join("idn.json");
+    std::fs::write(
+        &path,
+        r#"{"tlp": "green", "audience": "community",
+            "warning": {"title": "Look-alike domains", "severity": "medium",
+                        "observables": [{"type": "domain", "value": "Bücher.example"},
+                                        {"type": "email", "value": "kontakt@bücher.example"}]}}"#,
+    )
+    .unwrap();
+    let out = certex(&b, "CN-CNCERT")
+        .arg("submit")
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let seq = json_line(&out)["seq"].as_u64().unwrap();
+    let out = certex(&b, "BR-CERTBR")
+        .args(["get", &seq.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let rec = json_line(&out);
+    assert_eq!(rec["verified"], true);
+    let obs = &rec["body"]["warning"]["observables"];
+    assert_eq!(obs[0]["value"], "xn--bcher-kva.example", "{rec}");
+    assert_eq!(obs[1]["value"], "kontakt@xn--bcher-kva.example", "{rec}");
+}

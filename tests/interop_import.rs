@@ -236,7 +236,7 @@ async fn misp_bundle_imports_once_and_other_teams_read_it() {
         "Credential phishing kit hosted on compromised sites."
     );
     assert_eq!(w["severity"], "medium");
-    assert_eq!(w["expires_at"], "2027-01-01T00:00:00Z");
+    assert_eq!(w["expires_at"], "2027-01-01T00:00:00.000Z");
     assert_eq!(
         observables(&w["observables"]),
         pairs(&[
@@ -401,7 +401,7 @@ async fn opencti_bundle_imports_an_incident_and_a_warning() {
     assert_eq!(body["title"], "Backdoored sshd at a power utility");
     assert_eq!(body["category"], "intrusions");
     assert_eq!(body["severity"], "high", "criticality 80 wins");
-    assert_eq!(body["detected_at"], "2025-03-29T22:10:00Z");
+    assert_eq!(body["detected_at"], "2025-03-29T22:10:00.000Z");
     assert_eq!(
         observables(&body["observables"]),
         pairs(&[("ipv4", "203.0.113.45"), ("domain", "update-xz.example")])
@@ -421,7 +421,7 @@ async fn opencti_bundle_imports_an_incident_and_a_warning() {
         w["recommended_actions"],
         json!(["Downgrade xz-utils: Roll back to 5.4.6 and rotate SSH host keys."])
     );
-    assert_eq!(w["expires_at"], "2026-12-31T00:00:00Z");
+    assert_eq!(w["expires_at"], "2026-12-31T00:00:00.000Z");
     assert_eq!(
         observables(&w["observables"]),
         pairs(&[

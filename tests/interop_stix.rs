@@ -553,7 +553,7 @@ async fn publish(b: &TestBroker) -> Scenario {
         json!({
         "tlp": "amber", "audience": {"teams": ["CN-CNCERT"]},
         "request": {"to": "CN-CNCERT", "action": "preserve-evidence", "legal_basis": "MLAT art. 18",
-            "description": "Preserve logs of 203.0.113.7", "respond_by": "2026-12-01T00:00:00Z",
+            "description": "Preserve logs of 203.0.113.7", "respond_by": "2030-12-01T00:00:00Z",
             "priority": "high"}}),
     )
     .await;
@@ -579,7 +579,7 @@ async fn publish(b: &TestBroker) -> Scenario {
         json!({
         "tlp": "green", "audience": {"teams": ["US-CISA"]},
         "request": {"to": "US-CISA", "action": "takedown", "legal_basis": "bilateral MoU",
-            "description": "Take down phishing kit", "respond_by": "2026-12-05T00:00:00Z",
+            "description": "Take down phishing kit", "respond_by": "2030-12-05T00:00:00Z",
             "priority": "medium"}}),
     )
     .await;

@@ -155,9 +155,12 @@ fn observables_in(field: &str, list: &[ObservableJson]) -> Result<Vec<pb::Observ
     list.iter()
         .enumerate()
         .map(|(i, o)| {
+            let field = format!("{field}[{i}].type");
+            let kind =
+                vocab::parse::<ObservableType>(&o.kind).map_err(|e| format!("{field}: {e}"))?;
             Ok(pb::Observable {
-                r#type: parse_word::<ObservableType>(&format!("{field}[{i}].type"), &o.kind)?,
-                value: o.value.clone(),
+                r#type: kind.into(),
+                value: crate::rules::validate::normalise_observable(kind, &o.value),
             })
         })
         .collect()
@@ -496,7 +499,7 @@ mod tests {
         assert_eq!(back.to_body().unwrap(), body);
         assert_eq!(
             back.incident.unwrap().detected_at.unwrap(),
-            "2026-11-25T10:00:00Z"
+            "2026-11-25T10:00:00.000Z"
         );
     }
 

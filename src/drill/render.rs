@@ -1065,10 +1065,7 @@ fn timestamp_text(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .map(crate::rules::time::format_time)
         .map_or_else(
             || format!("{ms} ms since the Unix epoch"),
             |s| format!("{s} ({ms} ms)"),

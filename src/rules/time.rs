@@ -4,12 +4,17 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// RFC 3339 in UTC, to the millisecond.
+/// RFC 3339 in UTC with exactly three fraction digits
+/// (`2026-11-25T10:00:00.000Z`), so every time certex prints has the same
+/// width and sorts as text.
+const MILLIS_UTC: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+/// RFC 3339 in UTC, to the millisecond, always with three fraction digits.
 pub fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_millisecond(t.millisecond())
-        .unwrap_or(t)
-        .format(&Rfc3339)
+    t.format(MILLIS_UTC)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
@@ -38,4 +43,28 @@ pub fn timestamp_text(ts: &prost_types::Timestamp) -> String {
         })
         .map(format_time)
         .unwrap_or_else(|| format!("{}s", ts.seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_with_three_fraction_digits() {
+        let at = |s: &str| OffsetDateTime::parse(s, &Rfc3339).unwrap();
+        assert_eq!(
+            format_time(at("2026-11-25T10:00:00Z")),
+            "2026-11-25T10:00:00.000Z"
+        );
+        assert_eq!(
+            format_time(at("2026-11-25T10:00:00.5Z")),
+            "2026-11-25T10:00:00.500Z"
+        );
+        assert_eq!(
+            format_time(at("2026-11-25T12:00:00.123456+02:00")),
+            "2026-11-25T10:00:00.123Z"
+        );
+        let ts = parse_timestamp("t", "2026-11-25T10:00:00.04Z").unwrap();
+        assert_eq!(timestamp_text(&ts), "2026-11-25T10:00:00.040Z");
+    }
 }

@@ -184,6 +184,11 @@ pub fn check_observable(kind: ObservableType, value: &str) -> Result<(), String>
         ObservableType::Domain => {
             if is_domain(value) {
                 Ok(())
+            } else if let Some(ascii) = idna_form(value) {
+                Err(format!(
+                    "{:?} is an internationalised domain name: send its IDNA form {ascii:?} (certex submit converts it)",
+                    truncate(value)
+                ))
             } else {
                 bad("a domain name")
             }
@@ -199,7 +204,14 @@ pub fn check_observable(kind: ObservableType, value: &str) -> Result<(), String>
                     && !local.chars().any(|c| c.is_whitespace() || c.is_control())
                     && is_domain(domain)
             });
-            if ok { Ok(()) } else { bad("an e-mail address") }
+            match normalise_observable(kind, value) {
+                _ if ok => Ok(()),
+                n if n != value && check_observable(kind, &n).is_ok() => Err(format!(
+                    "{:?} has an internationalised domain: send its IDNA form {n:?} (certex submit converts it)",
+                    truncate(value)
+                )),
+                _ => bad("an e-mail address"),
+            }
         }
         ObservableType::Sha256 => {
             if hex_of(64) {
@@ -234,6 +246,37 @@ pub fn check_observable(kind: ObservableType, value: &str) -> Result<(), String>
             }
         }
         ObservableType::Unspecified => Err("observable type is missing".into()),
+    }
+}
+
+/// The IDNA (A-label, lowercase) form of a domain name that is not
+/// already ASCII, if it has one that is a valid domain name.
+fn idna_form(s: &str) -> Option<String> {
+    if s.is_ascii() {
+        return None;
+    }
+    idna::domain_to_ascii(s).ok().filter(|a| is_domain(a))
+}
+
+/// An observable value as a sender should sign it: domain names (alone or
+/// after an e-mail address's `@`) in their IDNA form (UTS #46: `bücher.example`
+/// becomes `xn--bcher-kva.example`) and in lowercase. Anything else, and a
+/// value with no such form, comes back unchanged (validation then says what
+/// is wrong with it).
+pub fn normalise_observable(kind: ObservableType, value: &str) -> String {
+    let domain = |d: &str| {
+        idna::domain_to_ascii(d)
+            .ok()
+            .filter(|a| is_domain(a))
+            .unwrap_or_else(|| d.to_owned())
+    };
+    match kind {
+        ObservableType::Domain => domain(value),
+        ObservableType::Email => match value.rsplit_once('@') {
+            Some((local, d)) => format!("{local}@{}", domain(d)),
+            None => value.to_owned(),
+        },
+        _ => value.to_owned(),
     }
 }
 
@@ -467,6 +510,16 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
                 true,
             )?;
             time("request.respond_by", &r.respond_by, true)?;
+            let (by, at) = (
+                r.respond_by.as_ref().map(|t| (t.seconds, t.nanos)),
+                body.created_at.as_ref().map(|t| (t.seconds, t.nanos)),
+            );
+            if by <= at {
+                return Err(Error::invalid(
+                    "request.respond_by",
+                    "is not after the request's created_at: a deadline must lie in the future",
+                ));
+            }
             enum_field::<Severity>("request.priority", r.priority)?;
             let addressed = matches!(
                 body.audience.as_ref().and_then(|a| a.kind.as_ref()),
@@ -522,6 +575,44 @@ pub fn check_body(body: &Body, dir: &Directory) -> Result<Kind, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internationalised_domains_are_normalised_to_idna() {
+        use ObservableType::{Domain, Email, Ipv4};
+        assert_eq!(
+            normalise_observable(Domain, "bücher.example"),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalise_observable(Domain, "Evil.Example.COM"),
+            "evil.example.com"
+        );
+        assert_eq!(
+            normalise_observable(Email, "Info@Bücher.example"),
+            "Info@xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalise_observable(Domain, "例え.テスト"),
+            "xn--r8jz45g.xn--zckzah"
+        );
+        assert_eq!(normalise_observable(Ipv4, "203.0.113.7"), "203.0.113.7");
+        // No IDNA form: unchanged, and validation names the problem.
+        assert_eq!(normalise_observable(Domain, "localhost"), "localhost");
+        for (kind, v) in [
+            (Domain, "xn--bcher-kva.example"),
+            (Email, "a@xn--bcher-kva.example"),
+        ] {
+            assert!(check_observable(kind, v).is_ok(), "{v}");
+        }
+        let e = check_observable(Domain, "bücher.example").unwrap_err();
+        assert!(
+            e.contains("send its IDNA form \"xn--bcher-kva.example\""),
+            "{e}"
+        );
+        let e = check_observable(Email, "a@bücher.example").unwrap_err();
+        assert!(e.contains("\"a@xn--bcher-kva.example\""), "{e}");
+        assert!(check_observable(Domain, "bü cher.example").is_err());
+    }
 
     #[test]
     fn observables_by_type() {
