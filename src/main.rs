@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("certex: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.class.code())
         }
     }
 }

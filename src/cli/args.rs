@@ -11,27 +11,94 @@ use serde::Serialize;
 
 use crate::broker::server::StartError;
 use crate::client::audit::read_public_key;
-use crate::client::connection::{Client, ClientError, ClientFiles};
+use crate::client::connection::{Client, ClientError, ClientFiles, transport_failure};
 use crate::rules::access::TrafficScope;
 
-/// A failed command: one clear line for stderr.
+/// The class of a failed command, which picks its exit code (listed in
+/// `certex --help`, [`crate::cli::EXIT_CODES`]) so scripts can tell a
+/// mistyped flag from a broker that is down, a refusal or a forgery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitClass {
+    /// Anything else: a local file unreadable or invalid, a write failed.
+    Other,
+    /// The command line is wrong: a flag, a value, a file it names that
+    /// does not exist. Exit 2, as clap's own usage errors.
+    Usage,
+    /// The broker cannot be reached, the TLS handshake failed either way
+    /// (wrong CA, certificate refused), or the connection was lost.
+    Connection,
+    /// The broker answered the call with a gRPC status refusing it.
+    Refused,
+    /// What the broker sent failed the client's own checks: a record's
+    /// signature, a proof, a tree head, a checkpoint or its quorum.
+    Verification,
+}
+
+impl ExitClass {
+    /// The process exit code of this class.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitClass::Other => 1,
+            ExitClass::Usage => 2,
+            ExitClass::Connection => 3,
+            ExitClass::Refused => 4,
+            ExitClass::Verification => 5,
+        }
+    }
+}
+
+/// A failed command: one clear line for stderr, and its class.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CliError(pub String);
+#[error("{message}")]
+pub struct CliError {
+    pub class: ExitClass,
+    pub message: String,
+}
+
+impl CliError {
+    /// A failure of no particular class (exit 1).
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::of(ExitClass::Other, message)
+    }
+
+    /// A wrong command line (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::of(ExitClass::Usage, message)
+    }
+
+    /// A check of the broker's answer failed (exit 5).
+    pub fn verification(message: impl Into<String>) -> Self {
+        Self::of(ExitClass::Verification, message)
+    }
+
+    pub fn of(class: ExitClass, message: impl Into<String>) -> Self {
+        CliError {
+            class,
+            message: message.into(),
+        }
+    }
+}
 
 impl From<String> for CliError {
     fn from(s: String) -> Self {
-        CliError(s)
+        CliError::other(s)
     }
 }
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
-        CliError(e.to_string())
+        let class = match &e {
+            ClientError::Local(_) => ExitClass::Other,
+            ClientError::Connect { .. } => ExitClass::Connection,
+            ClientError::Check(_) => ExitClass::Verification,
+            ClientError::Status(s) if transport_failure(s).is_some() => ExitClass::Connection,
+            ClientError::Status(_) => ExitClass::Refused,
+        };
+        CliError::of(class, e.to_string())
     }
 }
 impl From<StartError> for CliError {
     fn from(e: StartError) -> Self {
-        CliError(e.to_string())
+        CliError::other(e.to_string())
     }
 }
 
@@ -87,7 +154,7 @@ pub fn parse_kinds(kinds: &[String]) -> Result<Vec<i32>, CliError> {
             crate::rules::validate::Kind::from_word(k)
                 .map(|k| k.proto() as i32)
                 .ok_or_else(|| {
-                    CliError(format!(
+                    CliError::usage(format!(
                         "--kind {k:?}: one of incident, warning, request, case_update, retraction"
                     ))
                 })
@@ -131,15 +198,45 @@ impl Conn {
             || files.cert.as_os_str().is_empty()
             || files.key.as_os_str().is_empty()
         {
-            return Err(CliError(
-                "no credentials: give --pki DIR (or CERTEX_PKI), or --ca, --cert and --key".into(),
+            return Err(CliError::usage(
+                "no credentials: give --pki DIR (or CERTEX_PKI), or --ca, --cert and --key",
             ));
+        }
+        // A file named on the command line, or the PKI layout, that is not
+        // there is a usage error, caught before the broker is asked
+        // anything. Only the directory may be missing from a PKI: records
+        // then print unverified and fail the command; a directory that is
+        // there but lists other keys does the same.
+        if let Some(pki) = self.pki.as_ref().filter(|p| !p.is_dir()) {
+            return Err(CliError::usage(format!(
+                "--pki {}: no such directory",
+                pki.display()
+            )));
+        }
+        for (flag, given, path) in [
+            ("--ca", &self.ca, &files.ca),
+            ("--cert", &self.cert, &files.cert),
+            ("--key", &self.key, &files.key),
+            ("--directory", &self.directory, &files.directory),
+        ] {
+            let required = given.is_some() || flag != "--directory";
+            if required && !path.exists() {
+                let flag = if given.is_some() { flag } else { "--pki" };
+                return Err(CliError::usage(format!(
+                    "{flag}: {} does not exist",
+                    path.display()
+                )));
+            }
         }
         Ok(files)
     }
 
+    /// Connects and has the broker confirm it accepts this team's
+    /// certificate, so that a refused certificate is reported as such.
     pub async fn connect(&self) -> Result<Client, CliError> {
-        Ok(Client::connect(&self.broker, &self.files()?, &self.team).await?)
+        let client = Client::connect(&self.broker, &self.files()?, &self.team).await?;
+        client.check_accepted(&self.broker).await?;
+        Ok(client)
     }
 
     pub fn log_key(&self) -> Result<VerifyingKey, CliError> {
@@ -149,8 +246,8 @@ impl Conn {
                 crate::client::connection::broker_files_in_pki(pki, &self.team).join("signing.pub")
             }
             (None, None) => {
-                return Err(CliError(
-                    "give --log-key FILE (the broker's tree-head public key)".into(),
+                return Err(CliError::usage(
+                    "give --log-key FILE (the broker's tree-head public key)",
                 ));
             }
         };
@@ -159,7 +256,7 @@ impl Conn {
 }
 
 pub fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
-    let line = serde_json::to_string(v).map_err(|e| CliError(e.to_string()))?;
+    let line = serde_json::to_string(v).map_err(|e| CliError::other(e.to_string()))?;
     println!("{line}");
     Ok(())
 }

@@ -205,7 +205,7 @@ pub fn run(cmd: DirectoryCommand) -> Result<(), CliError> {
 }
 
 fn check(file: &Path) -> Result<(), CliError> {
-    let dir = Directory::load(file).map_err(|e| CliError(e.to_string()))?;
+    let dir = Directory::load(file).map_err(|e| CliError::other(e.to_string()))?;
     print_json(&summary(file, &dir))
 }
 
@@ -272,7 +272,7 @@ fn add_key(a: AddKeyArgs) -> Result<(), CliError> {
     let new_key = match (&a.key, &a.generate_key) {
         (Some(p), _) => NewKey::import(p)?,
         (None, Some(out)) => NewKey::generate(out)?,
-        (None, None) => return Err(CliError("give --key FILE or --generate-key FILE".into())),
+        (None, None) => return Err(CliError::other("give --key FILE or --generate-key FILE")),
     };
     let entry = new_key.entry(a.not_before, a.not_after);
     edit.keys_of(&a.team)?.push(entry);
@@ -308,9 +308,9 @@ fn rotate_key(a: RotateKeyArgs) -> Result<(), CliError> {
                 .keys
                 .iter()
                 .position(|k| k.key_id == *id)
-                .ok_or_else(|| CliError(format!("team {}: no key {id}", a.team)))?;
+                .ok_or_else(|| CliError::other(format!("team {}: no key {id}", a.team)))?;
             if !active.contains(&i) {
-                return Err(CliError(format!(
+                return Err(CliError::other(format!(
                     "team {}: key {id} is not active now; nothing to rotate",
                     a.team
                 )));
@@ -320,13 +320,13 @@ fn rotate_key(a: RotateKeyArgs) -> Result<(), CliError> {
         None => match active.as_slice() {
             [only] => *only,
             [] => {
-                return Err(CliError(format!(
+                return Err(CliError::other(format!(
                     "team {} has no active key to rotate; use add-key",
                     a.team
                 )));
             }
             _ => {
-                return Err(CliError(format!(
+                return Err(CliError::other(format!(
                     "team {} has {} active keys; name the one to replace with --key-id",
                     a.team,
                     active.len()
@@ -344,7 +344,7 @@ fn rotate_key(a: RotateKeyArgs) -> Result<(), CliError> {
     let new_key = NewKey::generate(&a.generate_key)?;
     let keys = edit.keys_of(&a.team)?;
     let old_entry = keys.get_mut(old).ok_or_else(|| {
-        CliError(format!(
+        CliError::other(format!(
             "team {}: the key entries changed while reading",
             a.team
         ))
@@ -372,11 +372,11 @@ fn revoke_key(a: RevokeKeyArgs) -> Result<(), CliError> {
         .keys
         .iter()
         .position(|k| k.key_id == a.key_id)
-        .ok_or_else(|| CliError(format!("team {}: no key {}", a.team, a.key_id)))?;
+        .ok_or_else(|| CliError::other(format!("team {}: no key {}", a.team, a.key_id)))?;
     if let Some(r) = team.keys[i].revoked_at
         && r <= a.at
     {
-        return Err(CliError(format!(
+        return Err(CliError::other(format!(
             "team {}: key {} is already revoked at {}",
             a.team,
             a.key_id,
@@ -384,7 +384,7 @@ fn revoke_key(a: RevokeKeyArgs) -> Result<(), CliError> {
         )));
     }
     let entry = edit.keys_of(&a.team)?.get_mut(i).ok_or_else(|| {
-        CliError(format!(
+        CliError::other(format!(
             "team {}: the key entries changed while reading",
             a.team
         ))
@@ -408,7 +408,7 @@ fn retire_team(a: RetireTeamArgs) -> Result<(), CliError> {
         .ok_or_else(|| edit.no_team(&a.team))?
         .retired_at
     {
-        return Err(CliError(format!(
+        return Err(CliError::other(format!(
             "team {} already retires at {}",
             a.team,
             format_time(r)
@@ -425,13 +425,13 @@ fn set_group(a: GroupArgs, add: bool) -> Result<(), CliError> {
     let exists = edit.current.group(&a.name).is_some();
     match (add, exists) {
         (true, true) => {
-            return Err(CliError(format!(
+            return Err(CliError::other(format!(
                 "group {} exists; change its members with set-group",
                 a.name
             )));
         }
         (false, false) => {
-            return Err(CliError(format!(
+            return Err(CliError::other(format!(
                 "no group {}; create it with add-group",
                 a.name
             )));
@@ -445,7 +445,7 @@ fn set_group(a: GroupArgs, add: bool) -> Result<(), CliError> {
         .or_insert_with(|| Item::Table(Table::new()));
     let groups = groups
         .as_table_like_mut()
-        .ok_or_else(|| CliError(format!("{}: groups is not a table", a.file.display())))?;
+        .ok_or_else(|| CliError::other(format!("{}: groups is not a table", a.file.display())))?;
     match groups.get_mut(&a.name) {
         Some(item) => *item = value(members),
         None => {
@@ -474,15 +474,15 @@ struct Edit {
 impl Edit {
     fn open(path: &Path) -> Result<Self, CliError> {
         let original = fs::read_to_string(path)
-            .map_err(|e| CliError(format!("cannot read directory {}: {e}", path.display())))?;
+            .map_err(|e| CliError::other(format!("cannot read directory {}: {e}", path.display())))?;
         let current = Directory::from_text(&original, path).map_err(|e| {
-            CliError(format!(
+            CliError::other(format!(
                 "{e}; fix it first (certex directory check shows the problem)"
             ))
         })?;
         let doc = original
             .parse::<DocumentMut>()
-            .map_err(|e| CliError(format!("directory {} is not valid: {e}", path.display())))?;
+            .map_err(|e| CliError::other(format!("directory {} is not valid: {e}", path.display())))?;
         Ok(Edit {
             path: path.to_owned(),
             original,
@@ -492,14 +492,14 @@ impl Edit {
     }
 
     fn no_team(&self, team: &str) -> CliError {
-        CliError(format!(
+        CliError::other(format!(
             "team {team} is not in the directory {}",
             self.path.display()
         ))
     }
 
     fn not_tables(&self, what: &str) -> CliError {
-        CliError(format!(
+        CliError::other(format!(
             "{}: {what} is not written as [[{what}]] tables; edit it by hand",
             self.path.display()
         ))
@@ -534,7 +534,7 @@ impl Edit {
     fn commit(self, key: Option<&NewKey>, change: Value) -> Result<(), CliError> {
         let text = self.doc.to_string();
         Directory::from_text(&text, &self.path)
-            .map_err(|e| CliError(format!("refused, the directory is unchanged: {e}")))?;
+            .map_err(|e| CliError::other(format!("refused, the directory is unchanged: {e}")))?;
         if let Some(k) = key {
             k.write()?;
         }
@@ -561,7 +561,7 @@ impl Edit {
 /// `original`. A symbolic link is followed: its target is replaced.
 fn write_atomically(path: &Path, text: &str, original: &str) -> Result<(), CliError> {
     let fail = |what: &str, e: std::io::Error| {
-        CliError(format!(
+        CliError::other(format!(
             "cannot {what} {}: {e}; the directory is unchanged",
             path.display()
         ))
@@ -586,7 +586,7 @@ fn write_atomically(path: &Path, text: &str, original: &str) -> Result<(), CliEr
         .map_err(|e| fail("write beside", e))?;
     let now = fs::read_to_string(&real).map_err(|e| fail("read", e))?;
     if now != original {
-        return Err(CliError(format!(
+        return Err(CliError::other(format!(
             "{} changed while this command edited it; nothing written, run it again",
             path.display()
         )));
@@ -612,9 +612,9 @@ impl NewKey {
     /// Reads a public key: 64 hex characters or a PEM public key.
     fn import(path: &Path) -> Result<Self, CliError> {
         let text = fs::read_to_string(path)
-            .map_err(|e| CliError(format!("cannot read key {}: {e}", path.display())))?;
+            .map_err(|e| CliError::other(format!("cannot read key {}: {e}", path.display())))?;
         let public = if text.contains("PRIVATE KEY") {
-            return Err(CliError(format!(
+            return Err(CliError::other(format!(
                 "{} holds a private key; give the public key (64 hex characters as in \
                  signing.pub, or PEM -----BEGIN PUBLIC KEY-----)",
                 path.display()
@@ -634,7 +634,7 @@ impl NewKey {
     /// A fresh key, to be written to `out` (which must not exist).
     fn generate(out: &Path) -> Result<Self, CliError> {
         if out.exists() {
-            return Err(CliError(format!(
+            return Err(CliError::other(format!(
                 "{} exists; a signing key is never overwritten, choose another path",
                 out.display()
             )));
@@ -657,9 +657,9 @@ impl NewKey {
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
-                .map_err(|e| CliError(format!("cannot create {}: {e}", parent.display())))?;
+                .map_err(|e| CliError::other(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let fail = |e: std::io::Error| CliError(format!("cannot write {}: {e}", out.display()));
+        let fail = |e: std::io::Error| CliError::other(format!("cannot write {}: {e}", out.display()));
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)

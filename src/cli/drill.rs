@@ -74,8 +74,8 @@ pub struct RespondArgs {
 
 fn read_scenario(path: &Path, dir: Option<&Directory>) -> Result<Scenario, CliError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError(format!("cannot read scenario {}: {e}", path.display())))?;
-    Scenario::parse(&path.display().to_string(), &text, dir).map_err(|e| CliError(e.to_string()))
+        .map_err(|e| CliError::other(format!("cannot read scenario {}: {e}", path.display())))?;
+    Scenario::parse(&path.display().to_string(), &text, dir).map_err(|e| CliError::other(e.to_string()))
 }
 
 /// Runs one drill command.
@@ -88,7 +88,7 @@ pub async fn run(cmd: DrillCommand) -> Result<(), CliError> {
         } => {
             let dir_file = directory.or_else(|| pki.map(|p| p.join("directory.toml")));
             let dir = dir_file
-                .map(|f| Directory::load(&f).map_err(|e| CliError(e.to_string())))
+                .map(|f| Directory::load(&f).map_err(|e| CliError::other(e.to_string())))
                 .transpose()?;
             let s = read_scenario(&scenario, dir.as_ref())?;
             print_json(&check_summary(&s, dir.is_some()))
@@ -172,7 +172,7 @@ async fn run_drill(args: RunArgs) -> Result<(), CliError> {
     };
     let report = control::run(&s, &ids, &opts, stop)
         .await
-        .map_err(CliError)?;
+        .map_err(CliError::other)?;
     let written = write_report(&report, &args.out)?;
     print_json(&serde_json::json!({
         "exercise": report.exercise.id,
@@ -196,9 +196,9 @@ pub fn write_report(report: &Report, out: &Path) -> Result<String, CliError> {
             .recursive(true)
             .mode(0o700)
             .create(out)
-            .map_err(|e| CliError(format!("cannot create {}: {e}", out.display())))?;
+            .map_err(|e| CliError::other(format!("cannot create {}: {e}", out.display())))?;
     }
-    let json = serde_json::to_string_pretty(report).map_err(|e| CliError(e.to_string()))?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| CliError::other(e.to_string()))?;
     let files = [
         ("report.json", json),
         ("report.md", render::markdown(report)),
@@ -207,7 +207,7 @@ pub fn write_report(report: &Report, out: &Path) -> Result<String, CliError> {
     for (name, text) in &files {
         let path = out.join(name);
         write_private(&path, text.as_bytes())
-            .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| CliError::other(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(out.join("report.html").display().to_string())
 }
@@ -228,9 +228,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 async fn run_respond(args: RespondArgs) -> Result<(), CliError> {
     let delay: Duration =
-        parse_duration(&args.delay).map_err(|e| CliError(format!("--delay: {e}")))?;
+        parse_duration(&args.delay).map_err(|e| CliError::usage(format!("--delay: {e}")))?;
     let rules = match &args.rules {
-        Some(f) => Rules::load(f, delay).map_err(CliError)?,
+        Some(f) => Rules::load(f, delay).map_err(CliError::other)?,
         None => Rules::with_delay(delay),
     };
     let scope = ScopeArgs {
@@ -280,5 +280,5 @@ async fn run_respond(args: RespondArgs) -> Result<(), CliError> {
     let ready = move || eprintln!("{announce}");
     let result = respond::respond(client, scope, rules, stop, ready, tx).await;
     let _ = printer.await;
-    result.map_err(CliError)
+    result.map_err(CliError::other)
 }

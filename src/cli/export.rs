@@ -50,9 +50,8 @@ pub async fn run(args: ExportArgs) -> Result<(), CliError> {
     let kinds = parse_kinds(&args.kinds)?;
     let client = args.conn.connect().await?;
     let dir = client.local_directory().cloned().ok_or_else(|| {
-        CliError(
-            "export verifies every record: give --directory FILE (or --pki DIR) so signatures can be checked"
-                .into(),
+        CliError::usage(
+            "export verifies every record: give --directory FILE (or --pki DIR) so signatures can be checked",
         )
     })?;
     let names: BTreeMap<String, String> = dir
@@ -147,10 +146,10 @@ pub async fn run(args: ExportArgs) -> Result<(), CliError> {
         bundle.extend(objects);
     }
     let text = serde_json::to_string_pretty(&bundle.finish())
-        .map_err(|e| CliError(format!("cannot encode the bundle: {e}")))?;
+        .map_err(|e| CliError::other(format!("cannot encode the bundle: {e}")))?;
     match &args.out {
         Some(path) => std::fs::write(path, format!("{text}\n"))
-            .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?,
+            .map_err(|e| CliError::other(format!("cannot write {}: {e}", path.display())))?,
         None => println!("{text}"),
     }
     eprintln!(
@@ -160,7 +159,7 @@ pub async fn run(args: ExportArgs) -> Result<(), CliError> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(CliError(format!(
+        Err(CliError::verification(format!(
             "{} record(s) did NOT verify and were left out: {}",
             failed.len(),
             failed.join("; ")

@@ -54,7 +54,7 @@ async fn status(a: StatusArgs) -> Result<(), CliError> {
     };
     let pick = |given: &Option<PathBuf>, name: &str| {
         given.clone().or_else(|| from_pki(name)).ok_or_else(|| {
-            CliError(format!(
+            CliError::other(format!(
                 "give --pki DIR (or CERTEX_PKI), or --{}",
                 name.trim_end_matches(".pem")
             ))
@@ -69,21 +69,21 @@ async fn status(a: StatusArgs) -> Result<(), CliError> {
         (Some(u), _) => u.clone(),
         (None, Some(pki)) => {
             let dir = Directory::load(&pki.join("directory.toml"))
-                .map_err(|e| CliError(e.to_string()))?;
+                .map_err(|e| CliError::other(e.to_string()))?;
             dir.broker(&a.id)
                 .map(|b| b.url.clone())
-                .ok_or_else(|| CliError(format!("broker {} is not in the directory", a.id)))?
+                .ok_or_else(|| CliError::other(format!("broker {} is not in the directory", a.id)))?
         }
-        (None, None) => return Err(CliError("give --url".into())),
+        (None, None) => return Err(CliError::usage("give --url")),
     };
     let read = |p: &PathBuf| {
-        std::fs::read(p).map_err(|e| CliError(format!("cannot read {}: {e}", p.display())))
+        std::fs::read(p).map_err(|e| CliError::other(format!("cannot read {}: {e}", p.display())))
     };
     let channel = connect_channel(&url, &read(&ca)?, &read(&cert)?, &read(&key)?).await?;
     let st = pb::federation_client::FederationClient::new(channel)
         .status(pb::FederationStatusRequest {})
         .await
-        .map_err(|s| CliError(format!("broker refused: {} ({:?})", s.message(), s.code())))?
+        .map_err(|s| CliError::from(crate::client::connection::ClientError::from(s)))?
         .into_inner();
     let peers: Vec<serde_json::Value> = st
         .peers

@@ -67,7 +67,7 @@ pub fn parse_audience(s: &str) -> Result<AudienceJson, CliError> {
             group: g.trim().to_owned(),
         });
     }
-    Err(CliError(format!(
+    Err(CliError::usage(format!(
         "--audience {s:?}: use community, teams:TEAM,TEAM or group:NAME"
     )))
 }
@@ -77,14 +77,14 @@ fn read_input(path: &str) -> Result<Value, CliError> {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| CliError(format!("cannot read the bundle from stdin: {e}")))?;
+            .map_err(|e| CliError::other(format!("cannot read the bundle from stdin: {e}")))?;
         s
     } else {
         std::fs::read_to_string(path)
-            .map_err(|e| CliError(format!("cannot read bundle {path}: {e}")))?
+            .map_err(|e| CliError::other(format!("cannot read bundle {path}: {e}")))?
     };
     serde_json::from_str(&text)
-        .map_err(|e| CliError(format!("bundle {path} is not valid JSON: {e}")))
+        .map_err(|e| CliError::other(format!("bundle {path} is not valid JSON: {e}")))
 }
 
 /// A report line; with `--dry-run`, the draft too.
@@ -183,7 +183,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
                 Tlp::from_word(&w)
                     .map(|t| t.word().to_owned())
                     .ok_or_else(|| {
-                        CliError(format!("--tlp {w:?}: use one of {}", Tlp::choices()))
+                        CliError::usage(format!("--tlp {w:?}: use one of {}", Tlp::choices()))
                     })?,
             )
         }
@@ -200,7 +200,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     let Import {
         mut reports,
         drafts,
-    } = import(&input, &opts).map_err(|e| CliError(format!("bundle {}: {e}", args.bundle)))?;
+    } = import(&input, &opts).map_err(|e| CliError::other(format!("bundle {}: {e}", args.bundle)))?;
 
     let mut draft_of: Vec<Option<&BodyJson>> = vec![None; reports.len()];
     if args.dry_run {
@@ -249,7 +249,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     }
     print_json(&json!({ "summary": summary }))?;
     if refused > 0 {
-        return Err(CliError(format!(
+        return Err(CliError::other(format!(
             "{refused} STIX object(s) refused; see their report lines"
         )));
     }

@@ -15,6 +15,7 @@ pub mod export;
 pub mod federation;
 pub mod import;
 pub mod pki;
+pub mod subscribe;
 pub mod witness;
 
 use std::io::Read;
@@ -29,15 +30,31 @@ use serde::Serialize;
 use crate::broker::config::BrokerConfig;
 use crate::broker::server::Broker;
 use crate::client::audit::{fetch_head, head_json, prove, verify_state};
-use crate::client::connection::{ClientError, record_request};
+use crate::client::connection::record_request;
 use crate::client::draft::{BodyJson, ReceiptJson, RecordJson};
 use crate::proto as pb;
+
+/// The exit codes, one per class of failure ([`args::ExitClass`]), as
+/// `certex --help` lists them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  any other failure (a local file unreadable or invalid, a write failed)
+  2  usage: a wrong flag or value, or a file named on the command line that
+     does not exist
+  3  connection: the broker cannot be reached, the TLS handshake failed
+     (wrong --ca, this team's certificate refused) or the connection was lost
+  4  refused: the broker answered the call with a gRPC status refusing it
+  5  verification: a record, proof, tree head or checkpoint failed the
+     client's own checks (get and subscribe still print such a record, with
+     \"verified\": false and its verify_error, then exit 5)";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "certex",
     version,
-    about = "Cross-border CERT cooperation broker"
+    about = "Cross-border CERT cooperation broker",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// Diagnostics on stderr: `text` for people (coloured only on a
@@ -208,7 +225,9 @@ pub struct SubscribeArgs {
     /// Only records committed from now on.
     #[arg(long)]
     pub tail: bool,
-    /// Keep running and print new records as they commit.
+    /// Keep running and print new records as they commit; if the
+    /// connection is lost (the broker restarts), reconnect with backoff and
+    /// resume after the last seq printed.
     #[arg(long)]
     pub follow: bool,
     /// Stop after printing this many records.
@@ -232,13 +251,13 @@ impl SubscribeArgs {
             .map(|t| {
                 parse::<pb::Tlp>(t)
                     .map(|t| t as i32)
-                    .map_err(|e| CliError(format!("--tlp: {e}")))
+                    .map_err(|e| CliError::usage(format!("--tlp: {e}")))
             })
             .collect::<Result<_, _>>()?;
         let min_severity = match &self.min_severity {
             None => 0,
             Some(s) => parse::<pb::Severity>(s)
-                .map_err(|e| CliError(format!("--min-severity: {e}")))?
+                .map_err(|e| CliError::usage(format!("--min-severity: {e}")))?
                 as i32,
         };
         let start = match (&self.durable, self.tail, self.from) {
@@ -413,7 +432,7 @@ async fn checkpoint_summary(
     }
     let (cp, json) = crate::client::audit::fetch_checkpoint(client).await?;
     if !crate::client::audit::agrees(client, verified, (cp.size, &cp.root)).await? {
-        return Err(CliError(format!(
+        return Err(CliError::verification(format!(
             "LOG INCONSISTENT: the checkpoint of size {} and the verified tree head of size {} are not the same log",
             cp.size, verified.0
         )));
@@ -431,9 +450,9 @@ fn quorum_check(required: bool, c: Option<&CheckpointSummary>) -> Result<(), Cli
         return Ok(());
     }
     let c = c.ok_or_else(|| {
-        CliError("--require-quorum: the local directory lists no checkpoint_vkey".into())
+        CliError::usage("--require-quorum: the local directory lists no checkpoint_vkey")
     })?;
-    crate::client::audit::require_quorum(c.quorum.as_ref()).map_err(CliError)
+    crate::client::audit::require_quorum(c.quorum.as_ref()).map_err(CliError::verification)
 }
 
 /// Runs one command.
@@ -481,14 +500,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 let mut s = String::new();
                 std::io::stdin()
                     .read_to_string(&mut s)
-                    .map_err(|e| CliError(format!("cannot read the draft from stdin: {e}")))?;
+                    .map_err(|e| CliError::other(format!("cannot read the draft from stdin: {e}")))?;
                 s
             } else {
                 std::fs::read_to_string(&file)
-                    .map_err(|e| CliError(format!("cannot read draft {file}: {e}")))?
+                    .map_err(|e| CliError::other(format!("cannot read draft {file}: {e}")))?
             };
             let draft: BodyJson = serde_json::from_str(&text)
-                .map_err(|e| CliError(format!("draft {file} is not valid: {e}")))?;
+                .map_err(|e| CliError::other(format!("draft {file} is not valid: {e}")))?;
             let client = conn.connect().await?;
             let receipt = client.submit(draft).await?;
             print_json(&ReceiptJson::from(&receipt))
@@ -507,52 +526,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&json)?;
             unverified(&[&json])
         }
-        Command::Subscribe(args) => subscribe(args).await,
+        Command::Subscribe(args) => crate::cli::subscribe::run(args).await,
         Command::Log(cmd) => log_command(cmd).await,
         Command::Case(cmd) => case_command(cmd).await,
         Command::Drill(cmd) => crate::cli::drill::run(cmd).await,
-        Command::Demo => crate::cli::demo::run().await.map_err(CliError),
-        Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError),
+        Command::Demo => crate::cli::demo::run().await.map_err(CliError::other),
+        Command::Bench(cmd) => crate::cli::bench::run(cmd).await.map_err(CliError::other),
         Command::Witness(cmd) => crate::cli::witness::run(cmd).await,
         Command::Federation(cmd) => crate::cli::federation::run(cmd).await,
         Command::Export(args) => crate::cli::export::run(args).await,
         Command::Import(args) => crate::cli::import::run(args).await,
     }
-}
-
-async fn subscribe(args: SubscribeArgs) -> Result<(), CliError> {
-    let req = args.request()?;
-    let client = args.conn.connect().await?;
-    let mut stream = client
-        .exchange()
-        .subscribe(req)
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
-    let mut printed = 0u64;
-    let mut failed = Vec::new();
-    while args.limit.is_none_or(|l| printed < l) {
-        let Some(rec) = stream.message().await.map_err(ClientError::from)? else {
-            break;
-        };
-        let json = client.render(&rec);
-        print_json(&json)?;
-        if json.verify_error.is_some() {
-            failed.push(json);
-        }
-        printed += 1;
-        if let Some(name) = &args.durable {
-            client
-                .exchange()
-                .commit_cursor(pb::CommitCursorRequest {
-                    durable: name.clone(),
-                    seq: rec.seq,
-                })
-                .await
-                .map_err(ClientError::from)?;
-        }
-    }
-    unverified(&failed.iter().collect::<Vec<_>>())
 }
 
 /// A non-zero exit when a printed record's signature does not verify (a
@@ -570,7 +554,7 @@ fn unverified(records: &[&RecordJson]) -> Result<(), CliError> {
     if bad.is_empty() {
         Ok(())
     } else {
-        Err(CliError(format!(
+        Err(CliError::verification(format!(
             "{} record(s) did NOT verify: {}",
             bad.len(),
             bad.join("; ")
@@ -671,7 +655,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
         } => {
             let state = match state {
                 Some(s) => parse::<pb::CaseState>(&s)
-                    .map_err(|e| CliError(format!("--state: {e}")))?
+                    .map_err(|e| CliError::usage(format!("--state: {e}")))?
                     as i32,
                 None => 0,
             };
@@ -681,7 +665,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                 Some("addressee") => pb::CaseRole::Addressee,
                 Some("cc") => pb::CaseRole::Cc,
                 Some(other) => {
-                    return Err(CliError(format!(
+                    return Err(CliError::usage(format!(
                         "--role {other:?}: one of requester, addressee, cc"
                     )));
                 }
@@ -753,13 +737,13 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
         CaseCommand::Withdraw(a) => (a, Withdrawn),
     };
     if matches!(transition, Declined | Withdrawn) && args.reason.trim().is_empty() {
-        return Err(CliError(
-            "--reason is required to decline or withdraw".into(),
+        return Err(CliError::usage(
+            "--reason is required to decline or withdraw",
         ));
     }
     if matches!(transition, InProgress | Resolved) && args.note.trim().is_empty() {
-        return Err(CliError(
-            "--note is required for progress and resolve".into(),
+        return Err(CliError::usage(
+            "--note is required for progress and resolve",
         ));
     }
     let client = args.conn.connect().await?;
@@ -794,7 +778,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
                 crate::rules::directory::check_broker_id(id)?;
                 let b = pki.join("brokers").join(id);
                 if !b.is_dir() {
-                    return Err(CliError(format!(
+                    return Err(CliError::usage(format!(
                         "--broker {id}: {} does not exist (pki init --brokers … writes it)",
                         b.display()
                     )));
@@ -803,7 +787,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
             }
             None => BrokerConfig::from_pki(pki, data, args.listen),
         },
-        _ => return Err(CliError("give --pki and --data, or --config".into())),
+        _ => return Err(CliError::usage("give --pki and --data, or --config")),
     };
     config.witness_push.extend(args.witness_push);
     if args.taxii_listen.is_some() {
@@ -812,7 +796,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
     for p in &args.peers {
         let (id, url) = p
             .split_once('=')
-            .ok_or_else(|| CliError(format!("--peer {p:?}: give ID=https://HOST:PORT")))?;
+            .ok_or_else(|| CliError::usage(format!("--peer {p:?}: give ID=https://HOST:PORT")))?;
         config.peers.entry(id.to_owned()).or_default().url = Some(url.to_owned());
     }
     config.validate()?;
@@ -822,13 +806,13 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
         Some(l) => l,
         None => tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| CliError(format!("cannot listen on {listen}: {e}")))?,
+            .map_err(|e| CliError::other(format!("cannot listen on {listen}: {e}")))?,
     };
-    let local = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    let local = listener.local_addr().map_err(|e| CliError::other(e.to_string()))?;
     if let Some(addr) = broker.config().taxii_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| CliError(format!("cannot listen on {addr} (TAXII): {e}")))?;
+            .map_err(|e| CliError::other(format!("cannot listen on {addr} (TAXII): {e}")))?;
         let at = broker.start_taxii(l)?;
         tracing::info!(addr = %at, "TAXII 2.1 API listening");
         if plain {
@@ -841,7 +825,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
     }
 
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| CliError(e.to_string()))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| CliError::other(e.to_string()))?;
     let reloader = broker.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -862,7 +846,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
 fn inherited_listener() -> Result<Option<tokio::net::TcpListener>, CliError> {
     let mut fds = listenfd::ListenFd::from_env();
     let Some(l) = fds.take_tcp_listener(0).map_err(|e| {
-        CliError(format!(
+        CliError::other(format!(
             "LISTEN_FDS: the inherited socket is not a TCP listener: {e}"
         ))
     })?
@@ -870,10 +854,10 @@ fn inherited_listener() -> Result<Option<tokio::net::TcpListener>, CliError> {
         return Ok(None);
     };
     l.set_nonblocking(true)
-        .map_err(|e| CliError(format!("inherited socket: {e}")))?;
+        .map_err(|e| CliError::other(format!("inherited socket: {e}")))?;
     tokio::net::TcpListener::from_std(l)
         .map(Some)
-        .map_err(|e| CliError(format!("inherited socket: {e}")))
+        .map_err(|e| CliError::other(format!("inherited socket: {e}")))
 }
 
 async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
@@ -886,9 +870,9 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let (head, root) = fetch_head(&client, &conn.log_key()?).await?;
             let checkpoint = checkpoint_summary(&client, (head.tree_size, &root)).await?;
             let mut out = serde_json::to_value(head_json(&head))
-                .map_err(|e| CliError(format!("cannot print the head: {e}")))?;
+                .map_err(|e| CliError::other(format!("cannot print the head: {e}")))?;
             out["checkpoint"] = serde_json::to_value(&checkpoint)
-                .map_err(|e| CliError(format!("cannot print the checkpoint: {e}")))?;
+                .map_err(|e| CliError::other(format!("cannot print the checkpoint: {e}")))?;
             print_json(&out)?;
             quorum_check(require_quorum, checkpoint.as_ref())
         }
@@ -911,7 +895,7 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                     print!("{bundle}");
                     Ok(())
                 }
-                other => Err(CliError(format!(
+                other => Err(CliError::usage(format!(
                     "--format {other:?}: one of json, tlog-proof"
                 ))),
             }
@@ -925,25 +909,25 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
         } => {
             let dir_file = directory
                 .or_else(|| pki.map(|p| p.join("directory.toml")))
-                .ok_or_else(|| CliError("give --directory FILE or --pki DIR".into()))?;
+                .ok_or_else(|| CliError::usage("give --directory FILE or --pki DIR"))?;
             let dir = crate::rules::directory::Directory::load(&dir_file)
-                .map_err(|e| CliError(e.to_string()))?;
+                .map_err(|e| CliError::other(e.to_string()))?;
             let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError(format!("cannot read {}: {e}", file.display())))?;
+                .map_err(|e| CliError::other(format!("cannot read {}: {e}", file.display())))?;
             let record = record
                 .map(|r| -> Result<RecordJson, CliError> {
                     let t = std::fs::read_to_string(&r)
-                        .map_err(|e| CliError(format!("cannot read {}: {e}", r.display())))?;
+                        .map_err(|e| CliError::other(format!("cannot read {}: {e}", r.display())))?;
                     serde_json::from_str(&t)
-                        .map_err(|e| CliError(format!("{} is not a record: {e}", r.display())))
+                        .map_err(|e| CliError::other(format!("{} is not a record: {e}", r.display())))
                 })
                 .transpose()?;
             let out = crate::client::audit::check_proof(&text, &dir, record.as_ref())
-                .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+                .map_err(|e| CliError::verification(format!("{}: {e}", file.display())))?;
             print_json(&out)?;
             if require_quorum {
                 crate::client::audit::require_quorum(out.quorum.as_ref())
-                    .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+                    .map_err(|e| CliError::verification(format!("{}: {e}", file.display())))?;
             }
             Ok(())
         }
@@ -959,7 +943,7 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 )
                 .await?
                 {
-                    return Err(CliError(format!(
+                    return Err(CliError::verification(format!(
                         "LOG INCONSISTENT: the checkpoint of size {} and the signed tree head of size {} are not the same log",
                         cp.size, head.tree_size
                     )));
@@ -979,7 +963,8 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let out = match verify_state(&client, &key, &state).await {
                 Ok(out) => out,
                 Err(e) if cosign => {
-                    return Err(CliError(format!(
+                    let e = CliError::from(e);
+                    return Err(CliError::of(e.class, format!(
                         "refusing to cosign: {e} (another member may have been shown a different log: a split view)"
                     )));
                 }
@@ -988,13 +973,13 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
             let root = hex::decode(&out.root_hash)
                 .ok()
                 .and_then(|r| crate::client::verify::hash_from_slice(&r).ok())
-                .ok_or_else(|| CliError("the verified head has no root".into()))?;
+                .ok_or_else(|| CliError::other("the verified head has no root"))?;
             if !cosign {
                 let checkpoint = checkpoint_summary(&client, (out.tree_size, &root)).await?;
                 let mut line = serde_json::to_value(&out)
-                    .map_err(|e| CliError(format!("cannot print the audit: {e}")))?;
+                    .map_err(|e| CliError::other(format!("cannot print the audit: {e}")))?;
                 line["checkpoint"] = serde_json::to_value(&checkpoint)
-                    .map_err(|e| CliError(format!("cannot print the checkpoint: {e}")))?;
+                    .map_err(|e| CliError::other(format!("cannot print the checkpoint: {e}")))?;
                 print_json(&line)?;
                 return quorum_check(require_quorum, checkpoint.as_ref());
             }
@@ -1002,12 +987,12 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 (Some(p), _) => p,
                 (None, Some(pki)) => pki.join("teams").join(&conn.team).join("witness.key"),
                 (None, None) => {
-                    return Err(CliError(
-                        "--cosign needs --witness-key FILE (or --pki)".into(),
+                    return Err(CliError::usage(
+                        "--cosign needs --witness-key FILE (or --pki)",
                     ));
                 }
             };
-            let witness = crate::rules::envelope::read_signing_key(&path).map_err(CliError)?;
+            let witness = crate::rules::envelope::read_signing_key(&path).map_err(CliError::other)?;
             let cosigned = crate::client::audit::cosign_latest(
                 &client,
                 (out.tree_size, &root),

@@ -74,10 +74,10 @@ pub async fn run(cmd: WitnessCommand) -> Result<(), CliError> {
 }
 
 fn init(path: &std::path::Path, name: &str) -> Result<(), CliError> {
-    note::check_name(name).map_err(|e| CliError(format!("--name: {e}")))?;
+    note::check_name(name).map_err(|e| CliError::usage(format!("--name: {e}")))?;
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
     let vkey = Vkey::new(name, TYPE_COSIGNATURE, key.verifying_key())
-        .map_err(|e| CliError(format!("--name: {e}")))?;
+        .map_err(|e| CliError::other(format!("--name: {e}")))?;
     let pem = crate::cli::pki::signing_key_pem(&key)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -85,15 +85,15 @@ fn init(path: &std::path::Path, name: &str) -> Result<(), CliError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => CliError(format!(
+            std::io::ErrorKind::AlreadyExists => CliError::other(format!(
                 "--key {}: the file exists; refusing to overwrite a key",
                 path.display()
             )),
-            _ => CliError(format!("cannot create {}: {e}", path.display())),
+            _ => CliError::other(format!("cannot create {}: {e}", path.display())),
         })?;
     f.write_all(pem.as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| CliError::other(format!("cannot write {}: {e}", path.display())))?;
     println!("{vkey}");
     Ok(())
 }
@@ -102,15 +102,15 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let logs = args
         .logs
         .iter()
-        .map(|s| Vkey::parse(s).map_err(|e| CliError(format!("--log {s}: {e}"))))
+        .map(|s| Vkey::parse(s).map_err(|e| CliError::usage(format!("--log {s}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let key = read_signing_key(&args.key).map_err(|e| CliError(format!("--key: {e}")))?;
-    let state = StateDir::open(&args.state).map_err(|e| CliError(e.to_string()))?;
-    let witness = Witness::new(&args.name, key, logs, state).map_err(|e| CliError(e.0))?;
+    let key = read_signing_key(&args.key).map_err(|e| CliError::other(format!("--key: {e}")))?;
+    let state = StateDir::open(&args.state).map_err(|e| CliError::other(e.to_string()))?;
+    let witness = Witness::new(&args.name, key, logs, state).map_err(|e| CliError::other(e.0))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| CliError(format!("--listen: cannot listen on {}: {e}", args.listen)))?;
-    let local = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+        .map_err(|e| CliError::other(format!("--listen: cannot listen on {}: {e}", args.listen)))?;
+    let local = listener.local_addr().map_err(|e| CliError::other(e.to_string()))?;
     tracing::info!(addr = %local, name = %args.name, origins = ?witness.origins(), "witness listening");
     println!("{}", witness.vkey());
     println!("listening on {local}");
@@ -122,5 +122,5 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     server::run(listener, Arc::new(witness), limits, shutdown)
         .await
-        .map_err(|e| CliError(format!("witness server failed: {e}")))
+        .map_err(|e| CliError::other(format!("witness server failed: {e}")))
 }

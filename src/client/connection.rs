@@ -5,6 +5,7 @@
 //! benchmarks and the tests.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use time::OffsetDateTime;
@@ -29,15 +30,73 @@ pub enum ClientError {
     /// Local files (keys, certificates, directory, draft) are unusable.
     #[error("{0}")]
     Local(String),
-    #[error("cannot connect to {url}: {message}")]
+    /// The broker cannot be reached, or the TLS handshake failed; the
+    /// message says which in words an operator can act on
+    /// ([`connect_failure`]).
+    #[error("{message}")]
     Connect { url: String, message: String },
     /// The broker's answer failed a check the client makes itself (a
     /// signature, a proof, the log's consistency with what was seen before).
     #[error("{0}")]
     Check(String),
-    /// The broker refused the call.
-    #[error("broker refused: {} ({:?})", .0.message(), .0.code())]
+    /// The broker refused the call, or (see [`transport_failure`]) the
+    /// connection failed under it.
+    #[error("{}", status_text(.0))]
     Status(#[from] tonic::Status),
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    match transport_failure(s) {
+        Some(why) => format!("connection to the broker lost ({why})"),
+        None => format!("broker refused: {} ({:?})", s.message(), s.code()),
+    }
+}
+
+/// When a call failed because of the connection under it (the broker went
+/// away, a reset, a TLS alert) rather than by a status the broker sent, the
+/// chain of causes; `None` for the broker's own answer.
+pub fn transport_failure(s: &tonic::Status) -> Option<String> {
+    std::error::Error::source(s).map(|_| causes(s))
+}
+
+/// An error and its causes in one line, each once.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Why connecting to the broker at `url` failed, in words an operator can
+/// act on: unreachable (refused, timed out, unknown host), a broker
+/// certificate the CA in `ca` did not sign, this team's certificate
+/// refused by the broker (a TLS alert), or the causes as they are.
+pub fn connect_failure(url: &str, ca: Option<&Path>, why: &str) -> String {
+    let lower = why.to_lowercase();
+    let ca = ca.map_or_else(|| "the CA file".to_owned(), |p| p.display().to_string());
+    if lower.contains("connection refused") {
+        format!("cannot reach the broker at {url}: connection refused")
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        format!("cannot reach the broker at {url}: timed out")
+    } else if lower.contains("lookup") || lower.contains("name or service not known") {
+        format!("cannot reach the broker at {url}: unknown host ({why})")
+    } else if lower.contains("unknownissuer") || lower.contains("badsignature") {
+        format!("the broker's certificate is not signed by the CA in {ca} (wrong --ca?): {why}")
+    } else if lower.contains("notvalidforname") {
+        format!("the broker's certificate does not name the host of {url} ({why})")
+    } else if lower.contains("invalid peer certificate") {
+        format!("the broker's certificate is not acceptable ({why})")
+    } else if lower.contains("alert") {
+        format!("the broker refused this team's certificate ({why})")
+    } else {
+        format!("cannot reach the broker at {url}: {why}")
+    }
 }
 
 /// Where a team's client files are.
@@ -133,6 +192,14 @@ pub fn tls_endpoint(
     cert: &[u8],
     key: &[u8],
 ) -> Result<Endpoint, ClientError> {
+    if !url.starts_with("https://") {
+        return Err(ClientError::Connect {
+            url: url.into(),
+            message: format!(
+                "the broker URL {url:?} must start with https://: certex speaks only mutual TLS"
+            ),
+        });
+    }
     let host = url
         .split("://")
         .nth(1)
@@ -153,7 +220,24 @@ pub fn tls_endpoint(
             url: url.into(),
             message: e.to_string(),
         })
+        .map(|e| {
+            // HTTP/2 pings find a dead connection (a broker gone without
+            // closing, a NAT that forgot the flow) in at most 40 s, even on
+            // a quiet subscription. The broker pings at the same pace and
+            // does not limit how often a client pings.
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+        })
 }
+
+/// How long a TCP connect and TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keepalive: a ping after this long without a frame from the broker…
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// …which must be answered within this long, or the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens an mTLS channel to `url` (`https://host:port`) with the given PEM
 /// files, without any team-specific state.
@@ -166,12 +250,7 @@ pub async fn connect_channel(
     let endpoint = tls_endpoint(url, ca, cert, key)?;
     endpoint.connect().await.map_err(|e| ClientError::Connect {
         url: url.into(),
-        message: format!(
-            "{e} ({})",
-            std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        ),
+        message: connect_failure(url, None, &causes(&e)),
     })
 }
 
@@ -185,7 +264,16 @@ impl Client {
             &read(&files.cert, "team certificate")?,
             &read(&files.key, "team TLS key")?,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ClientError::Connect { url, message } if message.contains("the CA file") => {
+                ClientError::Connect {
+                    message: message.replace("the CA file", &files.ca.display().to_string()),
+                    url,
+                }
+            }
+            e => e,
+        })?;
         let signer = if files.signing_key.exists() {
             Some(envelope::read_signing_key(&files.signing_key).map_err(ClientError::Local)?)
         } else {
@@ -206,6 +294,29 @@ impl Client {
 
     pub fn team(&self) -> &str {
         &self.team
+    }
+
+    /// Asks the broker who this connection is (`WhoAmI`). In TLS 1.3 the
+    /// broker judges the client certificate after the client has finished
+    /// its handshake, so a refused certificate shows only here, as the
+    /// connection closing under the first call: reported as such.
+    pub async fn check_accepted(&self, url: &str) -> Result<String, ClientError> {
+        match self.directory_api().who_am_i(pb::WhoAmIRequest {}).await {
+            Ok(r) => Ok(r.into_inner().id),
+            Err(s) => match transport_failure(&s) {
+                Some(why) if why.to_lowercase().contains("alert") => Err(ClientError::Connect {
+                    url: url.into(),
+                    message: format!("the broker refused this team's certificate ({why})"),
+                }),
+                Some(why) => Err(ClientError::Connect {
+                    url: url.into(),
+                    message: format!(
+                        "the broker closed the connection after the TLS handshake: it refused this team's certificate, or is stopping ({why})"
+                    ),
+                }),
+                None => Err(s.into()),
+            },
+        }
     }
 
     pub fn exchange(&self) -> ExchangeClient<Channel> {
