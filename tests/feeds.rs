@@ -125,7 +125,9 @@ async fn subscribe_follow_prints_every_record_once_across_broker_restarts() {
     broker.kill();
     broker = start_broker(&pki, &data, &listen);
     expected.extend(publish(&pki, &url, 3).await);
-    wait_until("the records after SIGKILL", || count(&out) == expected.len());
+    wait_until("the records after SIGKILL", || {
+        count(&out) == expected.len()
+    });
     assert!(
         err.lock()
             .unwrap()
@@ -139,7 +141,9 @@ async fn subscribe_follow_prints_every_record_once_across_broker_restarts() {
     signal(&mut broker.child, "-TERM");
     let _broker = start_broker(&pki, &data, &listen);
     expected.extend(publish(&pki, &url, 3).await);
-    wait_until("the records after SIGTERM", || count(&out) == expected.len());
+    wait_until("the records after SIGTERM", || {
+        count(&out) == expected.len()
+    });
 
     // Nothing more arrives late: one more record, and it is the next line.
     expected.extend(publish(&pki, &url, 1).await);
@@ -162,7 +166,10 @@ async fn subscribe_follow_prints_every_record_once_across_broker_restarts() {
         err.iter().all(|l| l.starts_with("certex: ")),
         "stderr only has one-line notices: {err:?}"
     );
-    assert!(err.iter().any(|l| l.contains("reconnected; resuming after seq")));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("reconnected; resuming after seq"))
+    );
     assert_eq!(status.code(), Some(0), "stopped cleanly: {err:?}");
 }
 
@@ -193,7 +200,12 @@ async fn each_class_of_failure_has_its_exit_code() {
     let b = TestBroker::start().await;
     let c = b.client("CN-CNCERT").await;
     let env = c
-        .seal(&body("CN-CNCERT", pb::Tlp::Green, community(), incident("x")))
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Green,
+            community(),
+            incident("x"),
+        ))
         .unwrap();
     c.publish(env).await.unwrap();
     let other = tempfile::tempdir().unwrap();
@@ -204,9 +216,16 @@ async fn each_class_of_failure_has_its_exit_code() {
     assert_eq!(out.status.code(), Some(0));
 
     // The codes are documented in --help.
-    let help = String::from_utf8(run(Command::new(env!("CARGO_BIN_EXE_certex")).arg("--help")).stdout)
-        .unwrap();
-    for line in ["Exit codes:", "2  usage", "3  connection", "4  refused", "5  verification"] {
+    let help =
+        String::from_utf8(run(Command::new(env!("CARGO_BIN_EXE_certex")).arg("--help")).stdout)
+            .unwrap();
+    for line in [
+        "Exit codes:",
+        "2  usage",
+        "3  connection",
+        "4  refused",
+        "5  verification",
+    ] {
         assert!(help.contains(line), "--help lacks {line:?}: {help}");
     }
 
@@ -214,10 +233,15 @@ async fn each_class_of_failure_has_its_exit_code() {
     let out = run(certex(&b, "BR-CERTBR").args(["subscribe", "--no-such-flag"]));
     assert_eq!(out.status.code(), Some(2));
     let missing = b.tmp.path().join("no-such-directory.toml");
-    let out = run(certex(&b, "BR-CERTBR").args(["get", "1", "--directory"]).arg(&missing));
+    let out = run(certex(&b, "BR-CERTBR")
+        .args(["get", "1", "--directory"])
+        .arg(&missing));
     let (code, msg) = failure(&out);
     assert_eq!(code, 2, "{msg}");
-    assert!(msg.contains("--directory") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("--directory") && msg.contains("does not exist"),
+        "{msg}"
+    );
     assert!(out.stdout.is_empty());
 
     // 3: nothing listening.
@@ -240,11 +264,16 @@ async fn each_class_of_failure_has_its_exit_code() {
     let out = run(certex(&b, "BR-CERTBR").args(["get", "1", "--broker", &plain]));
     let (code, msg) = failure(&out);
     assert_eq!(code, 3, "{msg}");
-    assert!(msg.contains("must start with https://") && msg.contains("mutual TLS"), "{msg}");
+    assert!(
+        msg.contains("must start with https://") && msg.contains("mutual TLS"),
+        "{msg}"
+    );
 
     // 3: a CA that did not sign the broker's certificate.
     let wrong_ca = other.path().join("broker/ca.pem");
-    let out = run(certex(&b, "BR-CERTBR").args(["get", "1", "--ca"]).arg(&wrong_ca));
+    let out = run(certex(&b, "BR-CERTBR")
+        .args(["get", "1", "--ca"])
+        .arg(&wrong_ca));
     let (code, msg) = failure(&out);
     assert_eq!(code, 3, "{msg}");
     assert!(
@@ -270,13 +299,19 @@ async fn each_class_of_failure_has_its_exit_code() {
     let out = run(certex(&b, "BR-CERTBR").args(["get", "999"]));
     let (code, msg) = failure(&out);
     assert_eq!(code, 4, "{msg}");
-    assert!(msg.contains("broker refused") && msg.contains("NotFound"), "{msg}");
+    assert!(
+        msg.contains("broker refused") && msg.contains("NotFound"),
+        "{msg}"
+    );
 
     // 5: a directory that lists other keys (another PKI's): the record
     // prints, marked unverified, and the command fails.
     let wrong_dir = other.path().join("directory.toml");
     for args in [&["get", "1"][..], &["subscribe", "--from", "0"][..]] {
-        let out = run(certex(&b, "BR-CERTBR").args(args).arg("--directory").arg(&wrong_dir));
+        let out = run(certex(&b, "BR-CERTBR")
+            .args(args)
+            .arg("--directory")
+            .arg(&wrong_dir));
         let (code, msg) = failure(&out);
         assert_eq!(code, 5, "{args:?}: {msg}");
         assert!(msg.contains("did NOT verify"), "{msg}");

@@ -473,16 +473,17 @@ struct Edit {
 
 impl Edit {
     fn open(path: &Path) -> Result<Self, CliError> {
-        let original = fs::read_to_string(path)
-            .map_err(|e| CliError::other(format!("cannot read directory {}: {e}", path.display())))?;
+        let original = fs::read_to_string(path).map_err(|e| {
+            CliError::other(format!("cannot read directory {}: {e}", path.display()))
+        })?;
         let current = Directory::from_text(&original, path).map_err(|e| {
             CliError::other(format!(
                 "{e}; fix it first (certex directory check shows the problem)"
             ))
         })?;
-        let doc = original
-            .parse::<DocumentMut>()
-            .map_err(|e| CliError::other(format!("directory {} is not valid: {e}", path.display())))?;
+        let doc = original.parse::<DocumentMut>().map_err(|e| {
+            CliError::other(format!("directory {} is not valid: {e}", path.display()))
+        })?;
         Ok(Edit {
             path: path.to_owned(),
             original,
@@ -659,7 +660,8 @@ impl NewKey {
                 .create(parent)
                 .map_err(|e| CliError::other(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let fail = |e: std::io::Error| CliError::other(format!("cannot write {}: {e}", out.display()));
+        let fail =
+            |e: std::io::Error| CliError::other(format!("cannot write {}: {e}", out.display()));
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)

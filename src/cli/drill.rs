@@ -75,7 +75,8 @@ pub struct RespondArgs {
 fn read_scenario(path: &Path, dir: Option<&Directory>) -> Result<Scenario, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::other(format!("cannot read scenario {}: {e}", path.display())))?;
-    Scenario::parse(&path.display().to_string(), &text, dir).map_err(|e| CliError::other(e.to_string()))
+    Scenario::parse(&path.display().to_string(), &text, dir)
+        .map_err(|e| CliError::other(e.to_string()))
 }
 
 /// Runs one drill command.

@@ -70,9 +70,9 @@ async fn status(a: StatusArgs) -> Result<(), CliError> {
         (None, Some(pki)) => {
             let dir = Directory::load(&pki.join("directory.toml"))
                 .map_err(|e| CliError::other(e.to_string()))?;
-            dir.broker(&a.id)
-                .map(|b| b.url.clone())
-                .ok_or_else(|| CliError::other(format!("broker {} is not in the directory", a.id)))?
+            dir.broker(&a.id).map(|b| b.url.clone()).ok_or_else(|| {
+                CliError::other(format!("broker {} is not in the directory", a.id))
+            })?
         }
         (None, None) => return Err(CliError::usage("give --url")),
     };

@@ -200,7 +200,8 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     let Import {
         mut reports,
         drafts,
-    } = import(&input, &opts).map_err(|e| CliError::other(format!("bundle {}: {e}", args.bundle)))?;
+    } = import(&input, &opts)
+        .map_err(|e| CliError::other(format!("bundle {}: {e}", args.bundle)))?;
 
     let mut draft_of: Vec<Option<&BodyJson>> = vec![None; reports.len()];
     if args.dry_run {

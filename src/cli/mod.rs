@@ -498,9 +498,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Submit { file, conn } => {
             let text = if file == "-" {
                 let mut s = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut s)
-                    .map_err(|e| CliError::other(format!("cannot read the draft from stdin: {e}")))?;
+                std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                    CliError::other(format!("cannot read the draft from stdin: {e}"))
+                })?;
                 s
             } else {
                 std::fs::read_to_string(&file)
@@ -808,7 +808,9 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::other(format!("cannot listen on {listen}: {e}")))?,
     };
-    let local = listener.local_addr().map_err(|e| CliError::other(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::other(e.to_string()))?;
     if let Some(addr) = broker.config().taxii_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -916,10 +918,12 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 .map_err(|e| CliError::other(format!("cannot read {}: {e}", file.display())))?;
             let record = record
                 .map(|r| -> Result<RecordJson, CliError> {
-                    let t = std::fs::read_to_string(&r)
-                        .map_err(|e| CliError::other(format!("cannot read {}: {e}", r.display())))?;
-                    serde_json::from_str(&t)
-                        .map_err(|e| CliError::other(format!("{} is not a record: {e}", r.display())))
+                    let t = std::fs::read_to_string(&r).map_err(|e| {
+                        CliError::other(format!("cannot read {}: {e}", r.display()))
+                    })?;
+                    serde_json::from_str(&t).map_err(|e| {
+                        CliError::other(format!("{} is not a record: {e}", r.display()))
+                    })
                 })
                 .transpose()?;
             let out = crate::client::audit::check_proof(&text, &dir, record.as_ref())
@@ -964,9 +968,12 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 Ok(out) => out,
                 Err(e) if cosign => {
                     let e = CliError::from(e);
-                    return Err(CliError::of(e.class, format!(
-                        "refusing to cosign: {e} (another member may have been shown a different log: a split view)"
-                    )));
+                    return Err(CliError::of(
+                        e.class,
+                        format!(
+                            "refusing to cosign: {e} (another member may have been shown a different log: a split view)"
+                        ),
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -992,7 +999,8 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                     ));
                 }
             };
-            let witness = crate::rules::envelope::read_signing_key(&path).map_err(CliError::other)?;
+            let witness =
+                crate::rules::envelope::read_signing_key(&path).map_err(CliError::other)?;
             let cosigned = crate::client::audit::cosign_latest(
                 &client,
                 (out.tree_size, &root),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::SubscribeArgs;
 use crate::cli::args::{CliError, ExitClass, print_json};
-use crate::client::connection::{Client, ClientError};
+use crate::client::connection::{Client, ClientError, transport_failure};
 use crate::proto::{self as pb, subscribe_request::Start};
 
 /// The first wait before reconnecting…
@@ -54,14 +54,20 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
             Some(Err(e)) if retryable(&e) => e,
             Some(Err(e)) => return Err(e),
         };
-        if feed.received {
+        if feed.opened {
             backoff.reset();
         }
         let mut notice = "connection lost";
         client = loop {
             let wait = backoff.next();
+            // "connection lost (…)" once, not twice.
+            let why = lost
+                .message
+                .strip_prefix("connection lost (")
+                .and_then(|w| w.strip_suffix(')'));
             eprintln!(
-                "certex: {notice} ({lost}); reconnecting in {:.1} s",
+                "certex: {notice} ({}); reconnecting in {:.1} s",
+                why.unwrap_or(&lost.message),
                 wait.as_secs_f64()
             );
             tokio::select! {
@@ -81,7 +87,7 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
             Some(seq) => eprintln!("certex: reconnected; resuming after seq {seq}"),
             None => eprintln!("certex: reconnected"),
         }
-        feed.received = false;
+        feed.opened = false;
     }
 }
 
@@ -95,9 +101,8 @@ fn retryable(e: &CliError) -> bool {
 /// down and says to resume from the last seq) is the connection going away,
 /// not a refusal.
 fn stream_error(s: tonic::Status) -> CliError {
-    if s.code() == tonic::Code::Unavailable {
-        let e = CliError::from(ClientError::from(s));
-        return CliError::of(ExitClass::Connection, e.message);
+    if s.code() == tonic::Code::Unavailable && transport_failure(&s).is_none() {
+        return CliError::of(ExitClass::Connection, s.message().to_owned());
     }
     ClientError::from(s).into()
 }
@@ -108,8 +113,8 @@ struct Feed {
     printed: u64,
     /// The last seq printed.
     last: Option<u64>,
-    /// Whether the current connection delivered anything.
-    received: bool,
+    /// Whether the subscription opened on the current connection.
+    opened: bool,
     /// How many printed records failed verification, and the first reasons.
     failed: u64,
     reasons: Vec<String>,
@@ -145,6 +150,7 @@ impl Feed {
             .await
             .map_err(stream_error)?
             .into_inner();
+        self.opened = true;
         while args.limit.is_none_or(|l| self.printed < l) {
             let Some(rec) = stream.message().await.map_err(stream_error)? else {
                 if args.follow {
@@ -155,7 +161,6 @@ impl Feed {
                 }
                 return Ok(());
             };
-            self.received = true;
             if self.last.is_some_and(|last| rec.seq <= last) {
                 // Already printed before a reconnection.
                 continue;
@@ -256,7 +261,10 @@ mod tests {
         let mut ceiling = FIRST_WAIT;
         for _ in 0..12 {
             let w = b.next();
-            assert!(w >= ceiling / 2 && w <= ceiling, "{w:?} outside {ceiling:?}");
+            assert!(
+                w >= ceiling / 2 && w <= ceiling,
+                "{w:?} outside {ceiling:?}"
+            );
             ceiling = (ceiling * 2).min(MAX_WAIT);
         }
         assert_eq!(b.ceiling, MAX_WAIT);
@@ -282,7 +290,9 @@ mod tests {
         let mut feed = Feed::default();
         assert!(feed.outcome().is_ok());
         feed.failed = 12;
-        feed.reasons = (1..=NAMED_FAILURES).map(|i| format!("record {i}: bad")).collect();
+        feed.reasons = (1..=NAMED_FAILURES)
+            .map(|i| format!("record {i}: bad"))
+            .collect();
         let e = feed.outcome().unwrap_err();
         assert_eq!(e.class.code(), 5);
         assert!(e.message.starts_with("12 record(s) did NOT verify"));

@@ -110,7 +110,9 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::other(format!("--listen: cannot listen on {}: {e}", args.listen)))?;
-    let local = listener.local_addr().map_err(|e| CliError::other(e.to_string()))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::other(e.to_string()))?;
     tracing::info!(addr = %local, name = %args.name, origins = ?witness.origins(), "witness listening");
     println!("{}", witness.vkey());
     println!("listening on {local}");

@@ -47,7 +47,7 @@ pub enum ClientError {
 
 fn status_text(s: &tonic::Status) -> String {
     match transport_failure(s) {
-        Some(why) => format!("connection to the broker lost ({why})"),
+        Some(why) => format!("connection lost ({why})"),
         None => format!("broker refused: {} ({:?})", s.message(), s.code()),
     }
 }
@@ -56,7 +56,22 @@ fn status_text(s: &tonic::Status) -> String {
 /// away, a reset, a TLS alert) rather than by a status the broker sent, the
 /// chain of causes; `None` for the broker's own answer.
 pub fn transport_failure(s: &tonic::Status) -> Option<String> {
-    std::error::Error::source(s).map(|_| causes(s))
+    let chain = causes(std::error::Error::source(s)?);
+    let lower = chain.to_lowercase();
+    let closed = [
+        "close_notify",
+        "unexpectedeof",
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+    ];
+    if !lower.contains("alert") && closed.iter().any(|c| lower.contains(c)) {
+        return Some(format!(
+            "the broker closed the connection: {}",
+            chain.split(": ").next().unwrap_or_default()
+        ));
+    }
+    Some(chain)
 }
 
 /// An error and its causes in one line, each once.
@@ -65,7 +80,9 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut next = Some(e);
     while let Some(e) = next {
         let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+        // tonic's "transport error" says nothing its causes do not.
+        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text))
+        {
             parts.push(text);
         }
         next = e.source();
