@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use crate::cli::SubscribeArgs;
-use crate::cli::args::{CliError, ExitClass, print_json};
+use clap::Args;
+
+use crate::cli::args::{CliError, Conn, ExitClass, ScopeArgs, print_json};
 use crate::client::connection::{Client, ClientError, transport_failure};
 use crate::proto::{self as pb, subscribe_request::Start};
 
@@ -17,6 +18,82 @@ const FIRST_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(10);
 /// How many verification failures the final error line names.
 const NAMED_FAILURES: usize = 10;
+
+#[derive(Args, Debug)]
+pub struct SubscribeArgs {
+    /// Only these kinds (incident, warning, request, case_update, retraction); repeatable.
+    #[arg(long = "kind")]
+    pub kinds: Vec<String>,
+    /// Only from these teams; repeatable.
+    #[arg(long = "sender")]
+    pub senders: Vec<String>,
+    /// Only incidents/warnings (requests: priority) at least this severe.
+    #[arg(long)]
+    pub min_severity: Option<String>,
+    /// Only these TLP labels; repeatable.
+    #[arg(long = "tlp")]
+    pub tlps: Vec<String>,
+    /// Records after this seq (0 = from the first record).
+    #[arg(long, conflicts_with_all = ["durable", "tail"])]
+    pub from: Option<u64>,
+    /// Resume after the position committed under this name, and commit what is printed.
+    #[arg(long, conflicts_with = "tail")]
+    pub durable: Option<String>,
+    /// Only records committed from now on.
+    #[arg(long)]
+    pub tail: bool,
+    /// Keep running and print new records as they commit; if the
+    /// connection is lost (the broker restarts), reconnect with backoff and
+    /// resume after the last seq printed.
+    #[arg(long)]
+    pub follow: bool,
+    /// Stop after printing this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+impl SubscribeArgs {
+    /// The wire request these flags describe.
+    pub fn request(&self) -> Result<pb::SubscribeRequest, CliError> {
+        use crate::rules::vocab::parse;
+        let kinds = crate::cli::args::parse_kinds(&self.kinds)?;
+        let tlps = self
+            .tlps
+            .iter()
+            .map(|t| {
+                parse::<pb::Tlp>(t)
+                    .map(|t| t as i32)
+                    .map_err(|e| CliError::usage(format!("--tlp: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let min_severity = match &self.min_severity {
+            None => 0,
+            Some(s) => parse::<pb::Severity>(s)
+                .map_err(|e| CliError::usage(format!("--min-severity: {e}")))?
+                as i32,
+        };
+        let start = match (&self.durable, self.tail, self.from) {
+            (Some(name), _, _) => Start::Durable(name.clone()),
+            (None, true, _) => Start::Tail(true),
+            (None, false, from) => Start::AfterSeq(from.unwrap_or(0)),
+        };
+        Ok(pb::SubscribeRequest {
+            start: Some(start),
+            filter: Some(pb::Filter {
+                kinds,
+                senders: self.senders.clone(),
+                min_severity,
+                tlps,
+                exercise: Some(self.scope.scope().to_selector()),
+            }),
+            follow: self.follow,
+        })
+    }
+}
 
 /// Runs `certex subscribe`.
 pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
