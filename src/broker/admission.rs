@@ -369,6 +369,7 @@ impl RefusalLog {
         rule: &'static str,
         field: &str,
     ) {
+        crate::broker::metrics::refusal(team, rpc, code, rule);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let key = (
             team.to_owned(),

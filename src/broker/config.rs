@@ -152,6 +152,12 @@ pub struct BrokerConfig {
     /// "0.0.0.0:7444"; none to serve gRPC only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taxii_listen: Option<SocketAddr>,
+    /// Address of the operator's metrics endpoint (plain HTTP, `GET
+    /// /metrics`, Prometheus text format), e.g. "127.0.0.1:9464"; none to
+    /// record no metrics. No TLS and no authentication: bind it to loopback
+    /// or a management network. It carries no record content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// This broker's id in a federation (a `[[broker]]` of the directory);
     /// none for a single broker serving everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +226,7 @@ impl BrokerConfig {
             checkpoint_key: Some(pki.join("broker/checkpoint.key")).filter(|p| p.exists()),
             witness_push: vec![],
             taxii_listen: None,
+            metrics_listen: None,
             broker: None,
             peers: BTreeMap::new(),
             limits: Limits::default(),
@@ -240,6 +247,7 @@ impl BrokerConfig {
             checkpoint_key: Some(b.join("checkpoint.key")).filter(|p| p.exists()),
             witness_push: vec![],
             taxii_listen: None,
+            metrics_listen: None,
             broker: Some(id.to_owned()),
             peers: BTreeMap::new(),
             limits: Limits::default(),

@@ -6,28 +6,54 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::config::Limits;
+use crate::broker::metrics::{self, Budget};
 use crate::error::Error;
 use crate::log::storage::Storage;
 
-/// Open subscriptions per team and in all, bounded.
+/// Open subscriptions per team and in all, bounded; and where each open
+/// subscription has read up to (for the lag metric).
 pub struct StreamSlots {
     per_team: usize,
     total: Arc<Semaphore>,
     total_limit: usize,
-    teams: Mutex<HashMap<String, Arc<Semaphore>>>,
+    teams: Mutex<HashMap<String, TeamStreams>>,
 }
 
-/// A subscription's slots, released on drop.
+/// One team's subscription slots and its open subscriptions' positions.
+struct TeamStreams {
+    slots: Arc<Semaphore>,
+    cursors: Vec<Weak<AtomicU64>>,
+}
+
+/// A subscription's slots, released on drop, and its position.
 pub struct StreamSlot {
     _team: OwnedSemaphorePermit,
     _total: OwnedSemaphorePermit,
+    cursor: Arc<AtomicU64>,
+}
+
+impl StreamSlot {
+    /// The subscription has read the log up to `seq`.
+    pub fn read_up_to(&self, seq: u64) {
+        self.cursor.store(seq, Ordering::Relaxed);
+    }
+}
+
+/// A team's open subscriptions: how many, and the lowest position among
+/// them (`None` with none open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamStreamCount {
+    pub team: String,
+    pub open: usize,
+    pub lowest: Option<u64>,
 }
 
 impl StreamSlots {
@@ -41,17 +67,21 @@ impl StreamSlots {
     }
 
     pub fn acquire(&self, team: &str) -> Result<StreamSlot, Error> {
-        let sem = self
-            .teams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        let t = teams
             .entry(team.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_team)))
-            .clone();
-        let team_slot = sem.try_acquire_owned().map_err(|_| Error::TooManyStreams {
-            team: team.to_owned(),
-            limit: self.per_team,
-        })?;
+            .or_insert_with(|| TeamStreams {
+                slots: Arc::new(Semaphore::new(self.per_team)),
+                cursors: Vec::new(),
+            });
+        let team_slot = t
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyStreams {
+                team: team.to_owned(),
+                limit: self.per_team,
+            })?;
         let total = self.total.clone().try_acquire_owned().map_err(|_| {
             Error::Limit(format!(
                 "the broker holds its limit of {} open subscriptions (limits.max_subscriptions); \
@@ -59,10 +89,38 @@ impl StreamSlots {
                 self.total_limit
             ))
         })?;
+        let cursor = Arc::new(AtomicU64::new(0));
+        t.cursors.retain(|c| c.strong_count() > 0);
+        t.cursors.push(Arc::downgrade(&cursor));
         Ok(StreamSlot {
             _team: team_slot,
             _total: total,
+            cursor,
         })
+    }
+
+    /// Open subscriptions in all.
+    pub fn open(&self) -> usize {
+        self.total_limit - self.total.available_permits()
+    }
+
+    /// Every team that has had a subscription: how many are open and the
+    /// lowest position among them.
+    pub fn per_team(&self) -> Vec<TeamStreamCount> {
+        let teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        teams
+            .iter()
+            .map(|(team, t)| TeamStreamCount {
+                team: team.clone(),
+                open: self.per_team - t.slots.available_permits(),
+                lowest: t
+                    .cursors
+                    .iter()
+                    .filter_map(|c| c.upgrade())
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .min(),
+            })
+            .collect()
     }
 }
 
@@ -100,6 +158,7 @@ impl PublishBudgets {
         let l = &self.limits;
         let key = team.to_owned();
         if self.messages.check_key(&key).is_err() {
+            metrics::rate_limited(team, Budget::Messages);
             return Err(Error::RateLimited {
                 team: key,
                 per_second: l.rate_per_second,
@@ -117,6 +176,7 @@ impl PublishBudgets {
                 *entry = (day, 0);
             }
             if entry.1 + size as u64 > l.team_bytes_per_day {
+                metrics::rate_limited(team, Budget::DayQuota);
                 return Err(Error::Limit(format!(
                     "team {team} has used its quota of {} envelope bytes for today (UTC; \
                      limits.team_bytes_per_day)",
@@ -135,6 +195,7 @@ impl PublishBudgets {
         let l = &self.limits;
         let key = team.to_owned();
         if self.retries.check_key(&key).is_err() {
+            metrics::rate_limited(team, Budget::Retries);
             return Err(Error::Limit(format!(
                 "retry rate limit exceeded for team {team}: at most {} re-publishes of logged \
                  messages per second (burst {}); retry later",
@@ -149,6 +210,7 @@ impl PublishBudgets {
     pub fn cursor_move(&self, team: &str) -> Result<(), Error> {
         let l = &self.limits;
         if self.messages.check_key(&team.to_owned()).is_err() {
+            metrics::rate_limited(team, Budget::Messages);
             return Err(Error::RateLimited {
                 team: team.to_owned(),
                 per_second: l.rate_per_second,
@@ -162,6 +224,7 @@ impl PublishBudgets {
         let l = &self.limits;
         let n = NonZeroU32::new(u32::try_from(size).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         if !matches!(self.bytes.check_key_n(&team.to_owned(), n), Ok(Ok(()))) {
+            metrics::rate_limited(team, Budget::Bytes);
             return Err(Error::Limit(format!(
                 "byte rate limit exceeded for team {team}: at most {} envelope bytes per second \
                  (burst {}); retry later",
@@ -297,7 +360,16 @@ mod tests {
         assert!(matches!(s.acquire("A"), Err(Error::TooManyStreams { .. })));
         let _b1 = s.acquire("B").unwrap();
         assert!(matches!(s.acquire("B"), Err(Error::Limit(_))));
+        a1.read_up_to(7);
+        assert_eq!(s.open(), 3);
+        let a = s.per_team().into_iter().find(|t| t.team == "A").unwrap();
+        assert_eq!((a.open, a.lowest), (2, Some(0)));
+        _a2.read_up_to(9);
+        let a = s.per_team().into_iter().find(|t| t.team == "A").unwrap();
+        assert_eq!(a.lowest, Some(7));
         drop(a1);
+        let a = s.per_team().into_iter().find(|t| t.team == "A").unwrap();
+        assert_eq!((a.open, a.lowest), (1, Some(9)));
         assert!(s.acquire("B").is_ok());
     }
 }

@@ -13,6 +13,8 @@ pub mod case_views;
 pub mod checkpoint;
 pub mod config;
 pub mod limits;
+pub mod metrics;
+pub mod metrics_http;
 pub mod peering;
 pub mod publish;
 pub mod read;

@@ -7,11 +7,12 @@
 //! the message and byte budgets (SPEC §15).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::broker::config::Limits;
+use crate::broker::metrics::{self, PublishResult};
 use crate::broker::state::State;
 use crate::error::Error;
 use crate::federation::receive::case_authority;
@@ -36,11 +37,31 @@ enum Checked {
 }
 
 /// Checks `env` as published by `team` and appends it; the receipt comes
-/// back once the record is on the device.
+/// back once the record is on the device. Counted in the metrics by kind
+/// and result, with the time to the receipt.
 pub async fn publish(
     state: &Arc<State>,
     team: &str,
     env: Option<pb::Envelope>,
+) -> Result<pb::Receipt, Error> {
+    let start = Instant::now();
+    let mut kind = "unknown";
+    let r = publish_checked(state, team, env, &mut kind).await;
+    let result = match &r {
+        Ok(receipt) if receipt.duplicate => PublishResult::Duplicate,
+        Ok(_) => PublishResult::Accepted,
+        Err(_) => PublishResult::Refused,
+    };
+    metrics::publish(kind, result, start.elapsed());
+    r
+}
+
+/// [`publish`], noting the body's kind in `kind` once it decodes.
+async fn publish_checked(
+    state: &Arc<State>,
+    team: &str,
+    env: Option<pb::Envelope>,
+    kind: &mut &'static str,
 ) -> Result<pb::Receipt, Error> {
     let env = env.ok_or_else(|| Error::invalid("envelope", "is required"))?;
     let limits = &state.config.limits;
@@ -53,11 +74,17 @@ pub async fn publish(
     }
     let checked = if size >= CHECK_OFF_WORKERS {
         let (state, team) = (state.clone(), team.to_owned());
-        tokio::task::spawn_blocking(move || check(&state, &team, env, size))
-            .await
-            .map_err(|e| Error::Internal(format!("publish check task failed: {e}")))??
+        let (k, r) = tokio::task::spawn_blocking(move || {
+            let mut k = "unknown";
+            let r = check(&state, &team, env, size, &mut k);
+            (k, r)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("publish check task failed: {e}")))?;
+        *kind = k;
+        r?
     } else {
-        check(state, team, env, size)?
+        check(state, team, env, size, kind)?
     };
     match checked {
         Checked::Answered(receipt) => Ok(receipt),
@@ -138,13 +165,21 @@ async fn hand_to_authority(
     }
 }
 
-/// SPEC §4 in order, for an envelope of `size` bytes within the limit.
-fn check(state: &State, team: &str, env: pb::Envelope, size: usize) -> Result<Checked, Error> {
+/// SPEC §4 in order, for an envelope of `size` bytes within the limit;
+/// notes the body's kind in `kind` once it decodes.
+fn check(
+    state: &State,
+    team: &str,
+    env: pb::Envelope,
+    size: usize,
+    kind: &mut &'static str,
+) -> Result<Checked, Error> {
     let limits = &state.config.limits;
     if env.body.is_empty() {
         return Err(Error::invalid("body", "is required"));
     }
     let body = decode_canonical(&env.body).map_err(|e| Error::invalid("body", e.to_string()))?;
+    *kind = metrics::kind_label(body.content.as_ref());
     if body.sender.is_empty() {
         return Err(Error::invalid("sender", "is required"));
     }
@@ -172,6 +207,7 @@ fn check(state: &State, team: &str, env: pb::Envelope, size: usize) -> Result<Ch
     // read, no signature check (they were checked when logged), no writer.
     let mut identical = false;
     if let Some(l) = &logged {
+        metrics::publish_retry(team);
         state.budgets.retry(team, size)?;
         let leaf = merkle::leaf_hash(&envelope::log_bytes(&env));
         if let Some((received_ms, stored)) = &l.receipt {

@@ -145,6 +145,16 @@ impl Broker {
         crate::broker::taxii::spawn(self.state.clone(), listener).map_err(StartError::Config)
     }
 
+    /// Starts the operator's metrics endpoint (plain HTTP, `GET /metrics`)
+    /// on `listener` and turns metric recording on; it stops when
+    /// [`Broker::serve`] shuts down. Returns its address.
+    pub fn start_metrics(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<std::net::SocketAddr, StartError> {
+        crate::broker::metrics_http::spawn(self.state.clone(), listener).map_err(StartError::Config)
+    }
+
     /// Serves on `listener` until `shutdown` completes, then drains open calls
     /// for at most a few seconds.
     pub async fn serve(

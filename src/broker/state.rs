@@ -106,8 +106,14 @@ impl State {
 
     /// Re-reads the directory file. A bad file is refused and the directory
     /// in force stays; so is one that no longer lists this broker (when it
-    /// has a federation id).
+    /// has a federation id). Counted in the metrics by result.
     pub fn reload_directory(&self) -> Result<(), String> {
+        let r = self.try_reload_directory();
+        crate::broker::metrics::directory_reload(r.is_ok());
+        r
+    }
+
+    fn try_reload_directory(&self) -> Result<(), String> {
         let dir = Directory::load(&self.config.directory).map_err(|e| e.to_string())?;
         self.config
             .check_directory(&dir)

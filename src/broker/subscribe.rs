@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
+use crate::broker::limits::StreamSlot;
 use crate::broker::read::view_decoded;
 use crate::broker::recent::{Decoded, RECENT, open_head};
 use crate::broker::state::State;
@@ -152,18 +153,19 @@ pub fn start(
         Some(Start::Tail(_)) => *committed.borrow_and_update(),
     };
     let slot = broker.slots.acquire(&team)?;
+    slot.read_up_to(cursor);
     let size = limits.subscription_buffer_bytes.min(Semaphore::MAX_PERMITS);
     let buffer = Arc::new(Semaphore::new(size));
     let (tx, rx) = mpsc::channel::<Queued>(CHANNEL);
     let span = tracing::info_span!("subscription", team = %team);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let _slot = slot;
             let out = Out { tx, buffer, size };
             if let Err(status) = run(
                 broker,
                 &team,
                 cursor,
+                &slot,
                 req.follow,
                 Arc::new(filter),
                 &out,
@@ -319,6 +321,7 @@ async fn run(
     broker: Arc<State>,
     team: &str,
     mut cursor: u64,
+    slot: &StreamSlot,
     follow: bool,
     filter: Arc<Filter>,
     out: &Out,
@@ -352,6 +355,7 @@ async fn run(
             .await
             .map_err(|e| Status::from(Error::Internal(format!("subscription reader: {e}"))))??;
             cursor = reached;
+            slot.read_up_to(cursor);
             for record in records {
                 if !out.send(record).await {
                     return Ok(()); // the consumer went away

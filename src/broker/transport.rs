@@ -42,6 +42,7 @@ use tonic::transport::server::Connected;
 pub use rustls::ServerConfig as TlsServerConfig;
 
 use crate::broker::config::Limits;
+use crate::broker::metrics::{self, Handshake};
 use crate::rules::directory::{Directory, country_of};
 
 /// The SAN URI prefix that names a team.
@@ -276,6 +277,17 @@ impl TeamVerifier {
     /// The number of open authenticated connections.
     pub fn live_connections(&self) -> usize {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Open authenticated connections per identity label (team id, or
+    /// `broker:<ID>`).
+    pub fn connections_by_identity(&self) -> BTreeMap<String, usize> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = BTreeMap::new();
+        for l in live.values() {
+            *out.entry(l.team.clone()).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Who the certificate chain authenticates under the directory in
@@ -822,6 +834,17 @@ impl FailureLog {
     }
 }
 
+/// The metric's reason for a failed TLS handshake: the client certificate
+/// refused or missing, or anything else.
+fn handshake_reason(e: &io::Error) -> Handshake {
+    match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => {
+            Handshake::Certificate
+        }
+        _ => Handshake::Protocol,
+    }
+}
+
 /// Accepts TCP connections and completes TLS handshakes in their own small
 /// pool (at most `max_handshakes` at once, `handshakes_per_source` from one
 /// address, each within `handshake_timeout`), so unauthenticated peers never
@@ -870,11 +893,13 @@ pub fn incoming(
                 _ = tx.closed() => return,
             };
             let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                metrics::handshake_failure(Handshake::PoolFull);
                 failures.record(addr.ip(), "handshake pool full: connection closed at once");
                 continue;
             };
             let Some(source) = SourceSlot::take(&sources, addr.ip(), limits.handshakes_per_source)
             else {
+                metrics::handshake_failure(Handshake::SourceLimit);
                 failures.record(
                     addr.ip(),
                     "too many handshakes in progress from this address: connection closed at once",
@@ -895,10 +920,12 @@ pub fn incoming(
                 {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
+                        metrics::handshake_failure(handshake_reason(&e));
                         failures.record(addr.ip(), format!("TLS handshake refused: {e}"));
                         return;
                     }
                     Err(_) => {
+                        metrics::handshake_failure(Handshake::Timeout);
                         failures.record(addr.ip(), "TLS handshake timed out");
                         return;
                     }
@@ -917,6 +944,7 @@ pub fn incoming(
                 {
                     Ok(identity) => identity,
                     Err(why) => {
+                        metrics::handshake_failure(Handshake::Certificate);
                         failures.record(addr.ip(), why);
                         return;
                     }
@@ -936,6 +964,7 @@ pub fn incoming(
                         Ok(checked) if checked == identity => {}
                         Ok(_) => return,
                         Err(why) => {
+                            metrics::handshake_failure(Handshake::Certificate);
                             tracing::info!(%addr, reason = %why, "connection refused after a directory reload");
                             return;
                         }
@@ -984,6 +1013,7 @@ pub fn incoming(
                 let (state, id, permit) = match admitted {
                     Ok(a) => a,
                     Err(why) => {
+                        metrics::handshake_failure(Handshake::ConnectionLimit);
                         // Told why on each call for a moment, from a small
                         // pool of its own; past that, closed at once.
                         let Ok(permit) = refused.clone().try_acquire_owned() else {

@@ -70,6 +70,7 @@ async fn run(state: Arc<State>, url: String) {
                 tries += 1;
                 match push(&state, &client, &endpoint, old, &head).await {
                     Ok(kept) => {
+                        crate::broker::metrics::witness_push(Ok(kept));
                         tracing::info!(witness = %url, size = head.tree_size, cosignatures = kept, "witness cosigned the checkpoint");
                         old = head.tree_size;
                         done = Some(head.tree_size);
@@ -80,11 +81,13 @@ async fn run(state: Arc<State>, url: String) {
                         continue;
                     }
                     Err(Failure::Conflict(n)) => {
+                        crate::broker::metrics::witness_push(Err(true));
                         tracing::error!(witness = %url, witness_size = n, size = head.tree_size, "the witness holds a checkpoint of this log this broker cannot extend (larger, or the log forked)");
                         old = n.min(head.tree_size);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                     Err(Failure::Other(e)) => {
+                        crate::broker::metrics::witness_push(Err(false));
                         tracing::warn!(witness = %url, size = head.tree_size, error = %e, "pushing the checkpoint to the witness failed");
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }

@@ -185,6 +185,12 @@ pub struct ServeArgs {
     /// identity, client certificates and access rules as gRPC).
     #[arg(long, value_name = "ADDR")]
     pub taxii_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics on this address: plain HTTP, GET /metrics,
+    /// for the operator only (no TLS, no authentication: bind to loopback
+    /// or a management network; no record content is exposed). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// A TOML configuration file instead of --pki/--data/--listen.
     #[arg(long, conflicts_with_all = ["pki", "data"])]
     pub config: Option<PathBuf>,
@@ -717,6 +723,9 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
     if args.taxii_listen.is_some() {
         config.taxii_listen = args.taxii_listen;
     }
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
     for p in &args.peers {
         let (id, url) = p
             .split_once('=')
@@ -744,6 +753,14 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
         if plain {
             eprintln!("certex TAXII 2.1 listening on {at} (API root /certex/)");
         }
+    }
+    if let Some(addr) = broker.config().metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError(format!("cannot listen on {addr} (metrics): {e}")))?;
+        let at = broker.start_metrics(l)?;
+        tracing::info!(addr = %at, "metrics listening");
+        eprintln!("certex metrics listening on {at}");
     }
     tracing::info!(addr = %local, size = broker.log().head().tree_size, "broker listening");
     if plain {

@@ -56,6 +56,10 @@ use std::sync::{Mutex, RwLock};
 
 use prost::Message;
 
+/// The metric of the commit's device syncs, by file (`records`,
+/// `database`); described with the others in `broker::metrics`.
+pub const METRIC_FDATASYNC_SECONDS: &str = "certex_fdatasync_duration_seconds";
+
 use crate::log::merkle::{Frontier, Hash, NodeSource};
 
 /// A storage failure; always an internal error for clients.
@@ -680,7 +684,13 @@ impl Storage {
         self.records
             .file
             .write_all_at(&batch.frames, end)
-            .and_then(|()| self.records.file.sync_data())
+            .and_then(|()| {
+                let start = std::time::Instant::now();
+                let r = self.records.file.sync_data();
+                metrics::histogram!(METRIC_FDATASYNC_SECONDS, "file" => "records")
+                    .record(start.elapsed().as_secs_f64());
+                r
+            })
             .map_err(|source| StorageError::Sync {
                 path: self.records.path.clone(),
                 source,
@@ -990,6 +1000,15 @@ impl Storage {
 
     /// Flushes sled and syncs its files to the device.
     fn sync(&self) -> Result<()> {
+        let start = std::time::Instant::now();
+        let r = self.sync_database();
+        metrics::histogram!(METRIC_FDATASYNC_SECONDS, "file" => "database")
+            .record(start.elapsed().as_secs_f64());
+        r
+    }
+
+    /// Flushes sled and fdatasyncs its log file and new blob files.
+    fn sync_database(&self) -> Result<()> {
         self.db.flush()?;
         self.log_file
             .sync_data()

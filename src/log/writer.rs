@@ -25,6 +25,12 @@ use crate::proto::{Body, CaseState, Envelope, Receipt, SignedTreeHead};
 use crate::rules::cases::{self, Role};
 use crate::rules::envelope;
 
+/// Records committed together with one device sync, per group; described
+/// with the broker's other metrics in `broker::metrics`.
+pub const METRIC_COMMIT_GROUP_RECORDS: &str = "certex_commit_group_records";
+/// Time to write and sync one commit group of records.
+pub const METRIC_COMMIT_SECONDS: &str = "certex_commit_duration_seconds";
+
 /// Most publishes committed together.
 const MAX_GROUP: usize = 1024;
 /// Most envelope bytes committed together.
@@ -417,9 +423,14 @@ impl Writer {
             }
         } else {
             let head = self.sign_head(&mut group.batch);
-            self.storage
+            let start = std::time::Instant::now();
+            let r = self
+                .storage
                 .commit(std::mem::take(&mut group.batch))
-                .map(|()| head)
+                .map(|()| head);
+            metrics::histogram!(METRIC_COMMIT_SECONDS).record(start.elapsed().as_secs_f64());
+            metrics::histogram!(METRIC_COMMIT_GROUP_RECORDS).record(group.records.len() as f64);
+            r
         };
         match result {
             Ok(head) => {
