@@ -68,12 +68,10 @@ impl StreamSlots {
 
     pub fn acquire(&self, team: &str) -> Result<StreamSlot, Error> {
         let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
-        let t = teams
-            .entry(team.to_owned())
-            .or_insert_with(|| TeamStreams {
-                slots: Arc::new(Semaphore::new(self.per_team)),
-                cursors: Vec::new(),
-            });
+        let t = teams.entry(team.to_owned()).or_insert_with(|| TeamStreams {
+            slots: Arc::new(Semaphore::new(self.per_team)),
+            cursors: Vec::new(),
+        });
         let team_slot = t
             .slots
             .clone()

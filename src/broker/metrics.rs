@@ -97,7 +97,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
         return Ok(h.clone());
     }
     let mut b = PrometheusBuilder::new();
-    for name in [PUBLISH_SECONDS, METRIC_COMMIT_SECONDS, METRIC_FDATASYNC_SECONDS] {
+    for name in [
+        PUBLISH_SECONDS,
+        METRIC_COMMIT_SECONDS,
+        METRIC_FDATASYNC_SECONDS,
+    ] {
         b = b
             .set_buckets_for_metric(Matcher::Full(name.into()), SECONDS_BUCKETS)
             .map_err(|e| e.to_string())?;
@@ -189,7 +193,10 @@ fn describe() {
         Unit::Count,
         "Records the team's furthest-behind open subscription has still to read"
     );
-    describe_gauge!(PEER_CONNECTED, "1 while the relay channel to the peer is up");
+    describe_gauge!(
+        PEER_CONNECTED,
+        "1 while the relay channel to the peer is up"
+    );
     describe_gauge!(
         PEER_LAG,
         Unit::Count,
@@ -422,10 +429,7 @@ mod tests {
         assert_eq!(rpc_label("/certex.v1.Exchange/Publish"), "Publish");
         assert_eq!(rpc_label("Publish"), "Publish");
         assert_eq!(rpc_label("/x.Y/SECRET-VALUE"), "other");
-        assert_eq!(
-            code_label(tonic::Code::InvalidArgument),
-            "INVALID_ARGUMENT"
-        );
+        assert_eq!(code_label(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
         assert_eq!(kind_label(None), "unknown");
     }
 }

@@ -12,18 +12,18 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use ::metrics::{counter, gauge};
 use axum::Router;
 use axum::extract::State as Shared;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use ::metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::broker::metrics::{
-    self, CONNECTIONS, DISK_FREE, DISK_WATERMARK, LOG_BYTES, LOG_RECORDS, PEER_CONNECTED,
-    PEER_LAG, PEER_RECORDS, SUBSCRIBER_LAG, SUBSCRIPTIONS, TEAM_CONNECTIONS, TEAM_SUBSCRIPTIONS,
+    self, CONNECTIONS, DISK_FREE, DISK_WATERMARK, LOG_BYTES, LOG_RECORDS, PEER_CONNECTED, PEER_LAG,
+    PEER_RECORDS, SUBSCRIBER_LAG, SUBSCRIPTIONS, TEAM_CONNECTIONS, TEAM_SUBSCRIPTIONS,
 };
 use crate::broker::state::State;
 

@@ -255,6 +255,8 @@ pub struct BrokerProcess {
     pub url: String,
     /// The broker's log lines after its listening line (ANSI codes removed).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The metrics endpoint's address, when started with `--metrics-listen`.
+    pub metrics: Option<String>,
 }
 
 impl BrokerProcess {
@@ -314,6 +316,7 @@ impl BrokerProcess {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut metrics = None;
         let addr = loop {
             let line = lines
                 .next()
@@ -321,6 +324,9 @@ impl BrokerProcess {
                 .unwrap();
             if let Some(addr) = line.strip_prefix("certex broker listening on ") {
                 break addr.to_owned();
+            }
+            if let Some(addr) = line.strip_prefix("certex metrics listening on ") {
+                metrics = Some(addr.to_owned());
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
@@ -339,6 +345,7 @@ impl BrokerProcess {
             child,
             url: format!("https://localhost:{port}"),
             log,
+            metrics,
         }
     }
 
