@@ -1,8 +1,9 @@
 //! The running broker: TLS with per-country anchors, the gRPC services of
 //! SPEC §9 over authenticated connections, the publish checks, the read paths
 //! (get, subscriptions, case views, proofs), server reflection for generic
-//! tools, configuration and lifecycle, and the limits that keep one member
-//! from hurting the others (SPEC §15: `admission`, `limits`, `transport`).
+//! tools, configuration and lifecycle, the limits that keep one member
+//! from hurting the others (SPEC §15: `admission`, `limits`, `transport`),
+//! and the operator's metrics (`metrics`, `metrics_http`).
 //!
 //! [`transport`] is the only module that touches rustls. The broker may use
 //! [`crate::log`], [`crate::rules`], [`crate::proto`] and [`crate::error`],
