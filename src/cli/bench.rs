@@ -161,10 +161,15 @@ fn bench_limits() -> Limits {
 }
 
 /// Starts `certex serve --config` over `pki` and `data` with `limits`.
+/// With `CERTEX_BENCH_METRICS` set in the environment the broker records
+/// metrics (`metrics_listen` on 127.0.0.1:0), to measure what they cost.
 fn spawn_broker(pki: &Path, data: &Path, limits: &Limits) -> Result<(Child, String), String> {
     let mut config =
         BrokerConfig::from_pki(pki, data, "127.0.0.1:0".parse().map_err(|_| "address")?);
     config.limits = limits.clone();
+    if std::env::var_os("CERTEX_BENCH_METRICS").is_some() {
+        config.metrics_listen = Some("127.0.0.1:0".parse().map_err(|_| "address")?);
+    }
     let file = data.with_extension("toml");
     let text = toml::to_string(&config).map_err(|e| format!("broker config: {e}"))?;
     std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
