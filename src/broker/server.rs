@@ -239,11 +239,15 @@ impl Broker {
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, draining open calls");
+            notify_systemd(sd_notify::NotifyState::Stopping);
             closing.send_replace(true);
             set_health(&health, tonic_health::ServingStatus::NotServing).await;
             let _ = draining_tx.send(());
         };
         let server = router.serve_with_incoming_shutdown(incoming, signal);
+        // The TLS identity is loaded and the listener bound: connections
+        // already queue on it and are served from the first poll below.
+        notify_systemd(sd_notify::NotifyState::Ready);
         tokio::pin!(server);
         let served = tokio::select! {
             r = &mut server => r.map_err(|e| StartError::Serve(e.to_string())),
@@ -262,6 +266,15 @@ impl Broker {
             tracing::warn!(error = %e, "could not sync the Merkle node file at shutdown; the next start recomputes it");
         }
         served
+    }
+}
+
+/// Tells systemd (`Type=notify`) the broker's state: `READY=1` once it
+/// serves, `STOPPING=1` when the drain starts. Nothing without
+/// `NOTIFY_SOCKET`; a failed notification is logged, never fatal.
+pub fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }
 

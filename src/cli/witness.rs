@@ -117,7 +117,11 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     println!("{}", witness.vkey());
     println!("listening on {local}");
 
-    let shutdown = crate::cli::args::shutdown_signal();
+    crate::broker::server::notify_systemd(sd_notify::NotifyState::Ready);
+    let shutdown = async {
+        crate::cli::args::shutdown_signal().await;
+        crate::broker::server::notify_systemd(sd_notify::NotifyState::Stopping);
+    };
     let limits = server::Limits {
         max_connections: args.max_connections as usize,
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
