@@ -145,6 +145,27 @@ pub struct ScopeArgs {
     pub all_exercises: bool,
 }
 
+/// A value parser that accepts exactly the words of `T` (SPEC §3/§6), so
+/// `--help`, completions and the error for a wrong word list them.
+pub fn words<T: crate::rules::vocab::Word>() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(T::TABLE.iter().map(|(_, w)| *w))
+}
+
+/// A value parser for `--kind` (the words of [`parse_kinds`]).
+pub fn kind_words() -> clap::builder::PossibleValuesParser {
+    use crate::rules::validate::Kind;
+    clap::builder::PossibleValuesParser::new(
+        [
+            Kind::Incident,
+            Kind::Warning,
+            Kind::Request,
+            Kind::CaseUpdate,
+            Kind::Retraction,
+        ]
+        .map(Kind::word),
+    )
+}
+
 /// `--kind` words (incident, warning, request, case_update, retraction) as
 /// wire values.
 pub fn parse_kinds(kinds: &[String]) -> Result<Vec<i32>, CliError> {

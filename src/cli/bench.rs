@@ -29,8 +29,10 @@ use crate::cli::pki::SAMPLE_TEAMS as TEAMS;
 pub enum BenchCommand {
     /// Durable publishes: N concurrent publishers for S seconds.
     Publish {
+        /// Concurrent publishers, each with its own connection.
         #[arg(long, default_value_t = 16)]
         publishers: usize,
+        /// Seconds to publish for.
         #[arg(long, default_value_t = 10)]
         duration: u64,
         /// Body size in bytes (padded description).
@@ -48,33 +50,43 @@ pub enum BenchCommand {
     },
     /// Delivery latency from publish to each of N live subscribers at R msg/s.
     Fanout {
+        /// Live subscribers, each with its own connection.
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
+        /// Publishes per second.
         #[arg(long, default_value_t = 500)]
         rate: u64,
+        /// Seconds to publish for.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Body size in bytes (padded description).
         #[arg(long, default_value_t = 2048)]
         size: usize,
     },
     /// Replay rate of one subscriber from seq 0 over N records.
     Catchup {
+        /// Records published before the subscriber starts.
         #[arg(long, default_value_t = 100_000)]
         records: u64,
+        /// Body size in bytes (padded description).
         #[arg(long, default_value_t = 2048)]
         size: usize,
     },
     /// Broker RSS after N records, then with M idle live subscribers.
     Memory {
+        /// Records published first.
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
+        /// Live subscribers then opened and left idle at the tail.
         #[arg(long, default_value_t = 1_000)]
         idle_subscribers: usize,
+        /// Body size in bytes (padded description).
         #[arg(long, default_value_t = 2048)]
         size: usize,
     },
     /// Merkle append and proof timings at N leaves (storage-backed).
     Log {
+        /// Leaves appended to the tree.
         #[arg(long, default_value_t = 1_000_000)]
         leaves: u64,
     },

@@ -30,8 +30,8 @@ pub struct ExportArgs {
     /// Records after this seq (0 = from the first record).
     #[arg(long, default_value_t = 0)]
     pub from: u64,
-    /// Only these kinds (incident, warning, request, case_update, retraction); repeatable.
-    #[arg(long = "kind")]
+    /// Only these kinds; repeatable.
+    #[arg(long = "kind", value_parser = crate::cli::args::kind_words())]
     pub kinds: Vec<String>,
     /// Write the bundle to this file instead of standard output.
     #[arg(long)]

@@ -30,7 +30,7 @@ pub struct ImportArgs {
     /// A STIX 2.1 bundle (or one object, or a list of objects) as JSON; - for stdin.
     pub bundle: String,
     /// The TLP for objects without a TLP marking (otherwise they are refused).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::words::<crate::proto::Tlp>())]
     pub tlp: Option<String>,
     /// Who receives the messages: community, teams:A,B or group:NAME.
     #[arg(long, default_value = "community")]

@@ -14,8 +14,10 @@ pub mod drill;
 pub mod export;
 pub mod federation;
 pub mod import;
+pub mod manual;
 pub mod pki;
 pub mod subscribe;
+pub mod table;
 pub mod witness;
 
 use std::io::Read;
@@ -26,6 +28,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use crate::cli::args::{CliError, Conn, ScopeArgs, print_json};
 pub use crate::cli::subscribe::SubscribeArgs;
+pub use crate::cli::table::OutputFormat;
 use serde::Serialize;
 
 use crate::broker::config::BrokerConfig;
@@ -135,12 +138,17 @@ pub enum Command {
     /// Import a STIX 2.1 bundle (MISP, OpenCTI): sign and publish its
     /// incidents, reports and indicators; one JSON line per STIX object.
     Import(crate::cli::import::ImportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cli::manual::CompletionsArgs),
+    /// Print the manual page, or write one per command with --out DIR.
+    Man(crate::cli::manual::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PkiCommand {
     /// Create a development PKI and directory in DIR.
     Init {
+        /// Where to write the PKI and directory.toml (created).
         #[arg(long)]
         dir: PathBuf,
         /// Comma-separated team ids, e.g. CN-CNCERT,BR-CERTBR.
@@ -216,12 +224,15 @@ pub enum CaseCommand {
         /// Only cases past respond_by and not yet acknowledged.
         #[arg(long)]
         overdue: bool,
-        /// Only cases in this state (open, acknowledged, accepted, declined, in-progress, resolved, closed, withdrawn).
-        #[arg(long)]
+        /// Only cases in this state.
+        #[arg(long, value_parser = crate::cli::args::words::<pb::CaseState>())]
         state: Option<String>,
-        /// Only cases where you are the requester or the addressee (or cc).
-        #[arg(long)]
+        /// Only cases where you are the requester, the addressee or a cc.
+        #[arg(long, value_parser = ["requester", "addressee", "cc"])]
         role: Option<String>,
+        /// JSON lines, or an aligned table for people.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+        format: OutputFormat,
         #[command(flatten)]
         scope: ScopeArgs,
         #[command(flatten)]
@@ -229,7 +240,11 @@ pub enum CaseCommand {
     },
     /// One case: the request, its state and its full history.
     Show {
+        /// The case id (the request's id).
         id: String,
+        /// JSON, or aligned text for people: the case, then its history.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+        format: OutputFormat,
         #[command(flatten)]
         scope: ScopeArgs,
         #[command(flatten)]
@@ -258,8 +273,10 @@ pub struct UpdateArgs {
     /// The requester (the request's sender), when several visible cases share the id.
     #[arg(long)]
     pub requester: Option<String>,
+    /// A note: the progress made or the result (required by progress and resolve).
     #[arg(long, default_value = "")]
     pub note: String,
+    /// Why (required by decline and withdraw).
     #[arg(long, default_value = "")]
     pub reason: String,
     #[command(flatten)]
@@ -275,16 +292,20 @@ pub enum LogCommand {
         /// the directory's witness_policy quorum.
         #[arg(long)]
         require_quorum: bool,
+        /// JSON, or aligned text for people.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+        format: OutputFormat,
         #[command(flatten)]
         conn: Conn,
     },
     /// Fetch and verify an inclusion proof for a record (seq or id).
     Prove {
+        /// A seq (number) or a message id (UUID).
         what: String,
         /// `json` (a verified proof summary) or `tlog-proof` (a C2SP
         /// tlog-proof@v1 bundle with the record's bytes and the cosigned
         /// checkpoint, for `log check-proof`).
-        #[arg(long, default_value = "json")]
+        #[arg(long, default_value = "json", value_parser = ["json", "tlog-proof"])]
         format: String,
         #[command(flatten)]
         scope: ScopeArgs,
@@ -320,6 +341,7 @@ pub enum LogCommand {
     /// Check the current head extends the one kept in FILE, then keep it;
     /// with --cosign, then cosign the broker's checkpoint as a witness.
     Verify {
+        /// The state file: the head kept from the last run (created on the first).
         #[arg(long)]
         state: PathBuf,
         /// Cosign the latest checkpoint once it agrees with the verified head.
@@ -466,6 +488,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Federation(cmd) => crate::cli::federation::run(cmd).await,
         Command::Export(args) => crate::cli::export::run(args).await,
         Command::Import(args) => crate::cli::import::run(args).await,
+        Command::Completions(args) => crate::cli::manual::completions(&args),
+        Command::Man(args) => crate::cli::manual::man(&args),
     }
 }
 
@@ -580,6 +604,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
             overdue,
             state,
             role,
+            format,
             scope,
             conn,
         } => {
@@ -610,12 +635,22 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                     ..Default::default()
                 })
                 .await?;
-            for c in &cases {
-                print_json(&case_line(c))?;
+            let lines: Vec<CaseLine> = cases.iter().map(case_line).collect();
+            if format == OutputFormat::Table {
+                print!("{}", crate::cli::table::case_list(&lines));
+                return Ok(());
+            }
+            for line in &lines {
+                print_json(line)?;
             }
             return Ok(());
         }
-        CaseCommand::Show { id, scope, conn } => {
+        CaseCommand::Show {
+            id,
+            format,
+            scope,
+            conn,
+        } => {
             let client = conn.connect().await?;
             let case = client
                 .get_case(pb::GetCaseRequest {
@@ -656,6 +691,10 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                     })
                     .collect(),
             };
+            if format == OutputFormat::Table {
+                print!("{}", crate::cli::table::case_show(&out));
+                return Ok(());
+            }
             return print_json(&out);
         }
         CaseCommand::Ack(a) => (a, Acknowledged),
@@ -757,7 +796,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
     if let Some(addr) = broker.config().metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| CliError(format!("cannot listen on {addr} (metrics): {e}")))?;
+            .map_err(|e| CliError::other(format!("cannot listen on {addr} (metrics): {e}")))?;
         let at = broker.start_metrics(l)?;
         tracing::info!(addr = %at, "metrics listening");
         eprintln!("certex metrics listening on {at}");
@@ -807,6 +846,7 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
     match cmd {
         LogCommand::Head {
             require_quorum,
+            format,
             conn,
         } => {
             let client = conn.connect().await?;
@@ -816,7 +856,10 @@ async fn log_command(cmd: LogCommand) -> Result<(), CliError> {
                 .map_err(|e| CliError::other(format!("cannot print the head: {e}")))?;
             out["checkpoint"] = serde_json::to_value(&checkpoint)
                 .map_err(|e| CliError::other(format!("cannot print the checkpoint: {e}")))?;
-            print_json(&out)?;
+            match format {
+                OutputFormat::Json => print_json(&out)?,
+                OutputFormat::Table => print!("{}", crate::cli::table::log_head(&out)),
+            }
             quorum_check(require_quorum, checkpoint.as_ref())
         }
         LogCommand::Prove {

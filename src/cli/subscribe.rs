@@ -21,17 +21,17 @@ const NAMED_FAILURES: usize = 10;
 
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
-    /// Only these kinds (incident, warning, request, case_update, retraction); repeatable.
-    #[arg(long = "kind")]
+    /// Only these kinds; repeatable.
+    #[arg(long = "kind", value_parser = crate::cli::args::kind_words())]
     pub kinds: Vec<String>,
     /// Only from these teams; repeatable.
     #[arg(long = "sender")]
     pub senders: Vec<String>,
     /// Only incidents/warnings (requests: priority) at least this severe.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::words::<pb::Severity>())]
     pub min_severity: Option<String>,
     /// Only these TLP labels; repeatable.
-    #[arg(long = "tlp")]
+    #[arg(long = "tlp", value_parser = crate::cli::args::words::<pb::Tlp>())]
     pub tlps: Vec<String>,
     /// Records after this seq (0 = from the first record).
     #[arg(long, conflicts_with_all = ["durable", "tail"])]
