@@ -1,10 +1,11 @@
 //! `certex completions SHELL` and `certex man [--out DIR]`: shell
-//! completions and manual pages generated from the clap definition of
-//! [`crate::cli::Cli`], so they never drift from the real flags.
+//! completions and manual pages generated from the clap definition of the
+//! whole command (`crate::cli::Cli`, handed in), so they never drift from
+//! the real flags.
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 
 use crate::cli::args::CliError;
 
@@ -26,16 +27,14 @@ pub struct ManArgs {
     pub out: Option<PathBuf>,
 }
 
-/// Writes the completion script for `args.shell` to standard output.
-pub fn completions(args: &CompletionsArgs) -> Result<(), CliError> {
-    let mut cmd = crate::cli::Cli::command();
+/// Writes the completion script of `cmd` for `args.shell` to standard output.
+pub fn completions(args: &CompletionsArgs, mut cmd: clap::Command) -> Result<(), CliError> {
     clap_complete::generate(args.shell, &mut cmd, "certex", &mut std::io::stdout());
     Ok(())
 }
 
-/// Writes the manual page(s); see [`ManArgs`].
-pub fn man(args: &ManArgs) -> Result<(), CliError> {
-    let cmd = crate::cli::Cli::command();
+/// Writes the manual page(s) of `cmd`; see [`ManArgs`].
+pub fn man(args: &ManArgs, cmd: clap::Command) -> Result<(), CliError> {
     match &args.out {
         None => clap_mangen::Man::new(cmd)
             .render(&mut std::io::stdout())

@@ -488,8 +488,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Federation(cmd) => crate::cli::federation::run(cmd).await,
         Command::Export(args) => crate::cli::export::run(args).await,
         Command::Import(args) => crate::cli::import::run(args).await,
-        Command::Completions(args) => crate::cli::manual::completions(&args),
-        Command::Man(args) => crate::cli::manual::man(&args),
+        Command::Completions(args) => {
+            crate::cli::manual::completions(&args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(args) => {
+            crate::cli::manual::man(&args, <Cli as clap::CommandFactory>::command())
+        }
     }
 }
 
@@ -635,13 +639,17 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                     ..Default::default()
                 })
                 .await?;
-            let lines: Vec<CaseLine> = cases.iter().map(case_line).collect();
             if format == OutputFormat::Table {
+                let lines = cases
+                    .iter()
+                    .map(|c| serde_json::to_value(case_line(c)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CliError(format!("cannot print the cases: {e}")))?;
                 print!("{}", crate::cli::table::case_list(&lines));
                 return Ok(());
             }
-            for line in &lines {
-                print_json(line)?;
+            for c in &cases {
+                print_json(&case_line(c))?;
             }
             return Ok(());
         }
@@ -692,6 +700,8 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                     .collect(),
             };
             if format == OutputFormat::Table {
+                let out = serde_json::to_value(&out)
+                    .map_err(|e| CliError(format!("cannot print the case: {e}")))?;
                 print!("{}", crate::cli::table::case_show(&out));
                 return Ok(());
             }

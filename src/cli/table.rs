@@ -2,7 +2,7 @@
 //! scripts read. Renders what `case list`, `case show` and `log head`
 //! already print as JSON (the same values, never more).
 
-use crate::cli::{CaseJson, CaseLine};
+use serde_json::Value;
 
 /// How a listing command prints.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,9 +69,21 @@ fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
 
-/// `case list --format table`: one row per case.
-pub fn case_list(cases: &[CaseLine]) -> String {
-    let exercise = cases.iter().any(|c| !c.exercise.is_empty());
+/// A JSON value as a cell: strings bare, `null` empty, booleans yes/no,
+/// lists comma-separated.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => yes(*b),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// `case list --format table`: one row per case, from the JSON lines
+/// `case list` prints.
+pub fn case_list(cases: &[Value]) -> String {
     let mut header = vec![
         "SEQ",
         "ID",
@@ -84,26 +96,28 @@ pub fn case_list(cases: &[CaseLine]) -> String {
         "OVERDUE",
         "ROLE",
     ];
+    let keys = [
+        "seq",
+        "id",
+        "state",
+        "requester",
+        "to",
+        "action",
+        "priority",
+        "respond_by",
+        "overdue",
+        "role",
+    ];
+    let exercise = cases.iter().any(|c| !text(&c["exercise"]).is_empty());
     if exercise {
         header.push("EXERCISE");
     }
     let rows: Vec<Vec<String>> = cases
         .iter()
         .map(|c| {
-            let mut r = vec![
-                c.seq.to_string(),
-                c.id.clone(),
-                c.state.clone(),
-                c.requester.clone(),
-                c.to.clone(),
-                c.action.clone(),
-                c.priority.clone(),
-                c.respond_by.clone(),
-                yes(c.overdue),
-                c.role.clone(),
-            ];
+            let mut r: Vec<String> = keys.iter().map(|k| text(&c[*k])).collect();
             if exercise {
-                r.push(c.exercise.clone());
+                r.push(text(&c["exercise"]));
             }
             r
         })
@@ -112,60 +126,61 @@ pub fn case_list(cases: &[CaseLine]) -> String {
 }
 
 /// `case show --format table`: the case as aligned fields, then its
-/// history as a table.
-pub fn case_show(case: &CaseJson) -> String {
-    let s = &case.summary;
-    let request = case.request.body.as_ref().and_then(|b| b.request.as_ref());
-    let ms = |v: Option<u64>| v.map(|ms| format!("{:.1} h", ms as f64 / 3_600_000.0));
+/// history as a table, from the JSON `case show` prints.
+pub fn case_show(case: &Value) -> String {
+    let request = &case["request"]["body"]["request"];
+    let hours = |v: &Value| {
+        v.as_u64()
+            .map(|ms| format!("{:.1} h", ms as f64 / 3_600_000.0))
+            .unwrap_or_default()
+    };
     let mut pairs = vec![
-        ("case", s.id.clone()),
-        ("state", s.state.clone()),
-        ("requester", s.requester.clone()),
-        ("to", s.to.clone()),
-        ("cc", s.cc.join(", ")),
-        ("action", s.action.clone()),
-        ("priority", s.priority.clone()),
-        ("respond by", s.respond_by.clone()),
-        ("overdue", yes(s.overdue)),
-        ("your role", s.role.clone()),
-        (
-            "legal basis",
-            request.map(|r| r.legal_basis.clone()).unwrap_or_default(),
-        ),
-        (
-            "description",
-            request.map(|r| r.description.clone()).unwrap_or_default(),
-        ),
-        ("request seq", s.seq.to_string()),
-        ("verified", yes(case.request.verified)),
-        (
-            "acknowledged in",
-            ms(case.time_to_acknowledge_ms).unwrap_or_default(),
-        ),
-        ("acknowledged late", yes(case.acknowledged_late)),
-        (
-            "resolved in",
-            ms(case.time_to_resolve_ms).unwrap_or_default(),
-        ),
+        ("case", text(&case["id"])),
+        ("state", text(&case["state"])),
+        ("requester", text(&case["requester"])),
+        ("to", text(&case["to"])),
+        ("cc", text(&case["cc"])),
+        ("action", text(&case["action"])),
+        ("priority", text(&case["priority"])),
+        ("respond by", text(&case["respond_by"])),
+        ("overdue", text(&case["overdue"])),
+        ("your role", text(&case["role"])),
+        ("legal basis", text(&request["legal_basis"])),
+        ("description", text(&request["description"])),
+        ("request seq", text(&case["seq"])),
+        ("verified", text(&case["request"]["verified"])),
+        ("acknowledged in", hours(&case["time_to_acknowledge_ms"])),
+        ("acknowledged late", text(&case["acknowledged_late"])),
+        ("resolved in", hours(&case["time_to_resolve_ms"])),
     ];
-    if let Some(m) = &s.marking {
-        pairs.insert(0, ("marking", format!("{m} {}", s.exercise)));
+    if case["marking"].is_string() {
+        pairs.insert(
+            0,
+            (
+                "marking",
+                format!("{} {}", text(&case["marking"]), text(&case["exercise"])),
+            ),
+        );
     }
-    let history: Vec<Vec<String>> = case
-        .history
+    let empty = Vec::new();
+    let history: Vec<Vec<String>> = case["history"]
+        .as_array()
+        .unwrap_or(&empty)
         .iter()
         .map(|h| {
-            let text = match (h.note.is_empty(), h.reason.is_empty()) {
-                (_, false) => format!("reason: {}", h.reason),
-                _ => h.note.clone(),
+            let reason = text(&h["reason"]);
+            let note = if reason.is_empty() {
+                text(&h["note"])
+            } else {
+                format!("reason: {reason}")
             };
             vec![
-                h.seq.to_string(),
-                h.at.clone(),
-                h.sender.clone(),
-                h.transition.clone(),
-                yes(h.verified),
-                text,
+                text(&h["seq"]),
+                text(&h["at"]),
+                text(&h["sender"]),
+                text(&h["transition"]),
+                text(&h["verified"]),
+                note,
             ]
         })
         .collect();
@@ -180,24 +195,16 @@ pub fn case_show(case: &CaseJson) -> String {
 
 /// `log head --format table`: the verified head and its checkpoint, as
 /// aligned fields (from the JSON `log head` prints).
-pub fn log_head(head: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+pub fn log_head(head: &Value) -> String {
     let time = head["timestamp_ms"]
         .as_u64()
         .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok())
         .map(crate::rules::time::format_time)
         .unwrap_or_default();
     let cp = &head["checkpoint"];
-    let cosigners = cp["cosigners"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default();
+    let cosigners = text(&cp["cosigners"]);
     let quorum = match &cp["quorum"] {
-        serde_json::Value::Null => String::new(),
+        Value::Null => String::new(),
         q => format!(
             "{} ({})",
             if q["met"].as_bool() == Some(true) {
