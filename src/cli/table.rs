@@ -65,6 +65,16 @@ fn fields(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
+/// Milliseconds for people: seconds under a minute, minutes under an
+/// hour, else hours with one decimal.
+fn duration(ms: u64) -> String {
+    match ms {
+        ..60_000 => format!("{} s", ms / 1000),
+        60_000..3_600_000 => format!("{} min", ms / 60_000),
+        _ => format!("{:.1} h", ms as f64 / 3_600_000.0),
+    }
+}
+
 fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
@@ -129,11 +139,7 @@ pub fn case_list(cases: &[Value]) -> String {
 /// history as a table, from the JSON `case show` prints.
 pub fn case_show(case: &Value) -> String {
     let request = &case["request"]["body"]["request"];
-    let hours = |v: &Value| {
-        v.as_u64()
-            .map(|ms| format!("{:.1} h", ms as f64 / 3_600_000.0))
-            .unwrap_or_default()
-    };
+    let hours = |v: &Value| v.as_u64().map(duration).unwrap_or_default();
     let mut pairs = vec![
         ("case", text(&case["id"])),
         ("state", text(&case["state"])),
@@ -240,6 +246,13 @@ mod tests {
             ],
         );
         assert_eq!(out, "SEQ    STATE\n1      open\n12345  -\n");
+    }
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        assert_eq!(duration(4_200), "4 s");
+        assert_eq!(duration(125_000), "2 min");
+        assert_eq!(duration(5_400_000), "1.5 h");
     }
 
     #[test]
