@@ -644,7 +644,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
                     .iter()
                     .map(|c| serde_json::to_value(case_line(c)))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CliError(format!("cannot print the cases: {e}")))?;
+                    .map_err(|e| CliError::other(format!("cannot print the cases: {e}")))?;
                 print!("{}", crate::cli::table::case_list(&lines));
                 return Ok(());
             }
@@ -701,7 +701,7 @@ async fn case_command(cmd: CaseCommand) -> Result<(), CliError> {
             };
             if format == OutputFormat::Table {
                 let out = serde_json::to_value(&out)
-                    .map_err(|e| CliError(format!("cannot print the case: {e}")))?;
+                    .map_err(|e| CliError::other(format!("cannot print the case: {e}")))?;
                 print!("{}", crate::cli::table::case_show(&out));
                 return Ok(());
             }
@@ -809,7 +809,9 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<(), CliError> {
             .map_err(|e| CliError::other(format!("cannot listen on {addr} (metrics): {e}")))?;
         let at = broker.start_metrics(l)?;
         tracing::info!(addr = %at, "metrics listening");
-        eprintln!("certex metrics listening on {at}");
+        if plain {
+            eprintln!("certex metrics listening on {at}");
+        }
     }
     tracing::info!(addr = %local, size = broker.log().head().tree_size, "broker listening");
     if plain {
