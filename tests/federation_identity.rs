@@ -77,6 +77,7 @@ fn assert_handshake_refused(code: Code, msg: &str) {
                 || msg.contains("connection closed")
                 || msg.contains("broken pipe")
                 || msg.contains("transport error")
+                || msg.contains("tls handshake eof")
                 || msg.contains("Connection reset")),
         "{code:?}: {msg}"
     );

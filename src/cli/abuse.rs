@@ -115,7 +115,7 @@ impl Target {
             loop {
                 match Client::connect(&self.url, &self.files(team), team).await {
                     Ok(c) => return Ok(c),
-                    Err(e) if e.to_string().contains("transport error") => {
+                    Err(crate::client::connection::ClientError::Connect { .. }) => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Err(e) => return Err(e),
