@@ -15,7 +15,7 @@ use crate::client::connection::{Client, ClientError, ClientFiles, transport_fail
 use crate::rules::access::TrafficScope;
 
 /// The class of a failed command, which picks its exit code (listed in
-/// `certex --help`, [`crate::cli::EXIT_CODES`]) so scripts can tell a
+/// `certex --help`, the table `EXIT_CODES` of the command module) so scripts can tell a
 /// mistyped flag from a broker that is down, a refusal or a forgery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitClass {

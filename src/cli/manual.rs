@@ -1,6 +1,6 @@
 //! `certex completions SHELL` and `certex man [--out DIR]`: shell
 //! completions and manual pages generated from the clap definition of the
-//! whole command (`crate::cli::Cli`, handed in), so they never drift from
+//! whole command (the `Cli` definition, handed in), so they never drift from
 //! the real flags.
 
 use std::path::PathBuf;
