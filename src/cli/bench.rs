@@ -186,8 +186,10 @@ fn spawn_broker(pki: &Path, data: &Path, limits: &Limits) -> Result<(Child, Stri
     let text = toml::to_string(&config).map_err(|e| format!("broker config: {e}"))?;
     std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // Text logs whatever the caller's CERTEX_LOG_FORMAT: the listening
+    // line below is read as text.
     let mut child = Command::new(exe)
-        .args(["serve", "--config"])
+        .args(["--log-format", "text", "serve", "--config"])
         .arg(&file)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())

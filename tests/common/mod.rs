@@ -311,6 +311,8 @@ impl BrokerProcess {
         let level = level.unwrap_or_else(|| (if show { "info" } else { "warn" }).into());
         let mut child = cmd
             .env("RUST_LOG", level)
+            // The listening line below is read as text.
+            .env_remove("CERTEX_LOG_FORMAT")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
