@@ -847,6 +847,12 @@ impl Storage {
                 }
             }
         }
+        self.mark_nodes_synced(size, synced != size)
+    }
+
+    /// Syncs the node file, which holds exactly the nodes of a tree of
+    /// `size` leaves, and, if `record`, notes in `m` that they are synced.
+    fn mark_nodes_synced(&self, size: u64, record: bool) -> Result<()> {
         self.nodes
             .file
             .sync_data()
@@ -854,11 +860,11 @@ impl Storage {
                 path: self.nodes.path.clone(),
                 source,
             })?;
-        self.nodes.synced.store(want, Ordering::Release);
-        if synced != size {
+        if record {
             self.db.insert(b"m", &size.to_be_bytes())?;
             self.sync()?;
         }
+        self.nodes.synced.store(nodes_for(size), Ordering::Release);
         Ok(())
     }
 
@@ -874,17 +880,7 @@ impl Storage {
                 message: format!("{count} nodes for a tree of {size} leaves"),
             });
         }
-        self.nodes
-            .file
-            .sync_data()
-            .map_err(|source| StorageError::Sync {
-                path: self.nodes.path.clone(),
-                source,
-            })?;
-        self.db.insert(b"m", &size.to_be_bytes())?;
-        self.sync()?;
-        self.nodes.synced.store(count, Ordering::Release);
-        Ok(())
+        self.mark_nodes_synced(size, true)
     }
 
     /// Appends a batch's nodes to the node file, syncing it (and noting that
