@@ -19,7 +19,8 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&digest[..16])
 }
 
-fn signing_input(body: &[u8]) -> Vec<u8> {
+/// The bytes a signature covers: the domain prefix, then the body.
+pub fn signing_input(body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
     msg.extend_from_slice(SIGNING_CONTEXT);
     msg.extend_from_slice(body);
@@ -48,6 +49,18 @@ pub enum SignatureError {
     Length(usize),
     #[error("signature does not match the body and key {0}")]
     Mismatch(String),
+    /// R or s in a form `verify_strict` refuses, named before any curve
+    /// arithmetic (see [`crate::rules::signature`]).
+    #[error("signature made with key {key_id} is malformed: {problem}")]
+    Malformed {
+        key_id: String,
+        problem: &'static str,
+    },
+    /// The directory's key is one no signature may be accepted under.
+    #[error(
+        "key {0} cannot verify signatures: its point is not canonically encoded, is of small order or has a torsion component; the team must register a new key"
+    )]
+    UnusableKey(String),
 }
 
 /// Checks the signature over the exact body bytes (`verify_strict`: rejects

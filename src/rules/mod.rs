@@ -14,6 +14,7 @@ pub mod directory;
 pub mod envelope;
 pub mod note;
 pub mod policy;
+pub mod signature;
 pub mod time;
 pub mod validate;
 pub mod vocab;
