@@ -41,6 +41,8 @@ pub const RATE_LIMITED: &str = "certex_rate_limited_total";
 pub const HANDSHAKE_FAILURES: &str = "certex_tls_handshake_failures_total";
 /// Directory reloads by result (`ok`, `refused`).
 pub const DIRECTORY_RELOADS: &str = "certex_directory_reloads_total";
+/// Signatures checked together by one thread of the signature pool.
+pub const VERIFY_BATCH: &str = "certex_signature_batch_size";
 /// Checkpoint pushes to witnesses by result (`cosigned`, `conflict`, `failed`).
 pub const WITNESS_PUSHES: &str = "certex_witness_pushes_total";
 /// Witness cosignatures received and kept.
@@ -106,12 +108,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
             .set_buckets_for_metric(Matcher::Full(name.into()), SECONDS_BUCKETS)
             .map_err(|e| e.to_string())?;
     }
-    b = b
-        .set_buckets_for_metric(
-            Matcher::Full(METRIC_COMMIT_GROUP_RECORDS.into()),
-            GROUP_BUCKETS,
-        )
-        .map_err(|e| e.to_string())?;
+    for name in [METRIC_COMMIT_GROUP_RECORDS, VERIFY_BATCH] {
+        b = b
+            .set_buckets_for_metric(Matcher::Full(name.into()), GROUP_BUCKETS)
+            .map_err(|e| e.to_string())?;
+    }
     let handle = b
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
@@ -152,6 +153,11 @@ fn describe() {
     describe_counter!(
         WITNESS_COSIGNATURES,
         "Witness cosignatures received and kept"
+    );
+    describe_histogram!(
+        VERIFY_BATCH,
+        Unit::Count,
+        "Signatures checked together as one batch by the signature pool"
     );
     describe_histogram!(
         METRIC_COMMIT_GROUP_RECORDS,
@@ -253,13 +259,67 @@ impl PublishResult {
 }
 
 /// A publish of `kind` ended with `result` after `elapsed`.
+/// The publish metrics' handles, looked up once: every publish records
+/// two, and a labelled lookup per call costs a hash of the labels and a
+/// map search in the recorder.
+struct PublishHandles {
+    /// By kind (in [`KINDS`]' order), then result.
+    counts: Vec<[::metrics::Counter; 3]>,
+    /// Accepted, duplicate.
+    seconds: [::metrics::Histogram; 2],
+    /// The size of each signature batch.
+    batch: ::metrics::Histogram,
+}
+
+/// The body kinds [`kind_label`] gives.
+const KINDS: [&str; 6] = [
+    "incident",
+    "warning",
+    "request",
+    "case_update",
+    "retraction",
+    "unknown",
+];
+const RESULTS: [PublishResult; 3] = [
+    PublishResult::Accepted,
+    PublishResult::Duplicate,
+    PublishResult::Refused,
+];
+
+static PUBLISH_HANDLES: OnceLock<PublishHandles> = OnceLock::new();
+
+/// The cached handles, registered on first use (after [`install`]).
+fn publish_handles() -> &'static PublishHandles {
+    PUBLISH_HANDLES.get_or_init(|| PublishHandles {
+        counts: KINDS
+            .iter()
+            .map(|&kind| RESULTS.map(|r| counter!(PUBLISHES, "kind" => kind, "result" => r.word())))
+            .collect(),
+        seconds: [PublishResult::Accepted, PublishResult::Duplicate]
+            .map(|r| histogram!(PUBLISH_SECONDS, "result" => r.word())),
+        batch: histogram!(VERIFY_BATCH),
+    })
+}
+
 pub fn publish(kind: &'static str, result: PublishResult, elapsed: Duration) {
     if !on() {
         return;
     }
-    counter!(PUBLISHES, "kind" => kind, "result" => result.word()).increment(1);
+    let h = publish_handles();
+    let k = KINDS
+        .iter()
+        .position(|&k| k == kind)
+        .unwrap_or(KINDS.len() - 1);
+    h.counts[k][result as usize].increment(1);
     if result != PublishResult::Refused {
-        histogram!(PUBLISH_SECONDS, "result" => result.word()).record(elapsed.as_secs_f64());
+        h.seconds[result as usize].record(elapsed.as_secs_f64());
+    }
+}
+
+/// A batch of `n` signatures checked together.
+pub fn verify_batch(n: usize) {
+    if on() {
+        publish_handles().batch.record(n as f64);
     }
 }
 

@@ -28,4 +28,5 @@ pub mod subscribe;
 pub mod taxii;
 pub mod transparency;
 pub mod transport;
+pub mod verifier;
 pub mod witness_push;

@@ -1,5 +1,7 @@
 //! `Exchange.Publish` before the log (SPEC §4): size, body, sender, key and
-//! signature, clock skew, rate budget and fields, in that order; the writer
+//! signature, clock skew, rate budget and fields, in that order, the
+//! signature on the signature pool ([`crate::broker::verifier`]) where
+//! concurrent publishes are checked as a batch; the writer
 //! then checks what depends on the log (duplicates, retraction targets, case
 //! transitions) atomically with the append. A retry of a logged id spends
 //! the team's retry budget and, with identical bytes, is answered from the
@@ -9,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
 use time::OffsetDateTime;
 
 use crate::broker::config::Limits;
@@ -17,6 +20,7 @@ use crate::broker::state::State;
 use crate::error::Error;
 use crate::federation::receive::case_authority;
 use crate::log::merkle;
+use crate::log::storage::Logged;
 use crate::log::writer::{Submission, timestamp};
 use crate::proto as pb;
 use crate::rules::canonical::decode_canonical;
@@ -25,15 +29,32 @@ use crate::rules::{envelope, time::format_time, validate};
 
 /// Envelopes from this size on are checked on the blocking pool: decoding,
 /// re-encoding and hashing a large body takes milliseconds, which would
-/// hold up every other call waiting on the same async worker.
+/// hold up every other call waiting on the same async worker. Their
+/// signature goes to the signature pool like any other.
 const CHECK_OFF_WORKERS: usize = 64 * 1024;
 
-/// What the checks before the log decided.
+/// What the checks before the signature decided.
 enum Checked {
     /// Answered from the index (a retry of a durable message).
     Answered(pb::Receipt),
-    /// For the writer.
-    Append(Box<Submission>),
+    /// The signature is next.
+    Signature(Box<Pending>),
+}
+
+/// An envelope checked up to its signature, with what the checks after it
+/// need.
+struct Pending {
+    env: pb::Envelope,
+    body: pb::Body,
+    size: usize,
+    /// The sender's key to check the signature with; `None` when the key
+    /// is no longer active but the bytes are those of a logged record.
+    key: Option<VerifyingKey>,
+    logged: Option<Logged>,
+    /// The bytes are those of the durable record under this id.
+    identical: bool,
+    dir: Arc<Directory>,
+    now: OffsetDateTime,
 }
 
 /// Checks `env` as published by `team` and appends it; the receipt comes
@@ -72,27 +93,48 @@ async fn publish_checked(
             limit: limits.max_envelope_bytes,
         });
     }
-    let checked = if size >= CHECK_OFF_WORKERS {
+    let off_workers = size >= CHECK_OFF_WORKERS;
+    let checked = if off_workers {
         let (state, team) = (state.clone(), team.to_owned());
-        let (k, r) = tokio::task::spawn_blocking(move || {
+        let (k, r) = blocking(move || {
             let mut k = "unknown";
-            let r = check(&state, &team, env, size, &mut k);
+            let r = check_before_signature(&state, &team, env, size, &mut k);
             (k, r)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("publish check task failed: {e}")))?;
+        .await?;
         *kind = k;
         r?
     } else {
-        check(state, team, env, size, kind)?
+        check_before_signature(state, team, env, size, kind)?
     };
-    match checked {
-        Checked::Answered(receipt) => Ok(receipt),
-        Checked::Append(sub) => match foreign_case_authority(state, &sub)? {
-            Some(authority) => hand_to_authority(state, &authority, *sub).await,
-            None => state.log().append(*sub).await,
-        },
+    let pending = match checked {
+        Checked::Answered(receipt) => return Ok(receipt),
+        Checked::Signature(pending) => pending,
+    };
+    if let Some(key) = pending.key {
+        let env = &pending.env;
+        state
+            .signatures
+            .verify(key, &env.key_id, env.body.clone(), &env.signature)
+            .await??;
     }
+    let sub = if off_workers {
+        let (state, team) = (state.clone(), team.to_owned());
+        blocking(move || check_after_signature(&state, &team, *pending)).await??
+    } else {
+        check_after_signature(state, team, *pending)?
+    };
+    match foreign_case_authority(state, &sub)? {
+        Some(authority) => hand_to_authority(state, &authority, sub).await,
+        None => state.log().append(sub).await,
+    }
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("publish check task failed: {e}")))
 }
 
 /// How long a requester's case update waits for the case authority's copy
@@ -165,16 +207,15 @@ async fn hand_to_authority(
     }
 }
 
-/// SPEC §4 in order, for an envelope of `size` bytes within the limit;
-/// notes the body's kind in `kind` once it decodes.
-fn check(
+/// SPEC §4 in order up to the signature, for an envelope of `size` bytes
+/// within the limit; notes the body's kind in `kind` once it decodes.
+fn check_before_signature(
     state: &State,
     team: &str,
     env: pb::Envelope,
     size: usize,
     kind: &mut &'static str,
 ) -> Result<Checked, Error> {
-    let limits = &state.config.limits;
     if env.body.is_empty() {
         return Err(Error::invalid("body", "is required"));
     }
@@ -224,8 +265,8 @@ fn check(
             }
         }
     }
-    match dir.active_key(team, &env.key_id, now) {
-        Ok(key) => envelope::verify(&env, &key.public)?,
+    let key = match dir.active_key(team, &env.key_id, now) {
+        Ok(key) => Some(key.public),
         // The exact bytes of a record logged while its key was valid: the
         // retry gets its original receipt even after a revocation.
         Err(problem) => {
@@ -239,8 +280,34 @@ fn check(
             if !same {
                 return Err(problem.into());
             }
+            None
         }
-    }
+    };
+    Ok(Checked::Signature(Box::new(Pending {
+        env,
+        body,
+        size,
+        key,
+        logged,
+        identical,
+        dir,
+        now,
+    })))
+}
+
+/// SPEC §4 in order after the signature held: what is left for the writer.
+fn check_after_signature(state: &State, team: &str, p: Pending) -> Result<Submission, Error> {
+    let Pending {
+        env,
+        body,
+        size,
+        logged,
+        identical,
+        dir,
+        now,
+        ..
+    } = p;
+    let storage = state.log().storage();
     // Other bytes under a durable id, properly signed: ALREADY_EXISTS from
     // the index, without the writer or a record read.
     if let Some(l) = &logged
@@ -262,15 +329,15 @@ fn check(
         // budgets: a retry after a timeout gets its original receipt.
         state.disk.check(storage)?;
         state.budgets.new_message(team, size)?;
-        check_skew(&body, now, limits)?;
+        check_skew(&body, now, &state.config.limits)?;
         validate::check_body(&body, &dir)?;
     }
-    Ok(Checked::Append(Box::new(Submission {
+    Ok(Submission {
         group_members: group_members(&body, &dir),
         relayed: None,
         envelope: env,
         body,
-    })))
+    })
 }
 
 /// The members of a `group` audience now, to be stored with the record.

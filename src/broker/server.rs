@@ -15,6 +15,7 @@ use crate::broker::reflection::Reflection;
 use crate::broker::services::{Services, set_health};
 use crate::broker::state::State;
 use crate::broker::transport::{self, TeamVerifier};
+use crate::broker::verifier::SignaturePool;
 use crate::federation::relay::{Federation, PeerSpec};
 use crate::log::storage::Storage;
 use crate::log::writer::Log;
@@ -93,6 +94,7 @@ impl Broker {
             .map_err(StartError::Config)?;
         let federation = federation(&config, &directory).map_err(StartError::Config)?;
         let log = Log::start(storage, key).map_err(|e| StartError::Config(e.to_string()))?;
+        let signatures = SignaturePool::new().map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Broker {
             tls: Arc::new(tls),
             state: Arc::new(State::new(
@@ -101,6 +103,7 @@ impl Broker {
                 verifier,
                 checkpoints,
                 federation,
+                signatures,
                 log,
             )),
         })

@@ -12,6 +12,7 @@ use crate::broker::config::BrokerConfig;
 use crate::broker::limits::{DiskWatch, PublishBudgets, ScanSlots, StreamSlots};
 use crate::broker::recent::RecentRecords;
 use crate::broker::transport::{Peer, TeamVerifier};
+use crate::broker::verifier::SignaturePool;
 use crate::error::Error;
 use crate::federation::relay::Federation;
 use crate::log::writer::Log;
@@ -44,6 +45,8 @@ pub struct State {
     pub checkpoints: Option<crate::broker::checkpoint::Checkpoints>,
     /// This broker's peers, in a federation (SPEC §12).
     pub federation: Option<Arc<Federation>>,
+    /// The threads that check envelope signatures (SPEC §4).
+    pub signatures: SignaturePool,
     log: Log,
 }
 
@@ -54,9 +57,11 @@ impl State {
         verifier: Arc<TeamVerifier>,
         checkpoints: Option<crate::broker::checkpoint::Checkpoints>,
         federation: Option<Arc<Federation>>,
+        signatures: SignaturePool,
         log: Log,
     ) -> Self {
         State {
+            signatures,
             checkpoints,
             federation,
             slots: StreamSlots::new(

@@ -828,6 +828,11 @@ struct LimitsSummary {
     scenario: &'static str,
     cores: usize,
     ed25519_verify_per_s: f64,
+    /// Through `rules::signature::verify_batch`, batches of 64, all cores.
+    ed25519_batch_verify_per_s: f64,
+    /// One `is_torsion_free` (what checking R for torsion would add per
+    /// signature), on one core.
+    torsion_check_us: f64,
     fdatasync_per_s: f64,
     fdatasync_p50_ms: f64,
     fdatasync_p99_ms: f64,
@@ -865,7 +870,12 @@ fn limits(commit_bytes: usize) -> Result<String, String> {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
-    progress("limits: fdatasync for 2 s");
+    progress(&format!(
+        "limits: Ed25519 batch verify (64 a batch) on {cores} threads for 2 s"
+    ));
+    let batch_total = batch_verify_rate(cores, Duration::from_secs(2));
+    progress("limits: torsion check for 1 s");
+    let torsion_us = torsion_check_us(public.to_edwards(), Duration::from_secs(1));
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut f = std::fs::File::create(tmp.path().join("sync")).map_err(|e| e.to_string())?;
     let buf = vec![1u8; commit_bytes];
@@ -884,12 +894,71 @@ fn limits(commit_bytes: usize) -> Result<String, String> {
         scenario: "limits",
         cores,
         ed25519_verify_per_s: round(total as f64 / 2.0, 0),
+        ed25519_batch_verify_per_s: round(batch_total as f64 / 2.0, 0),
+        torsion_check_us: round(torsion_us, 2),
         fdatasync_per_s: round(n as f64 / secs, 1),
         fdatasync_p50_ms: round(percentile(&lat, 50.0), 3),
         fdatasync_p99_ms: round(percentile(&lat, 99.0), 3),
         commit_bytes,
     };
     serde_json::to_string(&s).map_err(|e| e.to_string())
+}
+
+/// Signatures checked in `dur` by [`crate::rules::signature::verify_batch`]
+/// on `cores` threads, 64 distinct 2 KiB messages of 8 keys a batch.
+fn batch_verify_rate(cores: usize, dur: Duration) -> u64 {
+    use crate::rules::envelope::seal;
+    use crate::rules::signature::{Item, KeyCache, verify_batch};
+    use ed25519_dalek::SigningKey;
+    let keys: Vec<SigningKey> = (0..8u8)
+        .map(|i| SigningKey::from_bytes(&[i + 1; 32]))
+        .collect();
+    let sealed: Vec<_> = (0..64usize)
+        .map(|i| {
+            let k = &keys[i % keys.len()];
+            (k.verifying_key(), seal(vec![i as u8; 2048], k))
+        })
+        .collect();
+    let deadline = Instant::now() + dur;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                s.spawn(|| {
+                    let items: Vec<Item> = sealed
+                        .iter()
+                        .map(|(vk, env)| Item {
+                            key: vk,
+                            key_id: &env.key_id,
+                            body: &env.body,
+                            signature: &env.signature,
+                        })
+                        .collect();
+                    let mut cache = KeyCache::default();
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let ok = verify_batch(&items, &mut cache);
+                        debug_assert!(ok.iter().all(Result::is_ok));
+                        n += ok.len() as u64;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    })
+}
+
+/// Microseconds one `is_torsion_free` takes on one core.
+fn torsion_check_us(point: curve25519_dalek::EdwardsPoint, dur: Duration) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        for _ in 0..64 {
+            std::hint::black_box(std::hint::black_box(point).is_torsion_free());
+        }
+        n += 64;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
 /// One line of `bench abuse`.

@@ -286,7 +286,14 @@ mod tests {
         assert!(check(&all).iter().all(Result::is_ok));
         // The same signatures under the batch and one by one.
         for s in &all {
-            assert!(s.key.verify_strict(&signing_input(&s.body), &Signature::from_slice(&s.sig).unwrap()).is_ok());
+            assert!(
+                s.key
+                    .verify_strict(
+                        &signing_input(&s.body),
+                        &Signature::from_slice(&s.sig).unwrap()
+                    )
+                    .is_ok()
+            );
         }
     }
 
@@ -319,7 +326,10 @@ mod tests {
     fn wrong_length_is_named() {
         let mut s = signed(1, b"x");
         s.sig.truncate(63);
-        assert_eq!(check(&[s, signed(2, b"y")])[0], Err(SignatureError::Length(63)));
+        assert_eq!(
+            check(&[s, signed(2, b"y")])[0],
+            Err(SignatureError::Length(63))
+        );
     }
 
     #[test]
@@ -457,7 +467,14 @@ mod tests {
         let sig = Signature::from_slice(&s.sig).unwrap();
         assert!(s.key.verify_strict(&signing_input(&s.body), &sig).is_err());
         let clean = sign_with_r(12, b"clean R", EdwardsPoint::default());
-        assert!(s.key.verify_strict(&signing_input(&clean.body), &Signature::from_slice(&clean.sig).unwrap()).is_ok());
+        assert!(
+            s.key
+                .verify_strict(
+                    &signing_input(&clean.body),
+                    &Signature::from_slice(&clean.sig).unwrap()
+                )
+                .is_ok()
+        );
         // Alone, it is checked with verify_strict.
         assert!(matches!(check(&[s])[0], Err(SignatureError::Mismatch(_))));
     }
