@@ -71,6 +71,13 @@ pub struct Limits {
     /// Bytes of records a subscription queues ahead of its consumer (one
     /// record always fits, however large).
     pub subscription_buffer_bytes: usize,
+    /// Envelopes a `PublishStream` reads ahead of the receipts it has sent
+    /// (checked and appended concurrently); past it the broker stops
+    /// reading the stream and HTTP/2 flow control holds the sender back.
+    pub publish_stream_window: usize,
+    /// Envelope bytes a `PublishStream` reads ahead of its receipts (one
+    /// envelope always fits, however large).
+    pub publish_stream_window_bytes: usize,
     /// Entries in each list of a subscription filter (`kinds`, `senders`, `tlps`).
     pub max_filter_entries: usize,
     /// Durable subscription names per team.
@@ -114,6 +121,8 @@ impl Default for Limits {
             max_subscriptions_per_team: 32,
             max_subscriptions: 1024,
             subscription_buffer_bytes: 128 * 1024,
+            publish_stream_window: 256,
+            publish_stream_window_bytes: MIB,
             max_filter_entries: 1024,
             max_durable_names_per_team: 64,
             recent_cache_bytes: 64 * MIB,
@@ -324,7 +333,7 @@ impl BrokerConfig {
         if l.max_envelope_bytes < 1024 {
             return Err("limits.max_envelope_bytes must be at least 1024".into());
         }
-        let positive: [(&str, u64); 21] = [
+        let positive: [(&str, u64); 23] = [
             ("rate_per_second", l.rate_per_second.into()),
             ("rate_burst", l.rate_burst.into()),
             ("rate_bytes_per_second", l.rate_bytes_per_second.into()),
@@ -358,6 +367,11 @@ impl BrokerConfig {
             (
                 "subscription_buffer_bytes",
                 l.subscription_buffer_bytes as u64,
+            ),
+            ("publish_stream_window", l.publish_stream_window as u64),
+            (
+                "publish_stream_window_bytes",
+                l.publish_stream_window_bytes as u64,
             ),
             ("max_filter_entries", l.max_filter_entries as u64),
             (

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod peering;
 pub mod publish;
+pub mod publish_stream;
 pub mod read;
 pub mod recent;
 pub mod reflection;

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::broker::admission::CallBudget;
 use crate::broker::state::State;
 use crate::broker::transport::Peer;
-use crate::broker::{case_views, publish, read, subscribe, transparency};
+use crate::broker::{case_views, publish, publish_stream, read, subscribe, transparency};
 use crate::error::Error;
 use crate::proto::cases_server::{Cases, CasesServer};
 use crate::proto::directory_server::{Directory as DirectoryApi, DirectoryServer};
@@ -193,6 +193,28 @@ impl Exchange for ExchangeService {
         self.0
             .unary("Publish", req, true, |b, team, r| async move {
                 publish::publish(&b, &team, r.envelope).await
+            })
+            .await
+    }
+
+    type PublishStreamStream = publish_stream::ReceiptStream;
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let conn = req.extensions().get::<Peer>().map(|p| p.conn.clone());
+        let budget = req.extensions().get::<CallBudget>().cloned();
+        self.0
+            .call("PublishStream", req, |b, team, requests| async move {
+                let call = publish_stream::Call {
+                    team,
+                    closing: b.closing.subscribe(),
+                    conn,
+                    budget,
+                    on_refusal: |state, team, e| log_refusal(state, "PublishStream", team, e),
+                };
+                publish_stream::start(b, requests, call)
             })
             .await
     }

@@ -24,6 +24,21 @@ use crate::rules::time::timestamp_text;
 use crate::rules::validate::Kind;
 use crate::rules::vocab::Word;
 
+/// The broker's answer to one envelope of a [`Client::publish_stream`].
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    /// The envelope's 0-based position in the stream.
+    pub index: u64,
+    /// Its receipt, or the status a unary publish would have been refused
+    /// with.
+    pub outcome: Result<pb::Receipt, tonic::Status>,
+}
+
+/// What [`Client::publish_stream`] yields: outcomes in order, or the status
+/// that ended the stream.
+pub type OutcomeStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<StreamOutcome, ClientError>> + Send>>;
+
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -402,6 +417,41 @@ impl Client {
             })
             .await?
             .into_inner())
+    }
+
+    /// Publishes `envelopes` on one `PublishStream`: many in flight, the
+    /// broker reading as fast as its window allows. Yields one
+    /// [`StreamOutcome`] per envelope, in order, each once its record is
+    /// durable (or refused); then ends, or yields the status that ended the
+    /// stream early (e.g. UNAVAILABLE when the broker shuts down: envelopes
+    /// without an outcome were not read and may be sent again).
+    pub async fn publish_stream<S>(&self, envelopes: S) -> Result<OutcomeStream, ClientError>
+    where
+        S: futures_util::Stream<Item = pb::Envelope> + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        let requests = envelopes.map(|e| pb::PublishRequest { envelope: Some(e) });
+        let receipts = self.exchange().publish_stream(requests).await?.into_inner();
+        Ok(Box::pin(receipts.map(|r| {
+            let r = r?;
+            let outcome = match r.outcome {
+                Some(pb::stream_receipt::Outcome::Receipt(receipt)) => Ok(receipt),
+                Some(pb::stream_receipt::Outcome::Refused(why)) => Err(tonic::Status::new(
+                    tonic::Code::from_i32(why.code),
+                    why.message,
+                )),
+                None => {
+                    return Err(ClientError::Check(format!(
+                        "the broker's answer to envelope {} of the stream has no outcome",
+                        r.index
+                    )));
+                }
+            };
+            Ok(StreamOutcome {
+                index: r.index,
+                outcome,
+            })
+        })))
     }
 
     /// Fills, signs and publishes a draft (SPEC §11).
