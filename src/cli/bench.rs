@@ -47,6 +47,20 @@ pub enum BenchCommand {
         /// `--depth` allows.
         #[arg(long)]
         rate: Option<u64>,
+        /// Each publisher opens one PublishStream and keeps up to `--window`
+        /// envelopes in flight on it (instead of unary calls).
+        #[arg(long)]
+        stream: bool,
+        /// With --stream: envelopes in flight per stream (the broker's
+        /// limits.publish_stream_window is raised to it when larger).
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Envelopes signed before the timed window (on all cores; in
+        /// production the signer is the sender's machine); the run ends at
+        /// --duration or when they run out. Default: --duration × 40,000
+        /// (~2.2 KB of memory each with 2 KiB bodies).
+        #[arg(long)]
+        records: Option<u64>,
     },
     /// Delivery latency from publish to each of N live subscribers at R msg/s.
     Fanout {
@@ -311,7 +325,11 @@ pub fn sized_body(team: &str, size: usize, tag: &str) -> pb::Body {
 #[derive(Serialize)]
 struct PublishSummary {
     scenario: &'static str,
+    /// "unary" (one call per envelope) or "stream" (PublishStream).
+    mode: &'static str,
     publishers: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<usize>,
     depth: usize,
     size: usize,
     duration_s: f64,
@@ -326,8 +344,107 @@ struct PublishSummary {
     offered_rate: Option<u64>,
     /// Broker CPU time (user + system, all threads) per durable record.
     broker_cpu_us_per_record: f64,
+    /// This process's CPU time (the load generator: sending, TLS, receipts;
+    /// not signing, done before) per durable record.
+    generator_cpu_us_per_record: f64,
+    /// Envelopes signed before the timed window.
+    presigned: u64,
+    /// Whether the run ended because they ran out (before --duration).
+    supply_exhausted: bool,
     broker_rss_mib: f64,
     disk_bytes_per_record: f64,
+}
+
+/// How `bench publish` sends.
+pub struct PublishShape {
+    pub publishers: usize,
+    pub duration: u64,
+    pub size: usize,
+    pub depth: usize,
+    pub rate: Option<u64>,
+    /// Stream mode with this many in flight per stream.
+    pub window: Option<usize>,
+    pub records: u64,
+}
+
+/// Signs `per` envelopes of `size` bytes for each client (its team's key),
+/// on all cores: one list per client.
+fn presign(clients: &[Client], per: u64, size: usize) -> Result<Vec<Vec<pb::Envelope>>, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let chunks: Vec<Vec<Vec<pb::Envelope>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let clients = clients.to_vec();
+                s.spawn(move || {
+                    clients
+                        .iter()
+                        .map(|c| {
+                            // Thread t signs its share of every client's list.
+                            let n = per / threads + u64::from(t < per % threads);
+                            sign_all(c, n, size, "bench")
+                        })
+                        .collect::<Result<Vec<_>, String>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| "a signing thread panicked".to_owned())?
+            })
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    let mut out: Vec<Vec<pb::Envelope>> = vec![Vec::new(); clients.len()];
+    for chunk in chunks {
+        for (i, list) in chunk.into_iter().enumerate() {
+            out[i].extend(list);
+        }
+    }
+    Ok(out)
+}
+
+/// One stream publisher: `envelopes` on one PublishStream, at most
+/// `window` awaiting receipts; each record's latency (send to receipt) and
+/// the refused count.
+async fn stream_publisher(
+    c: Client,
+    envelopes: Vec<pb::Envelope>,
+    window: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<(Vec<f64>, u64), String> {
+    use std::collections::VecDeque;
+    let room = Arc::new(tokio::sync::Semaphore::new(window));
+    let sent = Arc::new(std::sync::Mutex::new(VecDeque::<Instant>::new()));
+    let source = futures_util::stream::unfold(
+        (envelopes.into_iter(), room.clone(), sent.clone()),
+        move |(mut it, room, sent)| {
+            let stop = stop.clone();
+            async move {
+                room.acquire().await.ok()?.forget();
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let env = it.next()?;
+                sent.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(Instant::now());
+                Some((env, (it, room, sent)))
+            }
+        },
+    );
+    let mut outcomes = c.publish_stream(source).await.map_err(|e| e.to_string())?;
+    let (mut lat, mut refused) = (Vec::new(), 0);
+    while let Some(o) = outcomes.next().await {
+        let o = o.map_err(|e| e.to_string())?;
+        let at = sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        room.add_permits(1);
+        match (o.outcome, at) {
+            (Ok(_), Some(t)) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+            _ => refused += 1,
+        }
+    }
+    Ok((lat, refused))
 }
 
 /// One publish and how long its durable receipt took.
@@ -337,17 +454,27 @@ async fn timed_publish(c: Client, env: pb::Envelope) -> (Duration, bool) {
     (t.elapsed(), r.is_ok())
 }
 
-async fn publish(
-    publishers: usize,
-    duration: u64,
-    size: usize,
-    depth: usize,
-    rate: Option<u64>,
-) -> Result<String, String> {
-    let broker = BenchBroker::start()?;
-    let shape = match rate {
-        Some(r) => format!("{r}/s offered (open loop)"),
-        None => format!("{depth} in flight each"),
+async fn publish(shape: PublishShape) -> Result<String, String> {
+    let PublishShape {
+        publishers,
+        duration,
+        size,
+        depth,
+        rate,
+        window,
+        records,
+    } = shape;
+    let mut limits = bench_limits();
+    if let Some(w) = window {
+        limits.publish_stream_window = limits.publish_stream_window.max(w);
+        limits.publish_stream_window_bytes =
+            limits.publish_stream_window_bytes.max(w * (size + 1024));
+    }
+    let broker = BenchBroker::start_with(&limits)?;
+    let shape = match (window, rate) {
+        (Some(w), _) => format!("one stream each, {w} in flight"),
+        (None, Some(r)) => format!("{r}/s offered (open loop)"),
+        (None, None) => format!("{depth} in flight each"),
     };
     progress(&format!(
         "publish: {publishers} publishers, {shape}, {size}-byte bodies, {duration} s, broker at {}",
@@ -357,17 +484,43 @@ async fn publish(
     for i in 0..publishers {
         clients.push(broker.client(TEAMS[i % TEAMS.len()]).await?);
     }
+    progress(&format!(
+        "publish: signing {records} envelopes on all cores"
+    ));
+    let per = records.div_ceil(publishers as u64);
+    let supply = {
+        let clients = clients.clone();
+        tokio::task::spawn_blocking(move || presign(&clients, per, size))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let presigned = per * publishers as u64;
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let exhausted = Arc::new(AtomicBool::new(false));
     let cpu_before = broker.cpu_seconds();
+    let gen_before = process_cpu_seconds();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (i, c) in clients.into_iter().enumerate() {
-        let (stop, errors) = (stop.clone(), errors.clone());
+    for (i, (c, envs)) in clients.into_iter().zip(supply).enumerate() {
+        let (stop, errors, exhausted) = (stop.clone(), errors.clone(), exhausted.clone());
         tasks.push(tokio::spawn(async move {
+            if let Some(w) = window {
+                let (lat, refused) = stream_publisher(c, envs, w, stop.clone())
+                    .await
+                    .unwrap_or_else(|e| {
+                        progress(&format!("publish: stream {i} failed: {e}"));
+                        (Vec::new(), 1)
+                    });
+                errors.fetch_add(refused, Ordering::Relaxed);
+                if !stop.load(Ordering::Relaxed) {
+                    exhausted.store(true, Ordering::Relaxed);
+                }
+                return lat;
+            }
+            let mut envs = envs.into_iter();
             let mut lat = Vec::new();
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
-            let team = c.team().to_owned();
             if let Some(rate) = rate {
                 let period = Duration::from_secs_f64(publishers as f64 / rate.max(1) as f64);
                 // Publishers take turns: one send every period / publishers.
@@ -375,18 +528,21 @@ async fn publish(
                 let mut tick =
                     tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut sending = true;
                 loop {
-                    let sending = !stop.load(Ordering::Relaxed);
+                    sending = sending && !stop.load(Ordering::Relaxed);
                     if !sending && in_flight.is_empty() {
                         break;
                     }
                     tokio::select! {
                         _ = tick.tick(), if sending && in_flight.len() < 256 => {
-                            let env = c
-                                .seal(&sized_body(&team, size, "bench"))
-                                .expect("signing key");
-                            let c = c.clone();
-                            in_flight.push(timed_publish(c, env));
+                            match envs.next() {
+                                Some(env) => in_flight.push(timed_publish(c.clone(), env)),
+                                None => {
+                                    exhausted.store(true, Ordering::Relaxed);
+                                    sending = false;
+                                }
+                            }
                         }
                         Some((d, ok)) = in_flight.next(), if !in_flight.is_empty() => {
                             if ok {
@@ -402,11 +558,11 @@ async fn publish(
             }
             loop {
                 while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
-                    let env = c
-                        .seal(&sized_body(&team, size, "bench"))
-                        .expect("signing key");
-                    let c = c.clone();
-                    in_flight.push(timed_publish(c, env));
+                    let Some(env) = envs.next() else {
+                        exhausted.store(true, Ordering::Relaxed);
+                        break;
+                    };
+                    in_flight.push(timed_publish(c.clone(), env));
                 }
                 match in_flight.next().await {
                     Some((d, ok)) => {
@@ -432,21 +588,29 @@ async fn publish(
             stop.store(true, Ordering::Relaxed);
         })
     };
-    ticker.await.map_err(|e| e.to_string())?;
+    // The run ends at the duration, or earlier when the supply runs out.
     let mut lat = Vec::new();
     for t in tasks {
         lat.extend(t.await.map_err(|e| e.to_string())?);
     }
+    ticker.abort();
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = broker.cpu_seconds() - cpu_before;
+    let generator = process_cpu_seconds() - gen_before;
     lat.sort_by(f64::total_cmp);
     let records = lat.len() as u64;
+    let per_record = |secs: f64| round(secs * 1e6 / records.max(1) as f64, 1);
     let summary = PublishSummary {
         scenario: "publish",
+        mode: if window.is_some() { "stream" } else { "unary" },
         publishers,
+        window,
         depth,
         offered_rate: rate,
-        broker_cpu_us_per_record: round(cpu * 1e6 / records.max(1) as f64, 1),
+        broker_cpu_us_per_record: per_record(cpu),
+        generator_cpu_us_per_record: per_record(generator),
+        presigned,
+        supply_exhausted: exhausted.load(Ordering::Relaxed),
         size,
         duration_s: round(elapsed, 2),
         records,
@@ -1664,7 +1828,22 @@ pub async fn run(cmd: BenchCommand) -> Result<(), String> {
             size,
             depth,
             rate,
-        } => publish(publishers.max(1), duration.max(1), size, depth.max(1), rate).await?,
+            stream,
+            window,
+            records,
+        } => {
+            let duration = duration.max(1);
+            publish(PublishShape {
+                publishers: publishers.max(1),
+                duration,
+                size,
+                depth: depth.max(1),
+                rate,
+                window: stream.then_some(window.max(1)),
+                records: records.unwrap_or(duration * 40_000).max(1),
+            })
+            .await?
+        }
         BenchCommand::Fanout {
             subscribers,
             rate,

@@ -16,6 +16,7 @@ pub mod federation;
 pub mod import;
 pub mod manual;
 pub mod pki;
+pub mod submit;
 pub mod subscribe;
 pub mod table;
 pub mod witness;
@@ -97,9 +98,19 @@ pub enum Command {
     /// Write what this team may read as a STIX 2.1 bundle (SPEC §14).
     Export(crate::cli::export::ExportArgs),
     /// Sign a draft (JSON file or - for stdin) and publish it; prints the receipt.
+    /// With --stream, FILE holds one draft per line, all published on one stream.
     Submit {
         /// Draft file, or - for standard input.
         file: String,
+        /// FILE holds drafts as JSON lines (blank lines skipped): every line is
+        /// checked and signed first (a line that is not a valid draft stops the
+        /// command, naming its line number, before anything is sent), then all
+        /// go over one PublishStream. Prints one JSON line per draft, in order:
+        /// its receipt with "index" (0-based among the drafts) and "line", or
+        /// {"index", "line", "refused": {"code", "message"}}. Exit 4 if the
+        /// broker refused any.
+        #[arg(long)]
+        stream: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -447,7 +458,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Directory(cmd) => crate::cli::directory::run(cmd),
         Command::Serve(args) => serve(args, cli.log_format).await,
-        Command::Submit { file, conn } => {
+        Command::Submit {
+            file,
+            stream: true,
+            conn,
+        } => crate::cli::submit::stream(&file, &conn).await,
+        Command::Submit {
+            file,
+            stream: false,
+            conn,
+        } => {
             let text = if file == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map_err(|e| {
