@@ -284,6 +284,9 @@ async fn metrics_move_with_publishes_refusals_and_subscriptions_and_carry_no_con
         1.0,
         "one record committed"
     );
+    // The accepted publish's signature, at least (the refused one may or
+    // may not have reached the signature check).
+    assert!(value(&after, "certex_signature_batch_size_sum", &[]) >= 1.0);
     assert!(
         value(
             &after,

@@ -139,7 +139,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         down: u64,
     },
-    /// The machine's limits: Ed25519 verifies/s on all cores, fdatasync/s.
+    /// The machine's limits: Ed25519 verifies/s on all cores (one by one and in batches of 64), one torsion check's cost, fdatasync/s.
     Limits {
         /// Bytes written before each fdatasync.
         #[arg(long, default_value_t = 32 * 1024)]

@@ -81,12 +81,7 @@ fn y_canonical(encoding: &[u8; 32]) -> bool {
     let mut y = *encoding;
     y[31] &= 0x7f;
     // Compared from the most significant byte down.
-    for i in (0..32).rev() {
-        if y[i] != P[i] {
-            return y[i] < P[i];
-        }
-    }
-    false
+    y.iter().rev().lt(P.iter().rev())
 }
 
 /// Whether signatures may be accepted under `key`: canonically encoded,
@@ -385,9 +380,9 @@ mod tests {
         // s + ℓ: the same signature modulo ℓ, the classic malleable form.
         let mut s = signed(7, b"malleable");
         let mut carry = 0u16;
-        for i in 0..32 {
-            let v = s.sig[32 + i] as u16 + L[i] as u16 + carry;
-            s.sig[32 + i] = v as u8;
+        for (b, l) in s.sig[32..].iter_mut().zip(L) {
+            let v = u16::from(*b) + u16::from(l) + carry;
+            *b = v as u8;
             carry = v >> 8;
         }
         assert_eq!(carry, 0, "s + ℓ fits 256 bits");
