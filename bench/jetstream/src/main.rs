@@ -6,6 +6,9 @@
 //!   (the durable receipt) for `duration` seconds;
 //! - `fanout`: N ordered consumers at the tail, one publisher at R msg/s;
 //!   latency from the start of the publish call to each delivery;
+//!   with `--window W`, async publish instead: each publisher sends without
+//!   waiting and keeps up to W acknowledgements outstanding (the peer of
+//!   `certex bench publish --stream --window W`);
 //! - `catchup`: load N messages, then one ordered consumer replays from the start.
 
 use std::sync::Arc;
@@ -40,6 +43,10 @@ enum Scenario {
         size: usize,
         #[arg(long, default_value_t = 1)]
         depth: usize,
+        /// Async publish with up to this many acknowledgements outstanding
+        /// per publisher (instead of --depth calls each awaiting its ack).
+        #[arg(long)]
+        window: Option<usize>,
     },
     Fanout {
         #[arg(long, default_value_t = 100)]
@@ -107,6 +114,7 @@ async fn publish(
     duration: u64,
     size: usize,
     depth: usize,
+    window: Option<usize>,
 ) -> Result<serde_json::Value, Error> {
     fresh_stream(&args.url).await?;
     let body = bytes::Bytes::from(vec![b'x'; size]);
@@ -119,6 +127,26 @@ async fn publish(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
+            if let Some(w) = window {
+                // Async publish: send, keep the ack future, and wait only
+                // when W are outstanding; acks come back in order.
+                let mut acks = futures_util::stream::FuturesOrdered::new();
+                loop {
+                    while acks.len() < w && !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        match js.publish(format!("bench.{p}"), body.clone()).await {
+                            Ok(ack) => acks.push_back(async move { (t, ack.await.is_ok()) }),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    match acks.next().await {
+                        Some((t, true)) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                        Some((_, false)) => errors += 1,
+                        None => break,
+                    }
+                }
+                return (lat, errors);
+            }
             let mut in_flight = futures_util::stream::FuturesUnordered::new();
             loop {
                 while in_flight.len() < depth && !stop.load(Ordering::Relaxed) {
@@ -154,6 +182,7 @@ async fn publish(
     lat.sort_by(f64::total_cmp);
     Ok(serde_json::json!({
         "scenario": "publish", "system": args.label, "publishers": publishers, "depth": depth,
+        "mode": if window.is_some() { "async" } else { "sync" }, "window": window,
         "size": size, "duration_s": r3(elapsed), "records": lat.len(), "errors": errors,
         "throughput": (lat.len() as f64 / elapsed * 10.0).round() / 10.0,
         "p50_ms": r3(percentile(&lat, 50.0)), "p90_ms": r3(percentile(&lat, 90.0)),
@@ -287,7 +316,8 @@ async fn main() -> Result<(), Error> {
             duration,
             size,
             depth,
-        } => publish(&args, publishers, duration, size, depth.max(1)).await?,
+            window,
+        } => publish(&args, publishers, duration, size, depth.max(1), window.map(|w| w.max(1))).await?,
         Scenario::Fanout {
             subscribers,
             rate,
