@@ -639,7 +639,28 @@ struct FanoutSummary {
     p99_ms: f64,
     max_ms: f64,
     broker_rss_mib: f64,
+    /// Broker CPU over the run (publishing, delivering), and the load
+    /// generator's (publisher and readers) in this process.
+    broker_cpu_s: f64,
+    generator_cpu_s: f64,
     disk_bytes_per_record: f64,
+}
+
+/// What a fan-out reader looks at in a body: the incident's title, which
+/// carries the publisher's clock. The rest (the padded description) is
+/// skipped, not decoded, so the readers cost little beside the broker.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StampedBody {
+    /// `Body.incident`.
+    #[prost(message, optional, tag = "10")]
+    incident: Option<Stamp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Stamp {
+    /// `IncidentReport.title`.
+    #[prost(string, tag = "1")]
+    title: String,
 }
 
 fn unix_nanos() -> u128 {
@@ -705,11 +726,10 @@ async fn fanout(
                         let sent = rec
                             .envelope
                             .as_ref()
-                            .and_then(|e| crate::rules::envelope::decode_body(e).ok())
-                            .and_then(|b| match b.content {
-                                Some(Content::Incident(i)) => i.title.parse::<u128>().ok(),
-                                _ => None,
+                            .and_then(|e| {
+                                <StampedBody as prost::Message>::decode(e.body.clone()).ok()
                             })
+                            .and_then(|b| b.incident?.title.parse::<u128>().ok())
                             .unwrap_or(now);
                         lat.push(now.saturating_sub(sent) as f64 / 1e6);
                     }
@@ -721,6 +741,7 @@ async fn fanout(
     }
     let publisher = broker.client("CN-CNCERT").await?;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (broker_cpu0, own_cpu0) = (broker.cpu_seconds(), process_cpu_seconds());
     let start = Instant::now();
     let mut published = 0u64;
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
@@ -745,6 +766,10 @@ async fn fanout(
         delivered += l.len() as u64;
         lat.extend(l);
     }
+    let (broker_cpu, own_cpu) = (
+        broker.cpu_seconds() - broker_cpu0,
+        process_cpu_seconds() - own_cpu0,
+    );
     lat.sort_by(f64::total_cmp);
     let summary = FanoutSummary {
         scenario: "fanout",
@@ -758,6 +783,8 @@ async fn fanout(
         p99_ms: round(percentile(&lat, 99.0), 3),
         max_ms: round(lat.last().copied().unwrap_or(0.0), 3),
         broker_rss_mib: round(broker.rss_mib(), 1),
+        broker_cpu_s: round(broker_cpu, 2),
+        generator_cpu_s: round(own_cpu, 2),
         disk_bytes_per_record: round(broker.bytes_on_disk() as f64 / published.max(1) as f64, 1),
     };
     serde_json::to_string(&summary).map_err(|e| e.to_string())
@@ -772,6 +799,10 @@ struct CatchupSummary {
     records_per_s: f64,
     mib_per_s: f64,
     broker_rss_mib: f64,
+    /// CPU of the replay: the broker's, and the reader's (receiving,
+    /// decrypting and decoding the records; it verifies nothing).
+    broker_cpu_s: f64,
+    reader_cpu_s: f64,
     disk_bytes_per_record: f64,
 }
 
@@ -873,6 +904,7 @@ async fn catchup(records: u64, size: usize) -> Result<String, String> {
     load(&broker, records, size, "catchup").await?;
     progress("catchup: replaying from seq 0");
     let reader = broker.client("US-CISA").await?;
+    let (broker_cpu0, own_cpu0) = (broker.cpu_seconds(), process_cpu_seconds());
     let start = Instant::now();
     let mut s = reader
         .exchange()
@@ -891,6 +923,10 @@ async fn catchup(records: u64, size: usize) -> Result<String, String> {
         bytes += rec.envelope.map(|e| e.body.len() as u64).unwrap_or(0);
     }
     let secs = start.elapsed().as_secs_f64();
+    let (broker_cpu, own_cpu) = (
+        broker.cpu_seconds() - broker_cpu0,
+        process_cpu_seconds() - own_cpu0,
+    );
     let summary = CatchupSummary {
         scenario: "catchup",
         records: n,
@@ -899,6 +935,8 @@ async fn catchup(records: u64, size: usize) -> Result<String, String> {
         records_per_s: round(n as f64 / secs, 1),
         mib_per_s: round(bytes as f64 / secs / 1048576.0, 1),
         broker_rss_mib: round(broker.rss_mib(), 1),
+        broker_cpu_s: round(broker_cpu, 2),
+        reader_cpu_s: round(own_cpu, 2),
         disk_bytes_per_record: round(broker.bytes_on_disk() as f64 / n.max(1) as f64, 1),
     };
     serde_json::to_string(&summary).map_err(|e| e.to_string())
@@ -1001,6 +1039,72 @@ struct LimitsSummary {
     fdatasync_p50_ms: f64,
     fdatasync_p99_ms: f64,
     commit_bytes: usize,
+    /// TLS 1.3 AES-256-GCM seals of 2 KiB records on one core, through
+    /// rustls' own record encrypter (the ring provider the broker uses):
+    /// the ceiling of what one connection's TLS can send.
+    aes_gcm_seal_2k_per_s: f64,
+    aes_gcm_mib_per_s: f64,
+    /// 2 KiB `write` calls on a loopback TCP socket (Nagle off), another
+    /// thread reading and discarding: the ceiling of one unbatched write per
+    /// delivered record.
+    tcp_write_2k_per_s: f64,
+    tcp_write_mib_per_s: f64,
+}
+
+/// Seals 2 KiB TLS records for `secs` on this thread: seals per second.
+fn aes_gcm_rate(secs: f64) -> Result<f64, String> {
+    use rustls::crypto::cipher::{AeadKey, Iv, OutboundChunks, OutboundPlainMessage};
+    use rustls::{ContentType, ProtocolVersion};
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384;
+    let tls13 = suite.tls13().ok_or("no TLS 1.3 suite")?;
+    let mut enc = tls13
+        .aead_alg
+        .encrypter(AeadKey::from([5u8; 32]), Iv::new([9u8; 12]));
+    let payload = vec![7u8; 2048];
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..256 {
+            let msg = OutboundPlainMessage {
+                typ: ContentType::ApplicationData,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(&payload),
+            };
+            let sealed = enc.encrypt(msg, seq).map_err(|e| e.to_string())?;
+            std::hint::black_box(sealed);
+            seq += 1;
+        }
+    }
+    Ok(seq as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Writes 2 KiB at a time to a loopback TCP socket for `secs` while another
+/// thread reads and discards: writes per second.
+fn tcp_write_rate(secs: f64) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || {
+        if let Ok((mut sock, _)) = listener.accept() {
+            let mut buf = vec![0u8; 256 * 1024];
+            while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    let mut sock = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    sock.set_nodelay(true).map_err(|e| e.to_string())?;
+    let chunk = vec![1u8; 2048];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..64 {
+            sock.write_all(&chunk).map_err(|e| e.to_string())?;
+        }
+        n += 64;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(sock);
+    let _ = reader.join();
+    Ok(rate)
 }
 
 fn limits(commit_bytes: usize) -> Result<String, String> {
@@ -1054,6 +1158,10 @@ fn limits(commit_bytes: usize) -> Result<String, String> {
     let secs = start.elapsed().as_secs_f64();
     let n = lat.len();
     lat.sort_by(f64::total_cmp);
+    progress("limits: AES-256-GCM seals of 2 KiB TLS records on one core for 2 s");
+    let seals = aes_gcm_rate(2.0)?;
+    progress("limits: 2 KiB loopback TCP writes for 2 s");
+    let writes = tcp_write_rate(2.0)?;
     let s = LimitsSummary {
         scenario: "limits",
         cores,
@@ -1064,6 +1172,10 @@ fn limits(commit_bytes: usize) -> Result<String, String> {
         fdatasync_p50_ms: round(percentile(&lat, 50.0), 3),
         fdatasync_p99_ms: round(percentile(&lat, 99.0), 3),
         commit_bytes,
+        aes_gcm_seal_2k_per_s: round(seals, 0),
+        aes_gcm_mib_per_s: round(seals * 2048.0 / 1048576.0, 1),
+        tcp_write_2k_per_s: round(writes, 0),
+        tcp_write_mib_per_s: round(writes * 2048.0 / 1048576.0, 1),
     };
     serde_json::to_string(&s).map_err(|e| e.to_string())
 }
