@@ -668,3 +668,98 @@ async fn content_filters_do_not_reveal_what_a_tombstone_withholds() {
         "both tombstones, whatever the withheld severity"
     );
 }
+
+/// Among many live subscribers, one that never reads holds at most its own
+/// buffer in the broker however much is published (it is not buffered for:
+/// it reads from the log when it continues), while every other subscriber
+/// receives every record, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_among_many_holds_only_its_own_buffer() {
+    let limits = Limits {
+        max_subscriptions_per_team: 100,
+        ..Limits::default()
+    };
+    let per_sub = limits.subscription_buffer_bytes;
+    let b = TestBroker::start_with(limits).await;
+    let stalled_client = b.client("RU-GOVCERT").await;
+    let mut stalled = stalled_client
+        .exchange()
+        .subscribe(sub(Start::Tail(true), true))
+        .await
+        .unwrap()
+        .into_inner();
+    const READERS: usize = 24;
+    const RECORDS: usize = 400;
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let c = b.client(TEAMS[i % TEAMS.len()]).await;
+        let s = c
+            .exchange()
+            .subscribe(sub(Start::Tail(true), true))
+            .await
+            .unwrap()
+            .into_inner();
+        readers.push(tokio::spawn(async move {
+            let _keep = c;
+            let mut s = s;
+            let mut got = Vec::new();
+            while got.len() < RECORDS {
+                match tokio::time::timeout(Duration::from_secs(60), s.message()).await {
+                    Ok(Ok(Some(r))) => got.push(r.seq),
+                    other => panic!("reader {i} stopped after {}: {other:?}", got.len()),
+                }
+            }
+            got
+        }));
+    }
+    // 400 records of 12 KiB: 4.8 MB, more than the stalled stream's HTTP/2
+    // window (2 MiB) and the broker's buffers together.
+    let cn = b.client("CN-CNCERT").await;
+    let mut max_queued = 0;
+    let mut publishes = futures_util::stream::FuturesOrdered::new();
+    for i in 0..RECORDS {
+        let mut content = incident(&format!("stall-{i}"));
+        if let Content::Incident(inc) = &mut content {
+            inc.description = "x".repeat(12 * 1024);
+        }
+        let env = cn
+            .seal(&body("CN-CNCERT", pb::Tlp::Green, community(), content))
+            .unwrap();
+        let c = cn.clone();
+        publishes.push_back(async move { c.publish(env).await.unwrap() });
+        if publishes.len() >= 16 {
+            publishes.next().await;
+        }
+        max_queued = max_queued.max(b.broker.subscription_queued_bytes());
+    }
+    while publishes.next().await.is_some() {
+        max_queued = max_queued.max(b.broker.subscription_queued_bytes());
+    }
+    for r in readers {
+        let got = r.await.unwrap();
+        assert_eq!(got, (1..=RECORDS as u64).collect::<Vec<_>>());
+    }
+    // The readers are done; what is left is the stalled one's share.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = b.broker.subscription_queued_bytes();
+    let record = 13 * 1024;
+    assert!(
+        left <= per_sub + record,
+        "the stalled subscriber holds {left} bytes; its buffer is {per_sub}"
+    );
+    assert!(
+        max_queued <= (READERS + 1) * (per_sub + record),
+        "subscriptions held {max_queued} bytes at once"
+    );
+    // It lost nothing: reading now, it gets every record in order.
+    let mut seen = Vec::new();
+    while seen.len() < RECORDS {
+        let r = tokio::time::timeout(Duration::from_secs(30), stalled.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(r.seq);
+    }
+    assert_eq!(seen, (1..=RECORDS as u64).collect::<Vec<_>>());
+}

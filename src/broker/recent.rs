@@ -2,13 +2,20 @@
 //! subscription (at most a configured number of bytes of them), and the
 //! head-only decode that delivery needs: a body's id,
 //! sender, TLP, audience, exercise, kind and severity, without the free text
-//! that makes up most of it.
+//! that makes up most of it. One feeder task reads each newly committed
+//! record into the ring as it commits, so a thousand live subscribers wake
+//! to records already decoded, with the record as a full reader receives it
+//! built once for all of them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use tokio::sync::watch;
+
+use crate::broker::state::State;
 use crate::error::Error;
 use crate::log::storage::{Storage, StoredRecord};
+use crate::log::writer::timestamp;
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Body};
 
@@ -23,6 +30,59 @@ pub struct Decoded {
     /// The body's head only (see [`open_head`]): what access rules, filters
     /// and tombstones read. Readers receive the envelope's exact bytes.
     pub body: Body,
+    /// The record as a reader who sees it in full receives it, before
+    /// retraction and without the per-sender relay list: built once (see
+    /// [`Decoded::full`]) and cloned per reader (the envelope's bytes are
+    /// shared, not copied).
+    full: OnceLock<pb::Record>,
+}
+
+impl Decoded {
+    pub fn new(seq: u64, rec: StoredRecord, env: pb::Envelope, body: Body) -> Self {
+        Decoded {
+            seq,
+            rec,
+            env,
+            body,
+            full: OnceLock::new(),
+        }
+    }
+
+    /// The record as a full reader receives it when it is not retracted and
+    /// the reader is not its sender on a federated broker (see
+    /// `read::view_decoded`, whose fields this matches); `origin` is read
+    /// once, as it never changes after commit.
+    /// The shared full record, if built already (see [`Decoded::full`]).
+    pub fn full_built(&self) -> Option<&pb::Record> {
+        self.full.get()
+    }
+
+    pub fn full(&self, storage: &Storage, federated: bool) -> Result<&pb::Record, Error> {
+        if let Some(r) = self.full.get() {
+            return Ok(r);
+        }
+        let origin = if federated {
+            match storage.origin_of(self.seq)? {
+                Some((broker, seq)) => Some(pb::RecordOrigin {
+                    broker,
+                    seq,
+                    proof: storage.origin_proof(self.seq)?.unwrap_or_default(),
+                }),
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(self.full.get_or_init(|| pb::Record {
+            seq: self.seq,
+            received_at: Some(timestamp(self.rec.received_at_ms)),
+            leaf_hash: self.rec.leaf_hash.clone(),
+            envelope: Some(self.env.clone()),
+            retracted: None,
+            relays: vec![],
+            origin,
+        }))
+    }
 }
 
 /// What delivery reads from a body, decoded from the same bytes as
@@ -131,6 +191,13 @@ pub struct RecentRecords {
     slots: Vec<Mutex<Option<Arc<Decoded>>>>,
     budget: usize,
     held: AtomicUsize,
+    /// The last seq the feeder has read into the ring (never past the
+    /// committed seq); live subscribers wait on it rather than on commits.
+    filled: watch::Sender<u64>,
+    feeding: AtomicBool,
+    /// Bytes of records read for subscribers and not yet taken by tonic,
+    /// summed over every subscription (what the broker itself buffers).
+    queued: AtomicUsize,
 }
 
 /// Bytes a decoded record holds: its stored bytes (the envelope's body is a
@@ -142,7 +209,11 @@ fn weight(d: &Decoded) -> usize {
         + d.env.key_id.len()
         + d.body.id.len()
         + d.body.sender.len()
-        + 256
+        // The shared full record: its own copies of the small fields.
+        + d.rec.leaf_hash.len()
+        + d.env.signature.len()
+        + d.env.key_id.len()
+        + 512
 }
 
 impl RecentRecords {
@@ -151,7 +222,82 @@ impl RecentRecords {
             slots: (0..RECENT).map(|_| Mutex::new(None)).collect(),
             budget,
             held: AtomicUsize::new(0),
+            filled: watch::Sender::new(0),
+            feeding: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
         }
+    }
+
+    /// Where the feeder has read up to; changes after each commit it reads.
+    pub fn filled(&self) -> watch::Receiver<u64> {
+        self.filled.subscribe()
+    }
+
+    /// Bytes of records read for subscribers and not yet handed to tonic.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` bytes into (`add`) or out of [`Self::queued_bytes`].
+    pub fn count_queued(&self, n: usize, add: bool) {
+        if add {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Record `seq` if the ring holds it, without reading storage.
+    pub fn cached(&self, seq: u64) -> Option<Arc<Decoded>> {
+        let slot = self.slots[(seq % RECENT as u64) as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|d| d.seq == seq).cloned()
+    }
+
+    /// Starts the feeder once per broker: after each commit it reads the new
+    /// records (the last [`RECENT`]` / 2` of them at most) into the ring and
+    /// builds their shared full record, off the async workers, then moves
+    /// [`Self::filled`]. It holds the broker weakly and ends with it.
+    pub fn start_feeder(state: &Arc<State>) {
+        if state.recent.feeding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<State> = Arc::downgrade(state);
+        let mut committed = state.log().committed();
+        let mut closing = state.closing.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let upto = *committed.borrow_and_update();
+                let Some(st) = weak.upgrade() else { return };
+                let from = (*st.recent.filled.borrow()).max(upto.saturating_sub(RECENT as u64 / 2));
+                if upto > from {
+                    let reader = st.clone();
+                    let read = tokio::task::spawn_blocking(move || {
+                        let storage = reader.log().storage();
+                        let federated = reader.config.broker.is_some();
+                        for seq in from + 1..=upto {
+                            reader.recent.get(storage, seq)?.full(storage, federated)?;
+                        }
+                        Ok::<_, Error>(())
+                    })
+                    .await;
+                    // Subscribers read what the ring misses from storage
+                    // and meet the same error there, with their own status.
+                    match read {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("recent-records feeder: {e}"),
+                        Err(e) => tracing::warn!("recent-records feeder: {e}"),
+                    }
+                }
+                st.recent.filled.send_replace(upto);
+                drop(st);
+                tokio::select! {
+                    c = committed.changed() => if c.is_err() { return },
+                    _ = closing.changed() => return,
+                }
+            }
+        });
     }
 
     /// Record `seq` (which must be committed), decoded.
@@ -166,12 +312,7 @@ impl RecentRecords {
             .record(seq)?
             .ok_or_else(|| Error::Internal(format!("committed record {seq} is missing")))?;
         let (env, body) = open_head(&rec)?;
-        let d = Arc::new(Decoded {
-            seq,
-            rec,
-            env,
-            body,
-        });
+        let d = Arc::new(Decoded::new(seq, rec, env, body));
         let w = weight(&d);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         // The slot's record is older than this one: it goes either way, so

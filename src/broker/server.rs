@@ -118,6 +118,12 @@ impl Broker {
         self.state.log()
     }
 
+    /// Bytes of records the broker has read for its subscriptions and not
+    /// yet handed to HTTP/2, over all of them (what subscriptions buffer).
+    pub fn subscription_queued_bytes(&self) -> usize {
+        self.state.recent.queued_bytes()
+    }
+
     /// Re-reads the directory file. A bad file is refused and the directory
     /// in force stays.
     pub fn reload_directory(&self) -> Result<(), String> {

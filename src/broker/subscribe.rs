@@ -1,38 +1,38 @@
 //! Subscriptions (SPEC §7): cursors over the log. A subscription catches up
-//! from storage, then waits for the writer's commit notifications and reads
-//! what was committed; it never polls. Memory is bounded by bytes: storage is
-//! read (and the access rule applied) off the async workers in steps of at
-//! most [`READ_BATCH_BYTES`] (one record when records are large), and at most
-//! `limits.subscription_buffer_bytes` of records (or one record) wait for
-//! the consumer. A consumer that stops reading only stops its own task:
-//! publishers and other subscribers never wait for it, and it loses nothing
-//! because it reads from the log when it continues.
+//! from storage, then waits for the recent-records feeder (which reads each
+//! commit once for everyone) and takes the new records from its ring; it
+//! never polls. A subscription reads only when tonic asks for its next
+//! record, so a consumer that falls behind is not buffered for: it reads
+//! from the ring or the log when it continues, and loses nothing. Memory is
+//! bounded by bytes: storage is read (and the access rule applied) off the
+//! async workers in steps of at most half of
+//! `limits.subscription_buffer_bytes` and [`READ_BATCH_BYTES`] (one record
+//! when records are large), one step waiting and one read ahead while
+//! catching up. Publishers and other subscribers never wait for a consumer.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::broker::limits::StreamSlot;
 use crate::broker::read::view_decoded;
-use crate::broker::recent::{Decoded, RECENT, open_head};
+use crate::broker::recent::{Decoded, RECENT, RecentRecords, open_head};
 use crate::broker::state::State;
 use crate::broker::transport::ConnState;
 use crate::error::Error;
 use crate::proto::body::Content;
 use crate::proto::{self as pb, Body, Kind, subscribe_request::Start};
-use crate::rules::access::TrafficScope;
+use crate::rules::access::{self, Distribution, TrafficScope, Visibility};
+use crate::rules::directory::Directory;
 
 /// Most records read from storage per step.
 const READ_BATCH: u64 = 256;
 /// Most bytes of records read from storage per step (at least one record).
 pub const READ_BATCH_BYTES: usize = 128 * 1024;
-/// Most records queued for the consumer (the byte bound usually comes first).
-const CHANNEL: usize = 64;
 
 /// The records of a subscription, as tonic sends them.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::Record, Status>> + Send>>;
@@ -126,12 +126,15 @@ pub fn check_durable_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// A record on its way to the consumer, holding its share of the
-/// subscription's buffer until tonic takes it.
-type Queued = (Result<pb::Record, Status>, Option<OwnedSemaphorePermit>);
-
 /// Starts a subscription for `team`; the stream ends when caught up (without
 /// `follow`), when the consumer goes away, or when the broker shuts down.
+///
+/// The stream reads only when tonic asks for the next record, that is when
+/// HTTP/2 has taken what came before: a subscriber that falls behind is not
+/// buffered for, it reads from the ring of recent records or from the log
+/// when it continues. What waits here is one step of reading
+/// (`limits.subscription_buffer_bytes` at most, or one record, including
+/// the step read ahead while catching up).
 pub fn start(
     broker: Arc<State>,
     team: String,
@@ -154,68 +157,287 @@ pub fn start(
     };
     let slot = broker.slots.acquire(&team)?;
     slot.read_up_to(cursor);
-    let size = limits.subscription_buffer_bytes.min(Semaphore::MAX_PERMITS);
-    let buffer = Arc::new(Semaphore::new(size));
-    let (tx, rx) = mpsc::channel::<Queued>(CHANNEL);
+    RecentRecords::start_feeder(&broker);
+    // Half the buffer per step: one step waits while the next is read.
+    let step_bytes = (limits.subscription_buffer_bytes / 2).clamp(1, READ_BATCH_BYTES);
+    let end = *committed.borrow_and_update();
     let span = tracing::info_span!("subscription", team = %team);
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let out = Out { tx, buffer, size };
-            if let Err(status) = run(
-                broker,
-                &team,
-                cursor,
-                &slot,
-                req.follow,
-                Arc::new(filter),
-                &out,
-                &mut committed,
-                closing,
-                conn,
-            )
-            .await
-            {
-                let _ = out.tx.send((Err(status), None)).await;
+    let sub = Sub {
+        filled: broker.recent.filled(),
+        reloads: broker.directory_reloads(),
+        broker,
+        team,
+        cursor,
+        slot,
+        follow: req.follow,
+        end,
+        filter: Arc::new(filter),
+        committed,
+        closing,
+        conn,
+        step_bytes,
+        queue: VecDeque::new(),
+        queued: 0,
+        ahead: None,
+        done: false,
+    };
+    Ok(Box::pin(futures_util::stream::unfold(
+        sub,
+        move |mut sub| {
+            let span = span.clone();
+            async move {
+                let item = tracing::Instrument::instrument(sub.next(), span).await?;
+                Some((item, sub))
             }
         },
-        span,
-    ));
-    // The permit is dropped as tonic takes the record: the buffer bounds
-    // what waits for the consumer here, not what it has been sent.
-    Ok(Box::pin(
-        ReceiverStream::new(rx).map(|(item, _permit)| item),
-    ))
+    )))
 }
 
-/// Where a subscription's records go: the channel and its byte budget.
-struct Out {
-    tx: mpsc::Sender<Queued>,
-    buffer: Arc<Semaphore>,
-    /// The buffer's size in bytes (its permits when nothing waits).
-    size: usize,
+/// A step of records read off the async workers, and where it ended.
+type Step = Result<(Vec<pb::Record>, u64), Status>;
+
+/// A subscription's position and what it has read but not yet handed over.
+struct Sub {
+    broker: Arc<State>,
+    team: String,
+    cursor: u64,
+    slot: StreamSlot,
+    follow: bool,
+    /// Without `follow`, the stream ends at the seq committed when it began.
+    end: u64,
+    filter: Arc<Filter>,
+    committed: watch::Receiver<u64>,
+    filled: watch::Receiver<u64>,
+    reloads: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
+    conn: Option<Arc<ConnState>>,
+    step_bytes: usize,
+    queue: VecDeque<pb::Record>,
+    /// Bytes in `queue` (counted in the broker-wide total too).
+    queued: usize,
+    /// The next storage step, read while this one is sent (catch-up only):
+    /// the cursor it starts after, and the read.
+    ahead: Option<(u64, tokio::task::JoinHandle<Step>)>,
+    done: bool,
 }
 
-impl Out {
-    /// Queues a record once its bytes fit in the buffer (a record larger
-    /// than the whole buffer waits for it to be empty). False when the
-    /// consumer went away.
-    async fn send(&self, record: pb::Record) -> bool {
-        let size = prost::Message::encoded_len(&record);
-        let want = u32::try_from(size.clamp(1, self.size)).unwrap_or(u32::MAX);
-        let permit = tokio::select! {
-            p = self.buffer.clone().acquire_many_owned(want) => match p {
-                Ok(p) => p,
-                Err(_) => return false,
-            },
-            _ = self.tx.closed() => return false,
+impl Drop for Sub {
+    fn drop(&mut self) {
+        self.broker.recent.count_queued(self.queued, false);
+        if let Some((_, read)) = self.ahead.take() {
+            read.abort();
+        }
+    }
+}
+
+impl Sub {
+    /// The next item of the stream, or `None` when it ends.
+    async fn next(&mut self) -> Option<Result<pb::Record, Status>> {
+        loop {
+            if let Some(r) = self.queue.pop_front() {
+                let n = prost::Message::encoded_len(&r);
+                self.queued -= n;
+                self.broker.recent.count_queued(n, false);
+                return Some(Ok(r));
+            }
+            if self.done {
+                return None;
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(status) => {
+                    self.done = true;
+                    return Some(Err(status));
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, r: pb::Record) {
+        let n = prost::Message::encoded_len(&r);
+        self.queued += n;
+        self.broker.recent.count_queued(n, true);
+        self.queue.push_back(r);
+    }
+
+    /// Reads the next records into the queue, waiting for commits when
+    /// following; false when the stream is over.
+    async fn fill(&mut self) -> Result<bool, Status> {
+        loop {
+            // The directory in force now: a reload applies to open streams,
+            // and a team removed from it is cut off.
+            self.broker.member(&self.team)?;
+            self.broker.homed_here(&self.team)?;
+            let committed = if self.follow {
+                *self.committed.borrow_and_update()
+            } else {
+                self.end
+            };
+            // Live subscribers near the tail read what the feeder has put
+            // in the ring; one far behind reads the log.
+            let filled = *self.filled.borrow_and_update();
+            let near = filled.saturating_sub(self.cursor) <= RECENT as u64 / 2;
+            let upto = if near && self.follow {
+                committed.min(filled)
+            } else {
+                committed
+            };
+            if self.cursor < upto {
+                self.step(upto, near).await?;
+                if !self.queue.is_empty() {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if !self.follow {
+                return Ok(false);
+            }
+            let conn = self.conn.clone();
+            tokio::select! {
+                changed = self.filled.changed() => if changed.is_err() { return Ok(false) },
+                _ = self.reloads.changed() => {}
+                _ = self.closing.changed() => {
+                    return Err(Status::unavailable("the broker is shutting down; resume from your last seq"));
+                }
+                _ = async { match &conn { Some(c) => c.withdrawn().await, None => std::future::pending().await } } => {}
+            }
+        }
+    }
+
+    /// Reads one step of `(cursor, upto]`: from the ring on this task while
+    /// each record is there and needs nothing more, else one storage step
+    /// off the async workers.
+    async fn step(&mut self, upto: u64, near: bool) -> Result<(), Status> {
+        let last = upto.min(self.cursor + READ_BATCH);
+        if near {
+            let dir = self.broker.directory();
+            standing(&dir, &self.team, self.conn.as_deref())?;
+            let start = self.cursor;
+            while self.cursor < last && self.queued < self.step_bytes {
+                let seq = self.cursor + 1;
+                let Some(d) = self.broker.recent.cached(seq) else {
+                    break;
+                };
+                let view = shared_view(
+                    &self.broker,
+                    &self.team,
+                    &d,
+                    &self.filter,
+                    &dir,
+                    self.conn.as_deref(),
+                )?;
+                match view {
+                    Some(view) => {
+                        if let Some(r) = view {
+                            self.push(r);
+                        }
+                        self.cursor = seq;
+                    }
+                    None => break,
+                }
+            }
+            if self.cursor > start {
+                self.slot.read_up_to(self.cursor);
+                return Ok(());
+            }
+        }
+        let read = match self.ahead.take() {
+            Some((from, read)) if from == self.cursor => read,
+            other => {
+                if let Some((_, stale)) = other {
+                    stale.abort();
+                }
+                self.spawn_read(self.cursor, last)
+            }
         };
-        self.tx.send((Ok(record), Some(permit))).await.is_ok()
+        let (records, reached) = read
+            .await
+            .map_err(|e| Status::from(Error::Internal(format!("subscription reader: {e}"))))??;
+        self.cursor = reached;
+        self.slot.read_up_to(reached);
+        // Catching up: the next step is read while this one is sent.
+        if !near && reached < upto {
+            let next_last = upto.min(reached + READ_BATCH);
+            self.ahead = Some((reached, self.spawn_read(reached, next_last)));
+        }
+        for r in records {
+            self.push(r);
+        }
+        Ok(())
+    }
+
+    fn spawn_read(&self, cursor: u64, last: u64) -> tokio::task::JoinHandle<Step> {
+        let (b, t, f, c, bytes) = (
+            self.broker.clone(),
+            self.team.clone(),
+            self.filter.clone(),
+            self.conn.clone(),
+            self.step_bytes,
+        );
+        tokio::task::spawn_blocking(move || {
+            read_step(&b, &t, cursor, last, &f, c.as_deref(), bytes)
+        })
+    }
+}
+
+/// The record `team` receives from ring entry `d` when deciding it needs
+/// no storage read (`Some(None)`: hidden or filtered out), else `None` to
+/// take [`view_decoded`]'s way: a retracted record (tombstones read the
+/// retraction), the sender's own record on a federated broker (its relay
+/// list), or a shared record not built yet. Same rules, same fields.
+fn shared_view(
+    broker: &State,
+    team: &str,
+    d: &Decoded,
+    filter: &Filter,
+    dir: &Directory,
+    conn: Option<&ConnState>,
+) -> Result<Option<Option<pb::Record>>, Status> {
+    if conn.is_some_and(|c| !c.is_valid()) {
+        standing(dir, team, conn)?;
+    }
+    let storage = broker.log().storage();
+    let federated = broker.config.broker.is_some();
+    if (federated && team == d.body.sender)
+        || storage
+            .retraction_of(d.seq)
+            .map_err(|e| Status::from(Error::from(e)))?
+            .is_some()
+    {
+        return Ok(None);
+    }
+    let dist = Distribution {
+        sender: &d.body.sender,
+        audience: d.body.audience.as_ref(),
+        exercise: &d.body.exercise,
+        also_readers: &d.rec.also_readers,
+    };
+    let scope = &filter.scope;
+    if !scope.includes(&d.body.exercise) || dir.team(team).is_none() {
+        return Ok(Some(None));
+    }
+    match access::visibility(team, &dist, false, scope) {
+        Visibility::Hidden => Ok(Some(None)),
+        Visibility::Tombstone => Ok(None),
+        Visibility::Full if !filter.matches(&d.body) => Ok(Some(None)),
+        Visibility::Full => {
+            let full = if federated {
+                match d.full_built() {
+                    Some(r) => r,
+                    None => return Ok(None),
+                }
+            } else {
+                d.full(storage, false).map_err(Status::from)?
+            };
+            Ok(Some(Some(full.clone())))
+        }
     }
 }
 
 /// One step of a subscription: the records the reader may see among
-/// `(cursor, last]`, read and checked off the async workers, and where the
-/// step ended.
+/// `(cursor, last]` (at most `max_bytes` of stored records, or one), read
+/// and checked off the async workers, and where the step ended.
 fn read_step(
     broker: &State,
     team: &str,
@@ -223,6 +445,7 @@ fn read_step(
     last: u64,
     filter: &Filter,
     conn: Option<&ConnState>,
+    max_bytes: usize,
 ) -> Result<(Vec<pb::Record>, u64), Status> {
     let dir = broker.directory();
     standing(&dir, team, conn)?;
@@ -269,17 +492,12 @@ fn read_step(
         for r in storage.records(cursor + 1, last) {
             let (seq, rec) = r.map_err(|e| Status::from(Error::from(e)))?;
             let (env, body) = open_head(&rec).map_err(Status::from)?;
-            let mut d = Decoded {
-                seq,
-                rec,
-                env,
-                body,
-            };
+            let mut d = Decoded::new(seq, rec, env, body);
             let mut env = Some(std::mem::take(&mut d.env));
             take(&d, &mut || env.take().unwrap_or_default())?;
             end = seq;
             bytes += d.rec.envelope.len();
-            if bytes >= READ_BATCH_BYTES {
+            if bytes >= max_bytes {
                 break;
             }
         }
@@ -289,7 +507,7 @@ fn read_step(
             take(&d, &mut || d.env.clone())?;
             end = seq;
             bytes += d.rec.envelope.len();
-            if bytes >= READ_BATCH_BYTES {
+            if bytes >= max_bytes {
                 break;
             }
         }
@@ -314,67 +532,6 @@ fn standing(
         .into());
     }
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    broker: Arc<State>,
-    team: &str,
-    mut cursor: u64,
-    slot: &StreamSlot,
-    follow: bool,
-    filter: Arc<Filter>,
-    out: &Out,
-    committed: &mut watch::Receiver<u64>,
-    mut closing: watch::Receiver<bool>,
-    conn: Option<Arc<ConnState>>,
-) -> Result<(), Status> {
-    let end = *committed.borrow_and_update();
-    let mut reloads = broker.directory_reloads();
-    loop {
-        // The directory in force now: a reload applies to open streams, and
-        // a team removed from it is cut off.
-        broker.member(team)?;
-        broker.homed_here(team)?;
-        let upto = if follow {
-            *committed.borrow_and_update()
-        } else {
-            end
-        };
-        while cursor < upto {
-            let last = upto.min(cursor + READ_BATCH);
-            let (b, t, f, c) = (
-                broker.clone(),
-                team.to_owned(),
-                filter.clone(),
-                conn.clone(),
-            );
-            let (records, reached) = tokio::task::spawn_blocking(move || {
-                read_step(&b, &t, cursor, last, &f, c.as_deref())
-            })
-            .await
-            .map_err(|e| Status::from(Error::Internal(format!("subscription reader: {e}"))))??;
-            cursor = reached;
-            slot.read_up_to(cursor);
-            for record in records {
-                if !out.send(record).await {
-                    return Ok(()); // the consumer went away
-                }
-            }
-        }
-        if !follow {
-            return Ok(());
-        }
-        tokio::select! {
-            changed = committed.changed() => if changed.is_err() { return Ok(()) },
-            _ = reloads.changed() => {}
-            _ = closing.changed() => {
-                return Err(Status::unavailable("the broker is shutting down; resume from your last seq"));
-            }
-            _ = out.tx.closed() => return Ok(()),
-            _ = async { match &conn { Some(c) => c.withdrawn().await, None => std::future::pending().await } } => {}
-        }
-    }
 }
 
 #[cfg(test)]
