@@ -186,7 +186,8 @@ fn bench_limits() -> Limits {
     }
 }
 
-/// Starts `certex serve --config` over `pki` and `data` with `limits`.
+/// Starts `certex serve --config` over `pki` and `data` with `limits`
+/// (the binary named by `CERTEX_BENCH_BROKER`, else this one).
 /// With `CERTEX_BENCH_METRICS` set in the environment the broker records
 /// metrics (`metrics_listen` on 127.0.0.1:0), to measure what they cost.
 fn spawn_broker(pki: &Path, data: &Path, limits: &Limits) -> Result<(Child, String), String> {
@@ -199,7 +200,12 @@ fn spawn_broker(pki: &Path, data: &Path, limits: &Limits) -> Result<(Child, Stri
     let file = data.with_extension("toml");
     let text = toml::to_string(&config).map_err(|e| format!("broker config: {e}"))?;
     std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // CERTEX_BENCH_BROKER names another certex binary to serve (an earlier
+    // build), so before/after runs share this load generator.
+    let exe = match std::env::var_os("CERTEX_BENCH_BROKER") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe().map_err(|e| e.to_string())?,
+    };
     // Text logs whatever the caller's CERTEX_LOG_FORMAT: the listening
     // line below is read as text.
     let mut child = Command::new(exe)
