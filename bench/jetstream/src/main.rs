@@ -317,7 +317,17 @@ async fn main() -> Result<(), Error> {
             size,
             depth,
             window,
-        } => publish(&args, publishers, duration, size, depth.max(1), window.map(|w| w.max(1))).await?,
+        } => {
+            publish(
+                &args,
+                publishers,
+                duration,
+                size,
+                depth.max(1),
+                window.map(|w| w.max(1)),
+            )
+            .await?
+        }
         Scenario::Fanout {
             subscribers,
             rate,
