@@ -408,3 +408,36 @@ async fn submit_stream_prints_a_line_per_draft_and_exits_4_on_a_refusal() {
     );
     assert_eq!(b.broker.log().head().tree_size, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_what_was_read_then_ends_unavailable() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::Envelope>(16);
+    let mut out = cn
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        tx.send(sealed(&cn, &format!("before {i}"))).await.unwrap();
+    }
+    for i in 0..5u64 {
+        let o = out.next().await.unwrap().unwrap();
+        assert_eq!(o.index, i);
+        assert!(o.outcome.is_ok());
+    }
+    // The sender keeps its side open; the broker shuts down.
+    let stopping = tokio::spawn(b.stop());
+    let end = tokio::time::timeout(Duration::from_secs(10), out.next())
+        .await
+        .expect("the stream ends within 10 s");
+    match end {
+        Some(Err(certex::client::connection::ClientError::Status(s))) => {
+            assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+            assert!(s.message().contains("shutting down"), "{s:?}");
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    drop(tx);
+    let _ = stopping.await;
+}
