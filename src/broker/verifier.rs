@@ -136,8 +136,11 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
         let answers = verify_batch(&items, &mut keys);
         drop(items);
         for (job, answer) in batch.drain(..).zip(answers) {
+            // Its room first, so that a caller answered finds it free.
+            let Job { reply, _room, .. } = job;
+            drop(_room);
             // The caller may have gone (its call was cancelled).
-            let _ = job.reply.send(answer);
+            let _ = reply.send(answer);
         }
     }
 }
