@@ -5,10 +5,9 @@
 //! record, so a consumer that falls behind is not buffered for: it reads
 //! from the ring or the log when it continues, and loses nothing. Memory is
 //! bounded by bytes: storage is read (and the access rule applied) off the
-//! async workers in steps of at most half of
-//! `limits.subscription_buffer_bytes` and [`READ_BATCH_BYTES`] (one record
-//! when records are large), one step waiting and one read ahead while
-//! catching up. Publishers and other subscribers never wait for a consumer.
+//! async workers in steps of at most `limits.subscription_buffer_bytes`
+//! and [`READ_BATCH_BYTES`] (one record when records are large), one step
+//! waiting and one read ahead while catching up. Publishers and other subscribers never wait for a consumer.
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
@@ -133,8 +132,8 @@ pub fn check_durable_name(name: &str) -> Result<(), Error> {
 /// HTTP/2 has taken what came before: a subscriber that falls behind is not
 /// buffered for, it reads from the ring of recent records or from the log
 /// when it continues. What waits here is one step of reading
-/// (`limits.subscription_buffer_bytes` at most, or one record, including
-/// the step read ahead while catching up).
+/// (`limits.subscription_buffer_bytes` and [`READ_BATCH_BYTES`] at most, or
+/// one record), and while catching up the step read ahead.
 pub fn start(
     broker: Arc<State>,
     team: String,
@@ -158,8 +157,11 @@ pub fn start(
     let slot = broker.slots.acquire(&team)?;
     slot.read_up_to(cursor);
     RecentRecords::start_feeder(&broker);
-    // Half the buffer per step: one step waits while the next is read.
-    let step_bytes = (limits.subscription_buffer_bytes / 2).clamp(1, READ_BATCH_BYTES);
+    // A step is the buffer (at most READ_BATCH_BYTES); catching up, one
+    // more step is read ahead while it is sent. Smaller steps cost a
+    // blocking-pool round trip and wakeups each (context switches led the
+    // catch-up profile with half-size steps).
+    let step_bytes = limits.subscription_buffer_bytes.clamp(1, READ_BATCH_BYTES);
     let end = *committed.borrow_and_update();
     let span = tracing::info_span!("subscription", team = %team);
     let sub = Sub {
