@@ -83,7 +83,7 @@ async fn refused_envelopes_get_their_status_in_their_slot() {
     other_bytes.content = Some(incident("v2"));
 
     let mut bad_sig = sealed(&cn, "bad signature");
-    bad_sig.signature[0] ^= 1;
+    bad_sig.signature[32] ^= 1; // s, not R: R may then not be a point at all
     let not_ours = sealed(&ru, "RU's message on CN's stream");
     let mut big = body("CN-CNCERT", pb::Tlp::Clear, community(), incident("big"));
     if let Some(Content::Incident(r)) = &mut big.content {
@@ -133,7 +133,7 @@ async fn refused_envelopes_get_their_status_in_their_slot() {
     );
     // The same refusals as the unary call, word for word.
     let mut again = sealed(&cn, "bad signature");
-    again.signature[0] ^= 1;
+    again.signature[32] ^= 1;
     let (c, unary) = code(cn.publish(again).await);
     assert_eq!(
         (c, unary.as_str()),
@@ -440,4 +440,59 @@ async fn shutdown_answers_what_was_read_then_ends_unavailable() {
     }
     drop(tx);
     let _ = stopping.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_keep_the_stream_order_so_a_retraction_may_follow_its_target() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    // Each message directly followed by its retraction, a bad signature
+    // now and then between them: checked concurrently, appended in order.
+    let mut envs = Vec::new();
+    for i in 0..100 {
+        let target = body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            incident(&format!("m{i}")),
+        );
+        envs.push(cn.seal(&target).unwrap());
+        if i % 10 == 3 {
+            let mut bad = sealed(&cn, &format!("bad {i}"));
+            bad.signature[32] ^= 1;
+            envs.push(bad);
+        }
+        let retraction = body(
+            "CN-CNCERT",
+            pb::Tlp::Clear,
+            community(),
+            Content::Retraction(pb::Retraction {
+                target: target.id.clone(),
+                reason: "sent in error".into(),
+            }),
+        );
+        envs.push(cn.seal(&retraction).unwrap());
+    }
+    let out = stream_all(&cn, envs.clone()).await;
+    assert_eq!(out.len(), envs.len());
+    let mut last = 0;
+    let mut refused = 0;
+    for o in &out {
+        match &o.outcome {
+            Ok(r) => {
+                assert!(
+                    r.seq > last,
+                    "record {} after {last}: the stream's order",
+                    r.seq
+                );
+                last = r.seq;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 10);
+    assert_eq!(b.broker.log().head().tree_size, 200);
 }

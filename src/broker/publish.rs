@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use crate::broker::config::Limits;
 use crate::broker::metrics::{self, PublishResult};
@@ -57,6 +58,48 @@ struct Pending {
     now: OffsetDateTime,
 }
 
+/// A publish's place in a sequence (the envelopes of one stream): its
+/// checks run at once with the others', but it goes to the writer only
+/// after the one before it did, so the log keeps the sender's order (a
+/// retraction right after its target finds it).
+#[derive(Default)]
+pub struct Turn {
+    /// Resolves (or is dropped) once the publish before has gone to the writer.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Dropped once this publish has gone to the writer or ended.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Waits for the publish before to reach the writer (or end).
+    async fn wait(&mut self) {
+        if let Some(after) = self.after.take() {
+            let _ = after.await;
+        }
+    }
+
+    /// Lets the publish after go on.
+    fn pass(&mut self) {
+        self.done.take();
+    }
+}
+
+impl Drop for Turn {
+    /// A publish that ends early (refused, or answered from the index) lets
+    /// the next one go only once the one before it has gone: the order
+    /// holds across refusals.
+    fn drop(&mut self) {
+        if let (Some(after), Some(done)) = (self.after.take(), self.done.take())
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = after.await;
+                drop(done);
+            });
+        }
+    }
+}
+
 /// Checks `env` as published by `team` and appends it; the receipt comes
 /// back once the record is on the device. Counted in the metrics by kind
 /// and result, with the time to the receipt.
@@ -65,9 +108,20 @@ pub async fn publish(
     team: &str,
     env: Option<pb::Envelope>,
 ) -> Result<pb::Receipt, Error> {
+    publish_in_turn(state, team, env, Turn::default()).await
+}
+
+/// [`publish`] as one of a sequence: appended after the publish before it
+/// in `turn` (see [`Turn`]).
+pub async fn publish_in_turn(
+    state: &Arc<State>,
+    team: &str,
+    env: Option<pb::Envelope>,
+    turn: Turn,
+) -> Result<pb::Receipt, Error> {
     let start = Instant::now();
     let mut kind = "unknown";
-    let r = publish_checked(state, team, env, &mut kind).await;
+    let r = publish_checked(state, team, env, &mut kind, turn).await;
     let result = match &r {
         Ok(receipt) if receipt.duplicate => PublishResult::Duplicate,
         Ok(_) => PublishResult::Accepted,
@@ -83,6 +137,7 @@ async fn publish_checked(
     team: &str,
     env: Option<pb::Envelope>,
     kind: &mut &'static str,
+    mut turn: Turn,
 ) -> Result<pb::Receipt, Error> {
     let env = env.ok_or_else(|| Error::invalid("envelope", "is required"))?;
     let limits = &state.config.limits;
@@ -124,9 +179,18 @@ async fn publish_checked(
     } else {
         check_after_signature(state, team, *pending)?
     };
-    match foreign_case_authority(state, &sub)? {
-        Some(authority) => hand_to_authority(state, &authority, sub).await,
-        None => state.log().append(sub).await,
+    let authority = foreign_case_authority(state, &sub)?;
+    turn.wait().await;
+    match authority {
+        Some(authority) => {
+            turn.pass();
+            hand_to_authority(state, &authority, sub).await
+        }
+        None => {
+            let reply = state.log().enqueue(sub).await;
+            turn.pass();
+            reply?.await.map_err(|_| Error::Unavailable)?
+        }
     }
 }
 

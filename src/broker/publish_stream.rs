@@ -1,7 +1,10 @@
 //! `Exchange.PublishStream` (SPEC §4 for each envelope): many envelopes on
 //! one HTTP/2 stream, each through [`publish::publish`] exactly as a unary
 //! `Publish` (same checks, budgets, duplicates, metrics), many at once.
-//! Receipts go back in request order, each once its record is durable; a
+//! Their checks run at once, but each goes to the log writer after the one
+//! before it, so records keep the stream's order (a retraction may follow
+//! its target directly). Receipts go back in request order, each once its
+//! record is durable; a
 //! refusal takes its envelope's slot and the stream goes on. Memory is
 //! bounded per stream: at most `limits.publish_stream_window` envelopes and
 //! `limits.publish_stream_window_bytes` bytes (one envelope always fits) are
@@ -15,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::FuturesOrdered;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
@@ -100,6 +103,9 @@ async fn run(
         limits.publish_stream_window_bytes,
     );
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    // Each envelope goes to the writer after the one before it (its checks
+    // run at once with theirs): the log keeps the stream's order.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     let mut bytes = 0usize;
     let mut next_index = 0u64;
     // Why the stream ends once what was read is answered; `None`: the
@@ -141,7 +147,9 @@ async fn run(
                     next_index += 1;
                     let size = req.envelope.as_ref().map_or(0, prost::Message::encoded_len);
                     bytes += size;
-                    pending.push_back(publish_one(&broker, &call, index, size, req.envelope));
+                    let (done, next) = oneshot::channel();
+                    let turn = publish::Turn { after: previous.replace(next), done: Some(done) };
+                    pending.push_back(publish_one(&broker, &call, index, size, req.envelope, turn));
                 }
                 Some(Err(status)) => {
                     reading = false;
@@ -173,10 +181,11 @@ fn publish_one(
     index: u64,
     size: usize,
     envelope: Option<pb::Envelope>,
+    turn: publish::Turn,
 ) -> Pending {
     let (b, team, on_refusal) = (broker.clone(), call.team.clone(), call.on_refusal);
     let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let outcome = match publish::publish(&b, &team, envelope).await {
+        let outcome = match publish::publish_in_turn(&b, &team, envelope, turn).await {
             Ok(r) => pb::stream_receipt::Outcome::Receipt(r),
             Err(e) => {
                 on_refusal(&b, &team, &e);

@@ -199,6 +199,17 @@ impl Log {
 
     /// Appends a checked submission; the receipt means it is on the device.
     pub async fn append(&self, sub: Submission) -> Result<Receipt, Error> {
+        let reply = self.enqueue(sub).await?;
+        reply.await.map_err(|_| Error::Unavailable)?
+    }
+
+    /// Hands a checked submission to the writer and returns where its
+    /// receipt will come: submissions enqueued one after another are
+    /// appended in that order (a publish stream's envelopes keep theirs).
+    pub async fn enqueue(
+        &self,
+        sub: Submission,
+    ) -> Result<oneshot::Receiver<Result<Receipt, Error>>, Error> {
         let share = sub.envelope.body.len().clamp(1, MAX_QUEUE_BYTES);
         let queued = self
             .queue
@@ -215,7 +226,7 @@ impl Log {
             })
             .await
             .map_err(|_| Error::Unavailable)?;
-        rx.await.map_err(|_| Error::Unavailable)?
+        Ok(rx)
     }
 
     /// Appends submissions in the order given (one may refer to an earlier
