@@ -13,7 +13,7 @@ def system(line: dict) -> str:
     if "system" in line:
         mode = line.get("mode")
         return f"{line['system']} ({mode})" if mode else line["system"]
-    return f"certex ({line.get('mode', 'unary')})"
+    return f"certex ({line['mode']})" if "mode" in line else "certex"
 
 
 def fmt(x, digits=0):
@@ -24,13 +24,16 @@ def fmt(x, digits=0):
 
 def main() -> None:
     lines = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
+    for l in lines:
+        if l.get("scenario") == "publish" and "throughput" not in l:
+            l["throughput"] = l["records"] / l["duration_s"]
     publish: dict[str, list[dict]] = {}
     for l in lines:
         if l.get("scenario") == "publish":
             publish.setdefault(system(l), []).append(l)
     base = None
     for name, runs in publish.items():
-        if "always" in name and "async" not in name and "stream" not in name:
+        if "always" in name and "(sync)" in name:
             base = statistics.median(r["throughput"] for r in runs)
     print("| system | in flight | records/s median (range) | ratio to JetStream always | p50 ms | p99 ms | broker CPU µs/record | generator CPU µs/record |")
     print("|---|---|---|---|---|---|---|---|")
