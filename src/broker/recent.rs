@@ -8,11 +8,10 @@
 //! built once for all of them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::broker::state::State;
 use crate::error::Error;
 use crate::log::storage::{Storage, StoredRecord};
 use crate::log::writer::timestamp;
@@ -255,49 +254,19 @@ impl RecentRecords {
         slot.as_ref().filter(|d| d.seq == seq).cloned()
     }
 
-    /// Starts the feeder once per broker: after each commit it reads the new
-    /// records (the last [`RECENT`]` / 2` of them at most) into the ring and
-    /// builds their shared full record, off the async workers, then moves
-    /// [`Self::filled`]. It holds the broker weakly and ends with it.
-    pub fn start_feeder(state: &Arc<State>) {
-        if state.recent.feeding.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak: Weak<State> = Arc::downgrade(state);
-        let mut committed = state.log().committed();
-        let mut closing = state.closing.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let upto = *committed.borrow_and_update();
-                let Some(st) = weak.upgrade() else { return };
-                let from = (*st.recent.filled.borrow()).max(upto.saturating_sub(RECENT as u64 / 2));
-                if upto > from {
-                    let reader = st.clone();
-                    let read = tokio::task::spawn_blocking(move || {
-                        let storage = reader.log().storage();
-                        let federated = reader.config.broker.is_some();
-                        for seq in from + 1..=upto {
-                            reader.recent.get(storage, seq)?.full(storage, federated)?;
-                        }
-                        Ok::<_, Error>(())
-                    })
-                    .await;
-                    // Subscribers read what the ring misses from storage
-                    // and meet the same error there, with their own status.
-                    match read {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!("recent-records feeder: {e}"),
-                        Err(e) => tracing::warn!("recent-records feeder: {e}"),
-                    }
-                }
-                st.recent.filled.send_replace(upto);
-                drop(st);
-                tokio::select! {
-                    c = committed.changed() => if c.is_err() { return },
-                    _ = closing.changed() => return,
-                }
-            }
-        });
+    /// Whether this call is the first to claim the feeder (one per broker).
+    pub fn claim_feeder(&self) -> bool {
+        !self.feeding.swap(true, Ordering::AcqRel)
+    }
+
+    /// The log size the ring has been filled up to.
+    pub fn filled_upto(&self) -> u64 {
+        *self.filled.borrow()
+    }
+
+    /// Notes that the ring is filled up to `upto`, waking live subscribers.
+    pub fn set_filled(&self, upto: u64) {
+        self.filled.send_replace(upto);
     }
 
     /// Record `seq` (which must be committed), decoded.

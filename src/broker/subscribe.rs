@@ -11,7 +11,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::watch;
 use tokio_stream::Stream;
@@ -19,7 +19,7 @@ use tonic::Status;
 
 use crate::broker::limits::StreamSlot;
 use crate::broker::read::view_decoded;
-use crate::broker::recent::{Decoded, RECENT, RecentRecords, open_head};
+use crate::broker::recent::{Decoded, RECENT, open_head};
 use crate::broker::state::State;
 use crate::broker::transport::ConnState;
 use crate::error::Error;
@@ -156,7 +156,7 @@ pub fn start(
     };
     let slot = broker.slots.acquire(&team)?;
     slot.read_up_to(cursor);
-    RecentRecords::start_feeder(&broker);
+    start_feeder(&broker);
     // A step is the buffer (at most READ_BATCH_BYTES); catching up, one
     // more step is read ahead while it is sent. Smaller steps cost a
     // blocking-pool round trip and wakeups each (context switches led the
@@ -534,6 +534,54 @@ fn standing(
         .into());
     }
     Ok(())
+}
+
+/// Starts the feeder once per broker: after each commit it reads the new
+/// records (the last [`RECENT`]` / 2` of them at most) into the ring and
+/// builds their shared full record, off the async workers, then moves
+/// `RecentRecords::filled`. It holds the broker weakly and ends with it.
+pub fn start_feeder(state: &Arc<State>) {
+    if !state.recent.claim_feeder() {
+        return;
+    }
+    let weak: Weak<State> = Arc::downgrade(state);
+    let mut committed = state.log().committed();
+    let mut closing = state.closing.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let upto = *committed.borrow_and_update();
+            let Some(st) = weak.upgrade() else { return };
+            let from = st
+                .recent
+                .filled_upto()
+                .max(upto.saturating_sub(RECENT as u64 / 2));
+            if upto > from {
+                let reader = st.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let storage = reader.log().storage();
+                    let federated = reader.config.broker.is_some();
+                    for seq in from + 1..=upto {
+                        reader.recent.get(storage, seq)?.full(storage, federated)?;
+                    }
+                    Ok::<_, Error>(())
+                })
+                .await;
+                // Subscribers read what the ring misses from storage
+                // and meet the same error there, with their own status.
+                match read {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("recent-records feeder: {e}"),
+                    Err(e) => tracing::warn!("recent-records feeder: {e}"),
+                }
+            }
+            st.recent.set_filled(upto);
+            drop(st);
+            tokio::select! {
+                c = committed.changed() => if c.is_err() { return },
+                _ = closing.changed() => return,
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub enum SignatureError {
     #[error("signature does not match the body and key {0}")]
     Mismatch(String),
     /// R or s in a form `verify_strict` refuses, named before any curve
-    /// arithmetic (see [`crate::rules::signature`]).
+    /// arithmetic (see the batch rule in `signature.rs`).
     #[error("signature made with key {key_id} is malformed: {problem}")]
     Malformed {
         key_id: String,
