@@ -1051,6 +1051,35 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// Seals 2 KiB TLS 1.3 records (AES-256-GCM, rustls' own record encrypter
+/// with the ring provider the broker uses) for `secs` on this thread: seals
+/// per second, a machine limit for `certex bench limits`.
+pub fn aes_gcm_seal_rate(secs: f64) -> Result<f64, String> {
+    use rustls::crypto::cipher::{AeadKey, Iv, OutboundChunks, OutboundPlainMessage};
+    use rustls::{ContentType, ProtocolVersion};
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384;
+    let tls13 = suite.tls13().ok_or("no TLS 1.3 suite")?;
+    let mut enc = tls13
+        .aead_alg
+        .encrypter(AeadKey::from([5u8; 32]), Iv::new([9u8; 12]));
+    let payload = vec![7u8; 2048];
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..256 {
+            let msg = OutboundPlainMessage {
+                typ: ContentType::ApplicationData,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(&payload),
+            };
+            let sealed = enc.encrypt(msg, seq).map_err(|e| e.to_string())?;
+            std::hint::black_box(sealed);
+            seq += 1;
+        }
+    }
+    Ok(seq as f64 / start.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use rustls::pki_types::pem::PemObject;

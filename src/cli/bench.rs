@@ -1057,33 +1057,6 @@ struct LimitsSummary {
     tcp_write_mib_per_s: f64,
 }
 
-/// Seals 2 KiB TLS records for `secs` on this thread: seals per second.
-fn aes_gcm_rate(secs: f64) -> Result<f64, String> {
-    use rustls::crypto::cipher::{AeadKey, Iv, OutboundChunks, OutboundPlainMessage};
-    use rustls::{ContentType, ProtocolVersion};
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384;
-    let tls13 = suite.tls13().ok_or("no TLS 1.3 suite")?;
-    let mut enc = tls13
-        .aead_alg
-        .encrypter(AeadKey::from([5u8; 32]), Iv::new([9u8; 12]));
-    let payload = vec![7u8; 2048];
-    let start = Instant::now();
-    let mut seq = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
-        for _ in 0..256 {
-            let msg = OutboundPlainMessage {
-                typ: ContentType::ApplicationData,
-                version: ProtocolVersion::TLSv1_2,
-                payload: OutboundChunks::Single(&payload),
-            };
-            let sealed = enc.encrypt(msg, seq).map_err(|e| e.to_string())?;
-            std::hint::black_box(sealed);
-            seq += 1;
-        }
-    }
-    Ok(seq as f64 / start.elapsed().as_secs_f64())
-}
-
 /// Writes 2 KiB at a time to a loopback TCP socket for `secs` while another
 /// thread reads and discards: writes per second.
 fn tcp_write_rate(secs: f64) -> Result<f64, String> {
@@ -1165,7 +1138,7 @@ fn limits(commit_bytes: usize) -> Result<String, String> {
     let n = lat.len();
     lat.sort_by(f64::total_cmp);
     progress("limits: AES-256-GCM seals of 2 KiB TLS records on one core for 2 s");
-    let seals = aes_gcm_rate(2.0)?;
+    let seals = crate::broker::transport::aes_gcm_seal_rate(2.0)?;
     progress("limits: 2 KiB loopback TCP writes for 2 s");
     let writes = tcp_write_rate(2.0)?;
     let s = LimitsSummary {
