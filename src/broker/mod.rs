@@ -16,6 +16,7 @@ pub mod config;
 pub mod limits;
 pub mod metrics;
 pub mod metrics_http;
+pub mod outgoing;
 pub mod peering;
 pub mod publish;
 pub mod publish_stream;

@@ -5,13 +5,15 @@
 //! that makes up most of it. One feeder task reads each newly committed
 //! record into the ring as it commits, so a thousand live subscribers wake
 //! to records already decoded, with the record as a full reader receives it
-//! built once for all of them.
+//! built and encoded once for all of them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::broker::outgoing::encode_shared;
 use crate::error::Error;
 use crate::log::storage::{Storage, StoredRecord};
 use crate::log::writer::timestamp;
@@ -30,10 +32,10 @@ pub struct Decoded {
     /// and tombstones read. Readers receive the envelope's exact bytes.
     pub body: Body,
     /// The record as a reader who sees it in full receives it, before
-    /// retraction and without the per-sender relay list: built once (see
-    /// [`Decoded::full`]) and cloned per reader (the envelope's bytes are
-    /// shared, not copied).
-    full: OnceLock<pb::Record>,
+    /// retraction and without the per-sender relay list: built and
+    /// protobuf-encoded once (see [`Decoded::full`]); every such reader is
+    /// sent these bytes.
+    full: OnceLock<Bytes>,
 }
 
 impl Decoded {
@@ -47,16 +49,17 @@ impl Decoded {
         }
     }
 
-    /// The record as a full reader receives it when it is not retracted and
-    /// the reader is not its sender on a federated broker (see
-    /// `read::view_decoded`, whose fields this matches); `origin` is read
-    /// once, as it never changes after commit.
-    /// The shared full record, if built already (see [`Decoded::full`]).
-    pub fn full_built(&self) -> Option<&pb::Record> {
+    /// The shared full record's encoding, if built already (see
+    /// [`Decoded::full`]).
+    pub fn full_built(&self) -> Option<&Bytes> {
         self.full.get()
     }
 
-    pub fn full(&self, storage: &Storage, federated: bool) -> Result<&pb::Record, Error> {
+    /// The encoding of the record as a full reader receives it when it is
+    /// not retracted and the reader is not its sender on a federated broker
+    /// (see `read::view_decoded`, whose fields this matches); `origin` is
+    /// read once, as it never changes after commit.
+    pub fn full(&self, storage: &Storage, federated: bool) -> Result<&Bytes, Error> {
         if let Some(r) = self.full.get() {
             return Ok(r);
         }
@@ -72,14 +75,16 @@ impl Decoded {
         } else {
             None
         };
-        Ok(self.full.get_or_init(|| pb::Record {
-            seq: self.seq,
-            received_at: Some(timestamp(self.rec.received_at_ms)),
-            leaf_hash: self.rec.leaf_hash.clone(),
-            envelope: Some(self.env.clone()),
-            retracted: None,
-            relays: vec![],
-            origin,
+        Ok(self.full.get_or_init(|| {
+            encode_shared(&pb::Record {
+                seq: self.seq,
+                received_at: Some(timestamp(self.rec.received_at_ms)),
+                leaf_hash: self.rec.leaf_hash.clone(),
+                envelope: Some(self.env.clone()),
+                retracted: None,
+                relays: vec![],
+                origin,
+            })
         }))
     }
 }
@@ -208,10 +213,10 @@ fn weight(d: &Decoded) -> usize {
         + d.env.key_id.len()
         + d.body.id.len()
         + d.body.sender.len()
-        // The shared full record: its own copies of the small fields.
+        // The shared full record's encoding: the envelope again, the
+        // small fields and an origin proof, if any.
+        + d.rec.envelope.len()
         + d.rec.leaf_hash.len()
-        + d.env.signature.len()
-        + d.env.key_id.len()
         + 512
 }
 

@@ -8,14 +8,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::broker::admission::CallBudget;
+use crate::broker::outgoing::{Outgoing, RecordCodec};
 use crate::broker::state::State;
 use crate::broker::transport::Peer;
 use crate::broker::{case_views, publish, publish_stream, read, subscribe, transparency};
@@ -45,7 +48,7 @@ pub async fn set_health(
 
 /// The four certex services, ready to add to a tonic router.
 pub struct Services {
-    pub exchange: ExchangeServer<ExchangeService>,
+    pub exchange: ExchangeRoutes,
     pub directory: DirectoryServer<DirectoryService>,
     pub cases: CasesServer<CasesService>,
     pub transparency: TransparencyServer<TransparencyService>,
@@ -55,7 +58,14 @@ impl Services {
     pub fn new(state: Arc<State>) -> Self {
         let svc = Svc(state);
         Services {
-            exchange: ExchangeServer::new(ExchangeService(svc.clone())),
+            exchange: {
+                let service = Arc::new(ExchangeService(svc.clone()));
+                ExchangeRoutes {
+                    server: ExchangeServer::from_arc(service.clone()),
+                    service,
+                    max_decoding_message_size: 4 * 1024 * 1024,
+                }
+            },
             directory: DirectoryServer::new(DirectoryService(svc.clone())),
             cases: CasesServer::new(CasesService(svc.clone())),
             transparency: TransparencyServer::new(TransparencyService(svc)),
@@ -184,6 +194,87 @@ where
 /// `certex.v1.Exchange`.
 pub struct ExchangeService(Svc);
 
+impl ExchangeService {
+    /// Starts a subscription: records as they go on the wire.
+    async fn subscribe_records(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<subscribe::RecordStream>, Status> {
+        let conn = req.extensions().get::<Peer>().map(|p| p.conn.clone());
+        let budget = req.extensions().get::<CallBudget>().cloned();
+        self.0
+            .call("Subscribe", req, |b, team, r| async move {
+                let closing = b.closing.subscribe();
+                let stream = subscribe::start(b, team, r, closing, conn)?;
+                // The stream's records are bounded by its own buffer; its
+                // request no longer holds the team's in-flight budget.
+                if let Some(budget) = budget {
+                    budget.release();
+                }
+                Ok(stream)
+            })
+            .await
+    }
+}
+
+/// `certex.v1.Exchange` as the broker serves it: every method through the
+/// generated `ExchangeServer`, except `Subscribe`, whose records go out
+/// through [`RecordCodec`] so a record shared by many subscribers is
+/// encoded once for all of them (SPEC §7).
+#[derive(Clone)]
+pub struct ExchangeRoutes {
+    server: ExchangeServer<ExchangeService>,
+    service: Arc<ExchangeService>,
+    max_decoding_message_size: usize,
+}
+
+impl ExchangeRoutes {
+    /// The largest request any `Exchange` method decodes.
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.server = self.server.max_decoding_message_size(limit);
+        self.max_decoding_message_size = limit;
+        self
+    }
+}
+
+impl tonic::server::NamedService for ExchangeRoutes {
+    const NAME: &'static str =
+        <ExchangeServer<ExchangeService> as tonic::server::NamedService>::NAME;
+}
+
+/// The path of `Exchange.Subscribe`.
+const SUBSCRIBE_PATH: &str = "/certex.v1.Exchange/Subscribe";
+
+impl tower::Service<http::Request<tonic::body::Body>> for ExchangeRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != SUBSCRIBE_PATH {
+            return self.server.call(req);
+        }
+        let service = self.service.clone();
+        let limit = self.max_decoding_message_size;
+        Box::pin(async move {
+            let method = tower::service_fn(move |r: Request<pb::SubscribeRequest>| {
+                let service = service.clone();
+                async move { service.subscribe_records(r).await }
+            });
+            let mut grpc = tonic::server::Grpc::new(RecordCodec::<pb::SubscribeRequest>::default())
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.server_streaming(method, req).await)
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
     async fn publish(
@@ -227,26 +318,21 @@ impl Exchange for ExchangeService {
             .await
     }
 
-    type SubscribeStream = subscribe::RecordStream;
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::Record, Status>> + Send>>;
 
+    /// `Subscribe` as a generated `ExchangeServer` would serve it, each
+    /// record decoded back into a message. The broker's router serves the
+    /// method itself ([`ExchangeRoutes`]), sending the shared encodings as
+    /// they are; this is the same subscription for any other host of
+    /// `ExchangeServer`.
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let conn = req.extensions().get::<Peer>().map(|p| p.conn.clone());
-        let budget = req.extensions().get::<CallBudget>().cloned();
-        self.0
-            .call("Subscribe", req, |b, team, r| async move {
-                let closing = b.closing.subscribe();
-                let stream = subscribe::start(b, team, r, closing, conn)?;
-                // The stream's records are bounded by its own buffer; its
-                // request no longer holds the team's in-flight budget.
-                if let Some(budget) = budget {
-                    budget.release();
-                }
-                Ok(stream)
-            })
-            .await
+        let records = self.subscribe_records(req).await?;
+        Ok(records.map(|s| -> Self::SubscribeStream {
+            Box::pin(s.map(|item| item.and_then(Outgoing::into_record)))
+        }))
     }
 
     async fn commit_cursor(

@@ -18,6 +18,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::broker::limits::StreamSlot;
+use crate::broker::outgoing::Outgoing;
 use crate::broker::read::view_decoded;
 use crate::broker::recent::{Decoded, RECENT, open_head};
 use crate::broker::state::State;
@@ -34,7 +35,7 @@ const READ_BATCH: u64 = 256;
 pub const READ_BATCH_BYTES: usize = 128 * 1024;
 
 /// The records of a subscription, as tonic sends them.
-pub type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::Record, Status>> + Send>>;
+pub type RecordStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>>;
 
 /// A subscription filter, checked against a decoded body.
 #[derive(Debug, Clone, Default)]
@@ -196,7 +197,7 @@ pub fn start(
 }
 
 /// A step of records read off the async workers, and where it ended.
-type Step = Result<(Vec<pb::Record>, u64), Status>;
+type Step = Result<(Vec<Outgoing>, u64), Status>;
 
 /// A subscription's position and what it has read but not yet handed over.
 struct Sub {
@@ -214,7 +215,7 @@ struct Sub {
     closing: watch::Receiver<bool>,
     conn: Option<Arc<ConnState>>,
     step_bytes: usize,
-    queue: VecDeque<pb::Record>,
+    queue: VecDeque<Outgoing>,
     /// Bytes in `queue` (counted in the broker-wide total too).
     queued: usize,
     /// The next storage step, read while this one is sent (catch-up only):
@@ -234,10 +235,10 @@ impl Drop for Sub {
 
 impl Sub {
     /// The next item of the stream, or `None` when it ends.
-    async fn next(&mut self) -> Option<Result<pb::Record, Status>> {
+    async fn next(&mut self) -> Option<Result<Outgoing, Status>> {
         loop {
             if let Some(r) = self.queue.pop_front() {
-                let n = prost::Message::encoded_len(&r);
+                let n = r.encoded_len();
                 self.queued -= n;
                 self.broker.recent.count_queued(n, false);
                 return Some(Ok(r));
@@ -256,8 +257,8 @@ impl Sub {
         }
     }
 
-    fn push(&mut self, r: pb::Record) {
-        let n = prost::Message::encoded_len(&r);
+    fn push(&mut self, r: Outgoing) {
+        let n = r.encoded_len();
         self.queued += n;
         self.broker.recent.count_queued(n, true);
         self.queue.push_back(r);
@@ -395,7 +396,7 @@ fn shared_view(
     filter: &Filter,
     dir: &Directory,
     conn: Option<&ConnState>,
-) -> Result<Option<Option<pb::Record>>, Status> {
+) -> Result<Option<Option<Outgoing>>, Status> {
     if conn.is_some_and(|c| !c.is_valid()) {
         standing(dir, team, conn)?;
     }
@@ -432,7 +433,7 @@ fn shared_view(
             } else {
                 d.full(storage, false).map_err(Status::from)?
             };
-            Ok(Some(Some(full.clone())))
+            Ok(Some(Some(Outgoing::Shared(full.clone()))))
         }
     }
 }
@@ -448,7 +449,7 @@ fn read_step(
     filter: &Filter,
     conn: Option<&ConnState>,
     max_bytes: usize,
-) -> Result<(Vec<pb::Record>, u64), Status> {
+) -> Result<(Vec<Outgoing>, u64), Status> {
     let dir = broker.directory();
     standing(&dir, team, conn)?;
     let storage = broker.log().storage();
@@ -485,7 +486,7 @@ fn read_step(
                 filter.matches_sender(&d.body.sender)
             };
             if wanted {
-                out.push(record);
+                out.push(Outgoing::Own(record));
             }
         }
         Ok(())
