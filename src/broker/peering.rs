@@ -17,6 +17,7 @@ use crate::federation::receive::{self, Hop};
 use crate::log::writer::Submission;
 use crate::proto::federation_server::{Federation as FederationApi, FederationServer};
 use crate::proto::{self as pb};
+use crate::rules::signature::KeyCache;
 
 /// Most records in one relay call.
 const MAX_BATCH: usize = 2048;
@@ -119,10 +120,11 @@ async fn relay(
         };
         let now = OffsetDateTime::now_utc();
         let max = st.config.limits.max_envelope_bytes;
+        let mut keys = KeyCache::default();
         batch
             .records
             .into_iter()
-            .map(|r| receive::check(&hop, &dir, st.log().storage(), r, max, now))
+            .map(|r| receive::check(&hop, &dir, st.log().storage(), r, max, now, &mut keys))
             .collect()
     })
     .await

@@ -21,6 +21,8 @@ use crate::proto::{self as pb, Body, Envelope};
 use crate::rules::access::Distribution;
 use crate::rules::canonical::decode_canonical;
 use crate::rules::directory::Directory;
+use crate::rules::envelope::SignatureError;
+use crate::rules::signature::KeyCache;
 use crate::rules::{envelope, validate};
 
 /// The largest origin proof taken: an inclusion path in a tree of 2^64
@@ -57,6 +59,8 @@ pub fn case_authority<'d>(
 }
 
 /// Checks one relayed record; a submission for the writer, or why not.
+/// `keys` remembers which signer keys pass the key rule (the same rule as
+/// a publish: no non-canonical, small-order or torsioned key).
 pub fn check(
     hop: &Hop<'_>,
     dir: &Directory,
@@ -64,6 +68,7 @@ pub fn check(
     rec: pb::RelayedRecord,
     max_envelope_bytes: usize,
     now: OffsetDateTime,
+    keys: &mut KeyCache,
 ) -> Result<Submission, Error> {
     // Refused for good (not "resource exhausted", which the origin takes
     // for a passing condition and would resend for ever, holding up every
@@ -185,6 +190,9 @@ pub fn check(
         ));
     }
     let (key, _) = dir.key_for_record(&body.sender, &env.key_id, logged_at, now)?;
+    if !keys.usable(&key.public) {
+        return Err(SignatureError::UnusableKey(env.key_id.clone()).into());
+    }
     envelope::verify(&env, &key.public)?;
     validate::check_body(&body, dir)?;
 
