@@ -763,3 +763,58 @@ async fn a_stalled_subscriber_among_many_holds_only_its_own_buffer() {
     }
     assert_eq!(seen, (1..=RECORDS as u64).collect::<Vec<_>>());
 }
+
+/// A record many live subscribers receive is encoded once and shared:
+/// every reader still gets exactly the record `Get` gives it, live and in
+/// catch-up, and a record a reader may not see never reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_records_are_the_records_get_gives_each_reader() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let br = b.client("BR-CERTBR").await;
+    let ru = b.client("RU-GOVCERT").await;
+    let mut live = Vec::new();
+    for c in [&br, &br, &ru] {
+        live.push(
+            c.exchange()
+                .subscribe(sub(Start::Tail(true), true))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    publish_n(&cn, "CN-CNCERT", 6, community()).await;
+    // For BR only: RU never sees it.
+    let only_br = cn
+        .seal(&body(
+            "CN-CNCERT",
+            pb::Tlp::Amber,
+            teams(&["BR-CERTBR"]),
+            incident("for BR"),
+        ))
+        .unwrap();
+    let only_br_seq = cn.publish(only_br).await.unwrap().seq;
+    publish_n(&cn, "CN-CNCERT", 3, community()).await;
+
+    let mut received: Vec<Vec<pb::Record>> = Vec::new();
+    for (i, s) in live.iter_mut().enumerate() {
+        let want = if i < 2 { 10 } else { 9 };
+        let mut got = Vec::new();
+        while got.len() < want {
+            got.push(s.message().await.unwrap().unwrap());
+        }
+        received.push(got);
+    }
+    assert_eq!(received[0], received[1], "two readers, the same bytes");
+    assert!(!received[2].iter().any(|r| r.seq == only_br_seq));
+    for (reader, records) in [(&br, &received[0]), (&ru, &received[2])] {
+        for r in records {
+            assert!(r.envelope.is_some());
+            assert_eq!(*r, reader.get(get_seq(r.seq)).await.unwrap());
+        }
+        assert_eq!(
+            *records,
+            collect(reader, sub(Start::AfterSeq(0), false)).await
+        );
+    }
+}
