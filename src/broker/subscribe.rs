@@ -486,7 +486,7 @@ fn read_step(
                 filter.matches_sender(&d.body.sender)
             };
             if wanted {
-                out.push(Outgoing::Own(record));
+                out.push(Outgoing::Own(Box::new(record)));
             }
         }
         Ok(())
