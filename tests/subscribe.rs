@@ -818,3 +818,61 @@ async fn shared_records_are_the_records_get_gives_each_reader() {
         );
     }
 }
+
+/// Subscribers far behind the tail (more than half the ring) at the same
+/// place share one read of each span: each still gets exactly its own
+/// records, the same as `Get` gives it, and nothing it may not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_far_behind_together_get_each_their_own_records() {
+    let b = TestBroker::start().await;
+    let cn = b.client("CN-CNCERT").await;
+    let br = b.client("BR-CERTBR").await;
+    let ru = b.client("RU-GOVCERT").await;
+    let total = 2500;
+    let envs: Vec<pb::Envelope> = (0..total)
+        .map(|i| {
+            let aud = if i % 10 == 0 {
+                teams(&["BR-CERTBR"])
+            } else {
+                community()
+            };
+            cn.seal(&body(
+                "CN-CNCERT",
+                pb::Tlp::Green,
+                aud,
+                incident(&format!("r{i}")),
+            ))
+            .unwrap()
+        })
+        .collect();
+    let mut receipts = cn
+        .publish_stream(futures_util::stream::iter(envs))
+        .await
+        .unwrap();
+    let mut stored = 0;
+    while let Some(r) = receipts.next().await {
+        r.unwrap().outcome.unwrap();
+        stored += 1;
+    }
+    assert_eq!(stored, total);
+
+    let all = || sub(Start::AfterSeq(0), false);
+    let (a, b2, r) = tokio::join!(
+        collect(&br, all()),
+        collect(&br, all()),
+        collect(&ru, all())
+    );
+    assert_eq!(seqs(&a), (1..=total as u64).collect::<Vec<_>>());
+    assert_eq!(a, b2, "two readers at the same place, the same records");
+    let hidden: Vec<u64> = (0..total as u64)
+        .filter(|i| i % 10 == 0)
+        .map(|i| i + 1)
+        .collect();
+    assert_eq!(r.len(), total - hidden.len());
+    assert!(r.iter().all(|rec| !hidden.contains(&rec.seq)));
+    for (reader, records) in [(&br, &a), (&ru, &r)] {
+        for rec in records.iter().step_by(97) {
+            assert_eq!(*rec, reader.get(get_seq(rec.seq)).await.unwrap());
+        }
+    }
+}

@@ -202,6 +202,22 @@ pub struct RecentRecords {
     /// Bytes of records read for subscribers and not yet taken by tonic,
     /// summed over every subscription (what the broker itself buffers).
     queued: AtomicUsize,
+    /// Records read for subscribers that fell out of the ring (see
+    /// [`RecentRecords::behind`]).
+    behind: Mutex<Behind>,
+    /// Held while a span is read into `behind`, so subscribers at the same
+    /// place read it once.
+    loading: Mutex<()>,
+}
+
+/// Records read from storage for subscribers far behind the tail, shared by
+/// every one of them that reads the same seqs: oldest out first, at most
+/// half of `recent_cache_bytes`.
+#[derive(Default)]
+struct Behind {
+    records: std::collections::HashMap<u64, Arc<Decoded>>,
+    order: std::collections::VecDeque<u64>,
+    held: usize,
 }
 
 /// Bytes a decoded record holds: its stored bytes (the envelope's body is a
@@ -229,6 +245,8 @@ impl RecentRecords {
             filled: watch::Sender::new(0),
             feeding: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            behind: Mutex::new(Behind::default()),
+            loading: Mutex::new(()),
         }
     }
 
@@ -299,6 +317,94 @@ impl RecentRecords {
             *slot = Some(d.clone());
         }
         Ok(d)
+    }
+}
+
+impl RecentRecords {
+    /// Records `from..=to` (committed) for a subscriber far behind the
+    /// tail, from the records read for others before it, or read from
+    /// storage in one span (stopping after `max_bytes`, at least one
+    /// record) and kept for those after it. A thousand subscribers that
+    /// fell behind together read and decode each record once, and share
+    /// its encoding (see [`Decoded::full`]). Without `share` (the only
+    /// open stream), the span is read and nothing kept.
+    pub fn behind(
+        &self,
+        storage: &Storage,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+        share: bool,
+    ) -> Result<Vec<Arc<Decoded>>, Error> {
+        let _loading = if share {
+            if let Some(kept) = self.kept_behind(from, to, max_bytes) {
+                return Ok(kept);
+            }
+            let loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            // Another subscriber may have read it while this one waited.
+            if let Some(kept) = self.kept_behind(from, to, max_bytes) {
+                return Ok(kept);
+            }
+            Some(loading)
+        } else {
+            None
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for r in storage.records(from, to) {
+            let (seq, rec) = r?;
+            let (env, body) = open_head(&rec)?;
+            let d = Arc::new(Decoded::new(seq, rec, env, body));
+            bytes += d.rec.envelope.len();
+            if share {
+                self.keep_behind(d.clone());
+            }
+            out.push(d);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The kept records from `from` on, if `from` is kept: up to `to`, the
+    /// first one missing, or `max_bytes`.
+    fn kept_behind(&self, from: u64, to: u64, max_bytes: usize) -> Option<Vec<Arc<Decoded>>> {
+        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for seq in from..=to {
+            let Some(d) = behind.records.get(&seq) else {
+                break;
+            };
+            bytes += d.rec.envelope.len();
+            out.push(d.clone());
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn keep_behind(&self, d: Arc<Decoded>) {
+        let budget = self.budget / 2;
+        let w = weight(&d);
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        let behind = &mut *behind;
+        if w > budget || behind.records.contains_key(&d.seq) {
+            return;
+        }
+        while behind.held + w > budget {
+            let Some(old) = behind.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = behind.records.remove(&old) {
+                behind.held -= weight(&old);
+            }
+        }
+        behind.held += w;
+        behind.order.push_back(d.seq);
+        behind.records.insert(d.seq, d);
     }
 }
 

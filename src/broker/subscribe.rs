@@ -20,7 +20,7 @@ use tonic::Status;
 use crate::broker::limits::StreamSlot;
 use crate::broker::outgoing::Outgoing;
 use crate::broker::read::view_decoded;
-use crate::broker::recent::{Decoded, RECENT, open_head};
+use crate::broker::recent::{Decoded, RECENT};
 use crate::broker::state::State;
 use crate::broker::transport::ConnState;
 use crate::error::Error;
@@ -454,14 +454,18 @@ fn read_step(
     standing(&dir, team, conn)?;
     let storage = broker.log().storage();
     let upto = *broker.log().committed().borrow();
-    // Far behind: one range scan. Near the tail, where live subscribers
-    // read the same new records: the shared cache, so a record is read
-    // and decoded once for all of them.
+    // Far behind: spans read once for all subscribers at the same place.
+    // Near the tail, where live subscribers read the same new records: the
+    // ring, so a record is read and decoded once for all of them.
     let far_behind = upto.saturating_sub(cursor) > RECENT as u64 / 2;
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    let mut end = cursor;
-    let mut take = |d: &Decoded, env: &mut dyn FnMut() -> pb::Envelope| -> Result<(), Status> {
+    // The record this reader gets: with `shared`, the shared encoding when
+    // it sees the record in full; else (or for a tombstone, a retracted
+    // record, its relay list) its own view, built from storage and encoded
+    // for it alone, one copy fewer for a record no one else reads.
+    let view = |d: &Decoded, shared: bool| -> Result<Option<Outgoing>, Status> {
+        if shared && let Some(shared) = shared_view(broker, team, d, filter, &dir, conn)? {
+            return Ok(shared);
+        }
         if conn.is_some_and(|c| !c.is_valid()) {
             standing(&dir, team, conn)?;
         }
@@ -473,41 +477,40 @@ fn read_step(
             team,
             d.seq,
             &d.rec,
-            env,
+            &mut || d.env.clone(),
             &d.body,
             &filter.scope,
             &dir,
         )
         .map_err(Status::from)?;
-        if let Some(record) = view {
+        Ok(view.and_then(|record| {
             let wanted = if record.envelope.is_some() {
                 filter.matches(&d.body)
             } else {
                 filter.matches_sender(&d.body.sender)
             };
-            if wanted {
-                out.push(Outgoing::Own(Box::new(record)));
-            }
-        }
-        Ok(())
+            wanted.then(|| Outgoing::Own(Box::new(record)))
+        }))
     };
+    let mut out = Vec::new();
+    let mut end = cursor;
     if far_behind {
-        for r in storage.records(cursor + 1, last) {
-            let (seq, rec) = r.map_err(|e| Status::from(Error::from(e)))?;
-            let (env, body) = open_head(&rec).map_err(Status::from)?;
-            let mut d = Decoded::new(seq, rec, env, body);
-            let mut env = Some(std::mem::take(&mut d.env));
-            take(&d, &mut || env.take().unwrap_or_default())?;
-            end = seq;
-            bytes += d.rec.envelope.len();
-            if bytes >= max_bytes {
-                break;
-            }
+        // Read once for every subscriber this far behind at the same
+        // place (see `RecentRecords::behind`); a lone reader keeps nothing.
+        let share = broker.slots.open() > 1;
+        let span = broker
+            .recent
+            .behind(storage, cursor + 1, last, max_bytes, share)
+            .map_err(Status::from)?;
+        for d in span {
+            out.extend(view(&d, share)?);
+            end = d.seq;
         }
     } else {
+        let mut bytes = 0;
         for seq in cursor + 1..=last {
             let d = broker.recent.get(storage, seq).map_err(Status::from)?;
-            take(&d, &mut || d.env.clone())?;
+            out.extend(view(&d, true)?);
             end = seq;
             bytes += d.rec.envelope.len();
             if bytes >= max_bytes {
