@@ -477,7 +477,7 @@ fn read_step(
             team,
             d.seq,
             &d.rec,
-            &mut || d.env.clone(),
+            || d.env.clone(),
             &d.body,
             &filter.scope,
             &dir,
