@@ -63,7 +63,7 @@ impl Services {
                 ExchangeRoutes {
                     server: ExchangeServer::from_arc(service.clone()),
                     service,
-                    max_decoding_message_size: 4 * 1024 * 1024,
+                    max_decoding_message_size: TONIC_DECODE_LIMIT,
                 }
             },
             directory: DirectoryServer::new(DirectoryService(svc.clone())),
@@ -241,6 +241,10 @@ impl tonic::server::NamedService for ExchangeRoutes {
     const NAME: &'static str =
         <ExchangeServer<ExchangeService> as tonic::server::NamedService>::NAME;
 }
+
+/// tonic's default decode limit, which `ExchangeRoutes` starts from like
+/// the generated server it wraps (the broker sets its own).
+const TONIC_DECODE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The path of `Exchange.Subscribe`.
 const SUBSCRIBE_PATH: &str = "/certex.v1.Exchange/Subscribe";
